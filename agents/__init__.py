@@ -1,0 +1,1 @@
+"""Agents that plan and execute vision workflows over MCP servers."""

@@ -1,0 +1,1 @@
+"""Reference and deliberately faulty vision MCP servers."""

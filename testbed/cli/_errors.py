@@ -1,0 +1,26 @@
+"""CLI error handling: user errors become one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+import pydantic
+
+from testbed._errors import TestbedError
+
+
+class TestbedGroup(click.Group):
+    """A click group that reports ``TestbedError`` as one line, with no traceback."""
+
+    __test__ = False
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TestbedError as error:
+            raise click.ClickException(str(error)) from None
+        except pydantic.ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or error.title
+            raise click.ClickException(f"{where}: {first['msg']}") from None

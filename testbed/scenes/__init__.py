@@ -1,0 +1,19 @@
+"""Scenes with ground truth: seeded synthetic shapes and real images."""
+
+from testbed.scenes._real import load_image_folder, load_scene, packaged_images
+from testbed.scenes._synthetic import SHAPE_CLASSES, SceneSpec, generate_scene
+from testbed.scenes._types import BoolMask, GroundTruthObject, RGBImage, Scene, tight_box
+
+__all__ = [
+    "SHAPE_CLASSES",
+    "BoolMask",
+    "GroundTruthObject",
+    "RGBImage",
+    "Scene",
+    "SceneSpec",
+    "generate_scene",
+    "load_image_folder",
+    "load_scene",
+    "packaged_images",
+    "tight_box",
+]

@@ -1,0 +1,47 @@
+"""Image decoding limits and errors."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import pytest
+
+from testbed._errors import InvalidImageError
+from testbed.imaging import decode_base64_image, decode_image, encode_png, encode_png_base64, image_digest
+
+
+def test_png_round_trip_is_lossless() -> None:
+    image = np.arange(48 * 64 * 3, dtype=np.uint32).reshape(48, 64, 3).astype(np.uint8)
+    assert np.array_equal(decode_image(encode_png(image)), image)
+    assert np.array_equal(decode_base64_image(encode_png_base64(image)), image)
+
+
+def test_data_uri_prefix_is_accepted() -> None:
+    image = np.full((8, 8, 3), 7, dtype=np.uint8)
+    assert np.array_equal(decode_base64_image("data:image/png;base64," + encode_png_base64(image)), image)
+
+
+def test_invalid_base64_is_reported_with_the_argument_name() -> None:
+    with pytest.raises(InvalidImageError, match=r"^image_b64: invalid base64$"):
+        decode_base64_image("not base64!!", what="image_b64")
+
+
+def test_bytes_that_are_not_an_image_are_rejected() -> None:
+    with pytest.raises(InvalidImageError, match="image_b64: not a readable image"):
+        decode_base64_image(base64.b64encode(b"plain text").decode(), what="image_b64")
+
+
+def test_oversized_image_is_rejected_before_decoding() -> None:
+    data = encode_png(np.zeros((100, 200, 3), dtype=np.uint8))
+    with pytest.raises(InvalidImageError, match="200x100 exceeds the limit of 10000 pixels"):
+        decode_image(data, max_pixels=10_000)
+
+
+def test_digest_depends_on_pixels_and_shape() -> None:
+    a = np.zeros((4, 6, 3), dtype=np.uint8)
+    assert image_digest(a) == image_digest(a.copy())
+    assert image_digest(a) != image_digest(a.reshape(6, 4, 3))
+    b = a.copy()
+    b[0, 0, 0] = 1
+    assert image_digest(a) != image_digest(b)
