@@ -8,6 +8,9 @@ from testbed import __version__
 from testbed.cli._demo import demo
 from testbed.cli._errors import TestbedGroup
 from testbed.cli._models import models
+from testbed.cli._run import run
+from testbed.cli._scenario import scenario
+from testbed.cli._servers import list_servers, serve
 
 
 @click.group(cls=TestbedGroup)
@@ -18,5 +21,9 @@ def main() -> None:
 
 main.add_command(demo)
 main.add_command(models)
+main.add_command(run)
+main.add_command(scenario)
+main.add_command(list_servers)
+main.add_command(serve)
 
 __all__ = ["main"]

@@ -20,7 +20,24 @@ class TestbedGroup(click.Group):
             return super().invoke(ctx)
         except TestbedError as error:
             raise click.ClickException(str(error)) from None
+        except BaseExceptionGroup as group:
+            # Errors raised inside task groups (servers, runs) arrive wrapped; report the user error inside.
+            user_error = _first_testbed_error(group)
+            if user_error is None:
+                raise
+            raise click.ClickException(str(user_error)) from None
         except pydantic.ValidationError as error:
             first = error.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or error.title
             raise click.ClickException(f"{where}: {first['msg']}") from None
+
+
+def _first_testbed_error(group: BaseExceptionGroup[BaseException]) -> TestbedError | None:
+    for error in group.exceptions:
+        if isinstance(error, TestbedError):
+            return error
+        if isinstance(error, BaseExceptionGroup):
+            found = _first_testbed_error(error)
+            if found is not None:
+                return found
+    return None

@@ -73,8 +73,13 @@ class ToolTruth(BaseModel):
     """How it returns an image or result that later calls consume (by value, or a handle's scope)."""
     ttl_seconds: float | None = None
     """Lifetime of the handles it returns, on the run's logical clock (``returns == ttl``)."""
+    inputs: dict[SemanticRole, str] = {}
+    """Which argument carries each role it reads (e.g. ``{image: "image_b64", bounding_box: "box"}``)."""
     paths: dict[SemanticRole, str] = {}
-    """Where each role lies in its output (structured or text JSON), as a path like ``detections[*].bbox``."""
+    """Where each role lies in its output payload, as a path like ``detections[*].bbox``.
+
+    The payload is ``structuredContent`` when present, else the JSON of the first text block.
+    """
 
 
 class ServerTruth(BaseModel):

@@ -1,0 +1,129 @@
+"""Run one reference server until it is stopped: over stdio, or over streamable HTTP at ``/mcp``."""
+
+from __future__ import annotations
+
+import errno
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+import anyio
+import uvicorn
+from mcp.server import Server
+from mcp.server.mcpserver import MCPServer
+from mcp.server.stdio import stdio_server
+
+from servers._config import ServerConfig
+from servers._registry import get_server
+from testbed._errors import TestbedError
+
+__all__ = ["HTTP_PATH", "serve"]
+
+HTTP_PATH = "/mcp"
+"""Where the streamable HTTP endpoint is mounted."""
+
+Transport = Literal["stdio", "http"]
+
+
+def serve(
+    name: str,
+    *,
+    transport: Transport,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    config: ServerConfig,
+) -> None:
+    """Build the server called ``name`` and serve it until it is stopped (blocking).
+
+    Over stdio it stops when its stdin closes. Over HTTP it listens on
+    ``http://HOST:PORT/mcp`` (``port=0`` picks a free port; the URL is printed on
+    stderr). It stops cleanly, returning, on SIGINT or SIGTERM.
+
+    Args:
+        name: a registry name (see ``servers.SERVERS``).
+        transport: ``"stdio"`` or ``"http"`` (streamable HTTP).
+        host: interface to listen on (HTTP only).
+        port: TCP port to listen on (HTTP only).
+        config: models, inference and sandbox settings.
+
+    Raises:
+        TestbedError: unknown server or transport, or the port cannot be listened on
+            (``"port P on HOST is in use"``).
+    """
+    entry = get_server(name)
+    if transport not in ("stdio", "http"):
+        raise TestbedError(f"unknown transport {transport!r}; expected 'stdio' or 'http'")
+    server = entry.build(config)
+    listener = _listen(host, port) if transport == "http" else None
+    try:
+        with _sigterm_as_interrupt():
+            if listener is None:
+                anyio.run(_serve_stdio, server)
+            else:
+                anyio.run(_serve_http, server, listener, host, name)
+    except KeyboardInterrupt:
+        return
+    finally:
+        if listener is not None:
+            listener.close()
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM like SIGINT while serving, so both end in a clean return (exit status 0).
+
+    uvicorn handles both signals itself while it serves, then re-raises the one it got;
+    this makes the re-raised SIGTERM a ``KeyboardInterrupt`` instead of an abrupt kill.
+    Signal handlers can only be set from the main thread; elsewhere nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+async def _serve_stdio(server: MCPServer | Server) -> None:
+    if isinstance(server, MCPServer):
+        await server.run_stdio_async()
+        return
+    async with stdio_server() as (read_stream, write_stream):
+        await server.run(read_stream, write_stream, server.create_initialization_options())
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind a listening socket now, so a busy port is reported before anything starts."""
+    if not 0 <= port <= 65535:
+        raise TestbedError(f"port {port} is not between 0 and 65535")
+    try:
+        family, kind, protocol, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as error:
+        raise TestbedError(f"cannot listen on {host}: {error.strerror}") from None
+    listener = socket.socket(family, kind, protocol)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind(address)
+    except OSError as error:
+        listener.close()
+        if error.errno == errno.EADDRINUSE:
+            raise TestbedError(f"port {port} on {host} is in use") from None
+        raise TestbedError(f"cannot listen on {host}:{port} ({error.strerror or error})") from None
+    return listener
+
+
+async def _serve_http(server: MCPServer | Server, listener: socket.socket, host: str, name: str) -> None:
+    app = server.streamable_http_app(streamable_http_path=HTTP_PATH, host=host)
+    bound_host, bound_port = listener.getsockname()[:2]
+    shown_host = f"[{bound_host}]" if ":" in bound_host else bound_host
+    print(f"serving {name} on http://{shown_host}:{bound_port}{HTTP_PATH}", file=sys.stderr, flush=True)
+    uvicorn_server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    await uvicorn_server.serve(sockets=[listener])

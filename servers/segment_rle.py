@@ -1,0 +1,164 @@
+"""``segment-rle``: the well-behaved segmenter; COCO RLE masks at image resolution, all declared.
+
+Tool ``segment(image)``: the image travels by value. It returns
+``structuredContent`` under a full ``outputSchema``::
+
+    {"image_size": {"width": W, "height": H},
+     "instances": [{"label": str, "score": float, "bbox": [x_min, y_min, x_max, y_max],
+                    "mask": {"size": [H, W], "counts": str}}, ...]}
+
+Masks are COCO compressed RLE (pycocotools) at the image's own resolution,
+declared with ``encoding``/``resolution``; boxes are canonical, declared with
+``coordinate_system``. Errors are ``isError``. Memory: by value only; it resolves no handles.
+"""
+
+from __future__ import annotations
+
+from mcp.server.mcpserver import MCPServer
+from mcp_types import CallToolResult
+from pydantic import BaseModel, ConfigDict, Field
+
+from servers._config import ServerConfig
+from servers._runtime import decode_image_argument, floats, image_size_of, infer
+from servers._schemas import declare_image, declare_role, declare_size_object, inline_schema
+from servers._tools import CallInfo, ToolDef, build_mcp_server, structured_result
+from testbed.conventions import CANONICAL, MaskEncoding, MaskResolution, encode_masks
+from testbed.protocol import (
+    MemoryScope,
+    Modality,
+    SchemaStyle,
+    SemanticRole,
+    ServerTruth,
+    ToolTruth,
+    declare_box,
+    declare_mask,
+)
+
+NAME = "segment-rle"
+MASK_ENCODING = MaskEncoding.COCO_RLE
+MASK_RESOLUTION = MaskResolution.IMAGE
+
+
+class SegmentArguments(BaseModel):
+    """Arguments of segment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str = Field(
+        description="The image as base64 PNG or JPEG (a data: URI is accepted).",
+        json_schema_extra=declare_image(MemoryScope.BY_VALUE),
+    )
+
+
+class ImageSizeOut(BaseModel):
+    """An image size by named axis."""
+
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+
+
+class RleOut(BaseModel):
+    """A COCO compressed run-length encoded mask."""
+
+    size: list[int] = Field(min_length=2, max_length=2, description="[height, width].")
+    counts: str = Field(description="COCO compressed run lengths (column-major).")
+
+
+class InstanceOut(BaseModel):
+    """One segmented object."""
+
+    label: str = Field(
+        description="Class name.", json_schema_extra=declare_role(SemanticRole.CLASS_LABEL, Modality.LABEL)
+    )
+    score: float = Field(
+        ge=0.0, le=1.0, description="Confidence.", json_schema_extra=declare_role(SemanticRole.SCORE, Modality.SCORE)
+    )
+    bbox: list[float] = Field(
+        min_length=4,
+        max_length=4,
+        description="[x_min, y_min, x_max, y_max] in pixels, origin top-left.",
+        json_schema_extra=declare_box(CANONICAL),
+    )
+    mask: RleOut = Field(
+        description="COCO RLE mask at image resolution.",
+        json_schema_extra=declare_mask(MASK_ENCODING, MASK_RESOLUTION),
+    )
+
+
+class SegmentOutput(BaseModel):
+    """What segment returns."""
+
+    image_size: ImageSizeOut = Field(description="Size of the input image.", json_schema_extra=declare_size_object())
+    instances: list[InstanceOut] = Field(
+        description="Segmented objects.", json_schema_extra=declare_role(SemanticRole.INSTANCES, Modality.COLLECTION)
+    )
+
+
+TRUTH = ServerTruth(
+    name=NAME,
+    kind="segmentation",
+    summary="Well-behaved: COCO RLE masks at image resolution and canonical boxes, all declared; isError errors.",
+    declares_conventions=True,
+    tools=(
+        ToolTruth(
+            name="segment",
+            schema_style=SchemaStyle.FULL,
+            box_convention=CANONICAL,
+            mask_encoding=MASK_ENCODING,
+            mask_resolution=MASK_RESOLUTION,
+            accepts=(MemoryScope.BY_VALUE,),
+            returns=MemoryScope.BY_VALUE,
+            inputs={SemanticRole.IMAGE: "image"},
+            paths={
+                SemanticRole.IMAGE_SIZE: "image_size",
+                SemanticRole.INSTANCES: "instances",
+                SemanticRole.CLASS_LABEL: "instances[*].label",
+                SemanticRole.SCORE: "instances[*].score",
+                SemanticRole.BOUNDING_BOX: "instances[*].bbox",
+                SemanticRole.MASK: "instances[*].mask",
+            },
+        ),
+    ),
+)
+
+
+def build(config: ServerConfig) -> MCPServer:
+    """Build the ``segment-rle`` server."""
+
+    def segment(arguments: SegmentArguments, call: CallInfo) -> CallToolResult:
+        image = decode_image_argument(arguments.image, argument="image", config=config)
+        result = infer("segment", image, config)
+        size = image_size_of(image)
+        assert result.masks is not None  # a segmentation model always returns masks
+        masks = encode_masks(result.masks, MASK_ENCODING)
+        assert isinstance(masks, list)
+        output = SegmentOutput(
+            image_size=ImageSizeOut(width=size.width, height=size.height),
+            instances=[
+                InstanceOut(
+                    label=result.label(i),
+                    score=float(result.scores[i]),
+                    bbox=floats(result.boxes_xyxy[i]),
+                    mask=RleOut.model_validate(masks[i]),
+                )
+                for i in range(len(result))
+            ],
+        )
+        return structured_result(output.model_dump(mode="json"))
+
+    return build_mcp_server(
+        NAME,
+        instructions="Instance segmentation. Masks are COCO RLE at image resolution; every field is declared.",
+        tools=[
+            ToolDef(
+                name="segment",
+                description=(
+                    "Segment objects in an image given as base64. Returns the image size and, per object, its label, "
+                    "score, bbox [x_min, y_min, x_max, y_max] in pixels and a COCO RLE mask at image resolution."
+                ),
+                arguments=SegmentArguments,
+                handler=segment,
+                output_schema=inline_schema(SegmentOutput),
+            )
+        ],
+    )

@@ -1,0 +1,84 @@
+"""``testbed run``: run a scenario's experiment with a progress bar and a summary table."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import anyio
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from testbed.orchestrator import ExperimentSummary, outcome_counts, run_experiment
+from testbed.scenario import load_scenario
+
+
+@click.command()
+@click.argument("scenario_file", metavar="SCENARIO", type=click.Path(path_type=Path))
+@click.option("--runs", type=click.IntRange(min=1), default=None, help="Override the scenario's run count.")
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="Override the scenario's seed.")
+@click.option(
+    "--transport",
+    type=click.Choice(["inprocess", "stdio", "http"]),
+    default=None,
+    help="Override every server's transport.",
+)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None, help="Experiment directory.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+def run(
+    scenario_file: Path, runs: int | None, seed: int | None, transport: str | None, out_dir: Path | None, device: str
+) -> None:
+    """Run SCENARIO's runs against its servers and record every message."""
+    scenario = load_scenario(scenario_file)
+    updates: dict[str, int] = {}
+    if runs is not None:
+        updates["runs"] = runs
+    if seed is not None:
+        updates["seed"] = seed
+    if updates:
+        scenario = scenario.model_copy(update=updates)
+    directory = out_dir or Path("runs") / f"{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        task_id = progress.add_task(f"{scenario.name} (starting servers)", total=scenario.runs)
+
+        def advance(done: int, total: int) -> None:
+            progress.update(task_id, completed=done, total=total, description=scenario.name)
+
+        summary = anyio.run(
+            lambda: run_experiment(
+                scenario,
+                out_dir=directory,
+                scenario_path=scenario_file,
+                transport=transport,  # type: ignore[arg-type]
+                device=device,
+                progress=advance,
+            )
+        )
+    print_summary(summary, Console())
+
+
+def print_summary(summary: ExperimentSummary, console: Console) -> None:
+    table = Table(title=f"{summary.directory}")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("runs", str(summary.runs))
+    table.add_row("tool calls", str(summary.calls))
+    for kind, count in outcome_counts(summary).items():
+        if count:
+            table.add_row(f"  {kind}", str(count))
+    if summary.tasks_checked:
+        rate = summary.tasks_passed / summary.tasks_checked
+        table.add_row("task success", f"{summary.tasks_passed}/{summary.tasks_checked} ({rate:.0%})")
+    table.add_row("wall time", f"{summary.duration_s:.1f} s ({summary.duration_s / max(summary.runs, 1):.2f} s/run)")
+    console.print(table)

@@ -1,0 +1,53 @@
+"""Events: the versioned record of an experiment, and the directory that holds it."""
+
+from testbed.events._model import (
+    EVENTS_FORMAT_VERSION,
+    WALL_CLOCK_FIELDS,
+    CallEvent,
+    CallOutcomeKind,
+    Direction,
+    Event,
+    ExperimentFinished,
+    ExperimentHeader,
+    GroundTruthRecord,
+    MessageEvent,
+    RunFinished,
+    RunStarted,
+    ServerRecord,
+)
+from testbed.events._store import (
+    BLOBS_DIR,
+    EVENTS_FILE,
+    SERVER_LOGS_DIR,
+    BlobStore,
+    EventLog,
+    LoadedLog,
+    externalize,
+    internalize,
+    read_events,
+)
+
+__all__ = [
+    "BLOBS_DIR",
+    "EVENTS_FILE",
+    "EVENTS_FORMAT_VERSION",
+    "SERVER_LOGS_DIR",
+    "WALL_CLOCK_FIELDS",
+    "BlobStore",
+    "CallEvent",
+    "CallOutcomeKind",
+    "Direction",
+    "Event",
+    "EventLog",
+    "ExperimentFinished",
+    "ExperimentHeader",
+    "GroundTruthRecord",
+    "LoadedLog",
+    "MessageEvent",
+    "RunFinished",
+    "RunStarted",
+    "ServerRecord",
+    "externalize",
+    "internalize",
+    "read_events",
+]

@@ -1,0 +1,167 @@
+"""The versioned event schema of an experiment directory's ``events.jsonl``.
+
+One model writes the log and the same model reads it. Every event carries a
+deterministic position ``(run, node, item, seq)`` besides its wall-clock
+``time``; replays compare events in that order without the wall-clock fields.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+EVENTS_FORMAT_VERSION = 1
+"""Bump when an event field is removed or changes meaning (adding optional fields does not force a bump)."""
+
+WALL_CLOCK_FIELDS = frozenset({"time", "duration_s", "started_at", "finished_at"})
+"""Fields excluded when events are compared for reproduction."""
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    time: float
+    """Wall-clock UNIX time the event was recorded (excluded from comparisons)."""
+
+
+class ServerRecord(BaseModel):
+    """One server of the experiment as connected: what it declared and what it actually does."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    alias: str
+    """Its name in the scenario."""
+    server: str
+    """Registry name."""
+    transport: str
+    """inprocess, stdio or http."""
+    protocol_version: str | None
+    """The negotiated MCP protocol version."""
+    server_info: dict[str, Any] | None
+    """The server's self-description (name, version)."""
+    tools: list[dict[str, Any]]
+    """Its ``tools/list`` result, as sent."""
+    truth: dict[str, Any] | None
+    """The testbed's truth manifest for it (None for third-party servers)."""
+
+
+class ExperimentHeader(_Event):
+    """The first line: everything needed to understand and re-run the experiment."""
+
+    event: Literal["header"] = "header"
+    format_version: int = EVENTS_FORMAT_VERSION
+    experiment_id: str
+    """Hash of the resolved scenario and seed: a resumed or replayed experiment must match it."""
+    scenario: dict[str, Any]
+    """The resolved scenario, as loaded (runs and seed as overridden on the command line)."""
+    scenario_path: str | None
+    seed: int
+    runs: int
+    versions: dict[str, str]
+    """testbed, mcp, python, torch, ultralytics, numpy."""
+    git_revision: str | None
+    device: str
+    weights: dict[str, str]
+    """sha256 of the weights each task uses."""
+    servers: list[ServerRecord]
+    started_at: float
+
+
+class GroundTruthRecord(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    class_name: str
+    box_xyxy: list[float]
+    """Canonical box: pixel, xyxy, top-left origin, pixel-edge coordinates."""
+    mask_rle: dict[str, Any] | None
+    """The visible mask as COCO RLE at image resolution."""
+
+
+class RunStarted(_Event):
+    event: Literal["run_started"] = "run_started"
+    run: int
+    scope: str
+    """The memory scope sent to servers in request ``_meta`` for this run."""
+    scene_source: str
+    image_blob: str
+    """Content hash of the scene image in ``blobs/``."""
+    width: int
+    height: int
+    ground_truth: list[GroundTruthRecord]
+
+
+class Direction(StrEnum):
+    CLIENT_TO_SERVER = "c->s"
+    SERVER_TO_CLIENT = "s->c"
+
+
+class MessageEvent(_Event):
+    """One JSON-RPC message on the wire (large strings replaced by blob references)."""
+
+    event: Literal["message"] = "message"
+    run: int | None
+    node: str | None
+    item: int | None
+    seq: int
+    """Position of this message within its call (or within the connection for unattributed messages)."""
+    server: str
+    direction: Direction
+    message: dict[str, Any]
+
+
+class CallOutcomeKind(StrEnum):
+    OK = "ok"
+    TOOL_ERROR = "tool_error"
+    PROTOCOL_ERROR = "protocol_error"
+    TIMEOUT = "timeout"
+    TRANSPORT_CLOSED = "transport_closed"
+    SKIPPED = "skipped"
+
+
+class CallEvent(_Event):
+    """One tool call's outcome, as the orchestrator saw it."""
+
+    event: Literal["call"] = "call"
+    run: int
+    node: str
+    item: int
+    """Index within a for_each node (0 for a plain node)."""
+    server: str
+    tool: str
+    arguments: dict[str, Any]
+    adapters: list[str]
+    """Declared adapters applied to the arguments (tracked bridging)."""
+    clock: float
+    """The run's logical clock sent with the call."""
+    outcome: CallOutcomeKind
+    payload: Any = None
+    """structuredContent, else the JSON of the first text block, else None."""
+    content_types: list[str] = []
+    error: str | None = None
+    duration_s: float
+
+
+class RunFinished(_Event):
+    event: Literal["run_finished"] = "run_finished"
+    run: int
+    calls: int
+    failed_calls: int
+    task_passed: bool | None
+    """The scenario's task checked against ground truth (None when the task is ``none``)."""
+    task_detail: str
+    error: str | None = None
+    """An orchestrator failure that ended the run early."""
+
+
+class ExperimentFinished(_Event):
+    event: Literal["finished"] = "finished"
+    runs: int
+    finished_at: float
+
+
+Event = Annotated[
+    ExperimentHeader | RunStarted | MessageEvent | CallEvent | RunFinished | ExperimentFinished,
+    Field(discriminator="event"),
+]

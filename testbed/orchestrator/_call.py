@@ -1,0 +1,92 @@
+"""Make one tool call and classify its outcome; never raise for a server's misbehaviour."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import mcp.types as types
+import pydantic
+from mcp import MCPError
+
+from testbed.events import CallOutcomeKind
+from testbed.transport import Connection
+
+_GRACE_S = 2.0
+"""Beyond the SDK's own read timeout, the orchestrator's hard bound on a call (guards against hangs)."""
+
+
+@dataclass(frozen=True)
+class CallOutcome:
+    kind: CallOutcomeKind
+    result: types.CallToolResult | None
+    error: str | None
+    duration_s: float
+
+    @property
+    def payload(self) -> Any:
+        return result_payload(self.result) if self.result is not None else None
+
+    @property
+    def content(self) -> list[dict[str, Any]]:
+        if self.result is None:
+            return []
+        return [block.model_dump(by_alias=True, mode="json", exclude_none=True) for block in self.result.content]
+
+
+def result_payload(result: types.CallToolResult) -> Any:
+    """structuredContent when present, else the JSON of the first text block, else None."""
+    if result.structured_content is not None:
+        return result.structured_content
+    for block in result.content:
+        if isinstance(block, types.TextContent):
+            try:
+                return json.loads(block.text)
+            except ValueError:
+                return None
+    return None
+
+
+def _error_text(result: types.CallToolResult) -> str:
+    texts = [block.text for block in result.content if isinstance(block, types.TextContent)]
+    return texts[0].strip().splitlines()[0] if texts and texts[0].strip() else "tool error"
+
+
+async def call_tool(
+    connection: Connection, tool: str, arguments: dict[str, Any], *, meta: dict[str, Any], deadline_s: float
+) -> CallOutcome:
+    """Call a tool without the SDK's client-side outputSchema check (that is a validator's job).
+
+    Returns:
+        The classified outcome: ok, tool error, protocol error, timeout or transport closed.
+    """
+    params = types.CallToolRequestParams.model_validate({"name": tool, "arguments": arguments, "_meta": meta})
+    request = types.CallToolRequest(params=params)
+    started = time.perf_counter()
+
+    def finish(kind: CallOutcomeKind, result: types.CallToolResult | None, error: str | None) -> CallOutcome:
+        return CallOutcome(kind=kind, result=result, error=error, duration_s=time.perf_counter() - started)
+
+    try:
+        with anyio.fail_after(deadline_s + _GRACE_S):
+            result = await connection.client.session.send_request(
+                request, types.CallToolResult, request_read_timeout_seconds=deadline_s
+            )
+    except TimeoutError:
+        return finish(CallOutcomeKind.TIMEOUT, None, f"no response within {deadline_s:g}s")
+    except MCPError as error:
+        if error.code == types.REQUEST_TIMEOUT:
+            return finish(CallOutcomeKind.TIMEOUT, None, f"no response within {deadline_s:g}s")
+        if error.code == types.CONNECTION_CLOSED:
+            return finish(CallOutcomeKind.TRANSPORT_CLOSED, None, error.message)
+        return finish(CallOutcomeKind.PROTOCOL_ERROR, None, f"JSON-RPC error {error.code}: {error.message}")
+    except pydantic.ValidationError as error:
+        return finish(CallOutcomeKind.PROTOCOL_ERROR, None, f"invalid result: {error.errors()[0]['msg']}")
+    except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream) as error:
+        return finish(CallOutcomeKind.TRANSPORT_CLOSED, None, error.__class__.__name__)
+    if result.is_error:
+        return finish(CallOutcomeKind.TOOL_ERROR, result, _error_text(result))
+    return finish(CallOutcomeKind.OK, result, None)

@@ -1,0 +1,218 @@
+"""Execute one run: a scene, an agent stepping through its calls, every message recorded."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import numpy as np
+from pycocotools import mask as coco_mask
+
+from agents._interface import Agent, CallRecord, NodeResult, PlannedCall, RunView, SceneView
+from testbed.events import (
+    BlobStore,
+    CallEvent,
+    CallOutcomeKind,
+    Event,
+    GroundTruthRecord,
+    RunFinished,
+    RunStarted,
+    externalize,
+)
+from testbed.imaging import encode_png, encode_png_base64
+from testbed.orchestrator._call import CallOutcome, call_tool
+from testbed.protocol import CLOCK_META_KEY, SCOPE_META_KEY
+from testbed.scenes import Scene
+from testbed.transport import CallContext, Connection, current_call
+
+CLOCK_STEP_S = 10.0
+"""Logical seconds between agent steps; TTL handles expire on this clock, never on wall time."""
+MAX_STEPS = 256
+
+TaskChecker = Callable[[Scene, dict[str, NodeResult], dict[str, Connection]], tuple[bool | None, str]]
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    events: list[Event]
+    calls: int
+    failed_calls: int
+    task_passed: bool | None
+
+
+def scene_ground_truth(scene: Scene) -> list[GroundTruthRecord]:
+    records = []
+    for obj in scene.objects:
+        rle = None
+        if obj.mask is not None:
+            encoded = coco_mask.encode(np.asfortranarray(obj.mask.astype(np.uint8)))
+            rle = {"size": [int(v) for v in encoded["size"]], "counts": encoded["counts"].decode("ascii")}
+        records.append(GroundTruthRecord(class_name=obj.class_name, box_xyxy=list(obj.box_xyxy), mask_rle=rle))
+    return records
+
+
+async def execute_run(
+    run: int,
+    *,
+    scene: Scene,
+    agent: Agent,
+    connections: dict[str, Connection],
+    sandbox: Path,
+    blobs: BlobStore,
+    default_deadline_s: float,
+    check_task: TaskChecker,
+) -> RunOutcome:
+    """Run one scene through the agent; return its events in deterministic order."""
+    scope = f"run-{run}"
+    run_dir = sandbox / scope
+    run_dir.mkdir(parents=True, exist_ok=True)
+    png = encode_png(scene.image)
+    image_path = run_dir / "scene.png"
+    image_path.write_bytes(png)
+    view = RunView(
+        run=run,
+        scene=SceneView(
+            image=encode_png_base64(scene.image), image_path=str(image_path), width=scene.width, height=scene.height
+        ),
+        catalog={alias: conn.tools for alias, conn in connections.items()},
+    )
+    started = RunStarted(
+        time=time.time(),
+        run=run,
+        scope=scope,
+        scene_source=scene.source,
+        image_blob=blobs.put_bytes(png),
+        width=scene.width,
+        height=scene.height,
+        ground_truth=scene_ground_truth(scene),
+    )
+    call_events: list[CallEvent] = []
+    error: str | None = None
+    agent.start(view)
+    for step_index in range(MAX_STEPS):
+        step = await agent.step(view)
+        for node, reason in step.skipped:
+            view.skipped[node] = reason
+            call_events.append(_skipped_event(run, node, reason, step_index * CLOCK_STEP_S))
+        for node in step.empty:
+            view.results[node] = NodeResult(node=node, calls=(), fan_out=True)
+        if step.done:
+            break
+        clock = step_index * CLOCK_STEP_S
+        outcomes: dict[tuple[str, int], CallOutcome] = {}
+
+        async def perform(call: PlannedCall, clock: float = clock) -> None:
+            connection = connections.get(call.server)
+            token = current_call.set(CallContext(run=run, node=call.node, item=call.item))
+            try:
+                if connection is None:
+                    outcome = CallOutcome(CallOutcomeKind.PROTOCOL_ERROR, None, f"unknown server {call.server!r}", 0.0)
+                else:
+                    outcome = await call_tool(
+                        connection,
+                        call.tool,
+                        call.arguments,
+                        meta={SCOPE_META_KEY: scope, CLOCK_META_KEY: clock},
+                        deadline_s=call.deadline_s or default_deadline_s,
+                    )
+            finally:
+                current_call.reset(token)
+            outcomes[(call.node, call.item)] = outcome
+
+        async with anyio.create_task_group() as group:
+            for call in step.calls:
+                group.start_soon(perform, call)
+        _collect(step.calls, outcomes, view, call_events, run, clock, blobs)
+    else:
+        error = f"agent did not finish within {MAX_STEPS} steps"
+
+    messages = [
+        event.model_copy(update={"message": externalize(event.message, blobs)})
+        for conn in connections.values()
+        for event in conn.recorder.take_run(run)
+    ]
+    passed, detail = check_task(scene, view.results, connections)
+    failed = sum(event.outcome not in (CallOutcomeKind.OK, CallOutcomeKind.SKIPPED) for event in call_events)
+    finished = RunFinished(
+        time=time.time(),
+        run=run,
+        calls=sum(event.outcome is not CallOutcomeKind.SKIPPED for event in call_events),
+        failed_calls=failed,
+        task_passed=passed,
+        task_detail=detail,
+        error=error,
+    )
+    ordered_messages = sorted(messages, key=lambda m: (m.node or "", m.item or 0, m.server, m.seq))
+    ordered_calls = sorted(call_events, key=lambda c: (c.clock, c.node, c.item))
+    events: list[Event] = [started, *ordered_messages, *ordered_calls, finished]
+    return RunOutcome(events=events, calls=finished.calls, failed_calls=failed, task_passed=passed)
+
+
+def _collect(
+    calls: Sequence[PlannedCall],
+    outcomes: dict[tuple[str, int], CallOutcome],
+    view: RunView,
+    call_events: list[CallEvent],
+    run: int,
+    clock: float,
+    blobs: BlobStore,
+) -> None:
+    by_node: dict[str, list[PlannedCall]] = {}
+    for call in calls:
+        by_node.setdefault(call.node, []).append(call)
+    for node, node_calls in by_node.items():
+        records = []
+        for call in sorted(node_calls, key=lambda c: c.item):
+            outcome = outcomes[(call.node, call.item)]
+            records.append(
+                CallRecord(
+                    outcome=outcome.kind.value,
+                    payload=outcome.payload,
+                    content=outcome.content,
+                    arguments=call.arguments,
+                    error=outcome.error,
+                )
+            )
+            call_events.append(
+                CallEvent(
+                    time=time.time(),
+                    run=run,
+                    node=call.node,
+                    item=call.item,
+                    server=call.server,
+                    tool=call.tool,
+                    arguments=externalize(call.arguments, blobs),
+                    adapters=list(call.adapters),
+                    clock=clock,
+                    outcome=outcome.kind,
+                    payload=externalize(outcome.payload, blobs),
+                    content_types=[block.get("type", "?") for block in outcome.content],
+                    error=outcome.error,
+                    duration_s=outcome.duration_s,
+                )
+            )
+        fan_out = any(call.fan_out for call in node_calls)
+        first = node_calls[0]
+        view.results[node] = NodeResult(
+            node=node, calls=tuple(records), fan_out=fan_out, server=first.server, tool=first.tool
+        )
+
+
+def _skipped_event(run: int, node: str, reason: str, clock: float) -> CallEvent:
+    return CallEvent(
+        time=time.time(),
+        run=run,
+        node=node,
+        item=0,
+        server="",
+        tool="",
+        arguments={},
+        adapters=[],
+        clock=clock,
+        outcome=CallOutcomeKind.SKIPPED,
+        error=reason,
+        duration_s=0.0,
+    )

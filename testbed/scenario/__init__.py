@@ -1,0 +1,41 @@
+"""Scenario files: YAML documents validated as frozen pydantic models, with one-line errors.
+
+``load_scenario(path)`` reads a file; every problem is a :class:`ScenarioError`
+reading ``FILE:LINE: field.path: message``. ``scenario_json_schema()`` gives
+the file format as JSON Schema for editors.
+"""
+
+from testbed.scenario._load import ScenarioError, load_scenario, load_scenario_text
+from testbed.scenario._model import (
+    AgentSpec,
+    ImageSet,
+    Scenario,
+    SceneSource,
+    ScriptedAgent,
+    ServerAlias,
+    ServerRef,
+    Task,
+    TaskKind,
+    Transport,
+    ViolationId,
+)
+from testbed.scenario._schema import scenario_json_schema, write_json_schema
+
+__all__ = [
+    "AgentSpec",
+    "ImageSet",
+    "Scenario",
+    "ScenarioError",
+    "SceneSource",
+    "ScriptedAgent",
+    "ServerAlias",
+    "ServerRef",
+    "Task",
+    "TaskKind",
+    "Transport",
+    "ViolationId",
+    "load_scenario",
+    "load_scenario_text",
+    "scenario_json_schema",
+    "write_json_schema",
+]

@@ -1,0 +1,149 @@
+"""Task checkers: did the workflow achieve what the scenario asked, judged against ground truth?
+
+Checkers read what servers returned (or were sent) through the servers' truth
+manifests, so they measure the pipeline's outcome, never what a server merely
+declares. A model that misses an object fails a task; that is detection
+quality, not a protocol violation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from agents._interface import NodeResult
+from testbed.conventions import (
+    ImageSize,
+    MaskResolution,
+    box_iou,
+    decode_masks,
+    mask_iou,
+    resize_masks,
+    to_canonical,
+)
+from testbed.protocol import SemanticRole, ToolTruth
+from testbed.scenes import Scene
+from testbed.transport import Connection
+from testbed.workflow import BindingContext, BindingError, parse_reference, resolve
+
+MATCH_IOU = 0.5
+
+
+def select_path(payload: Any, path: str) -> Any:
+    """Evaluate a truth-manifest path (``detections[*].bbox``) on a payload."""
+    separator = "" if path.startswith("[") else "."
+    reference = parse_reference(f"$payload{separator}{path}")
+    return resolve(reference, BindingContext(scene={}, payloads={"payload": payload}))
+
+
+def check_task(
+    kind: str,
+    *,
+    node: str | None,
+    class_name: str | None,
+    scene: Scene,
+    results: dict[str, NodeResult],
+    connections: dict[str, Connection],
+) -> tuple[bool | None, str]:
+    """Check one run's task; returns (passed, a one-line explanation). ``none`` tasks return (None, ...)."""
+    if kind == "none" or node is None:
+        return None, "no task"
+    result = results.get(node)
+    if result is None or not result.calls and not result.fan_out:
+        return False, f"node {node!r} did not run"
+    connection = connections.get(result.server)
+    if connection is None or connection.truth is None:
+        return None, f"node {node!r}: no truth manifest for server {result.server!r}; task not checkable"
+    truth = connection.truth.tool(result.tool)
+    size = ImageSize(width=scene.width, height=scene.height)
+    try:
+        if kind == "detect_all":
+            return _detect_all(result, truth, scene, size)
+        if kind == "segment_all":
+            return _segment_all(result, truth, scene, size)
+        if kind == "crop_every":
+            return _crop_every(result, truth, scene, size, class_name or "")
+    except (BindingError, ValueError, KeyError, TypeError) as error:
+        return False, f"node {node!r}: output unreadable through its truth manifest ({error})"
+    raise ValueError(f"unknown task kind {kind!r}")
+
+
+def _gt_boxes(scene: Scene, class_name: str | None = None) -> np.ndarray:
+    boxes = [o.box_xyxy for o in scene.objects if class_name is None or o.class_name == class_name]
+    return np.array(boxes, dtype=np.float64).reshape(-1, 4)
+
+
+def _detect_all(result: NodeResult, truth: ToolTruth, scene: Scene, size: ImageSize) -> tuple[bool, str]:
+    if not result.succeeded:
+        return False, f"detection call failed ({result.calls[0].error})"
+    if truth.box_convention is None:
+        raise ValueError(f"tool {truth.name} has no box convention")
+    raw = select_path(result.payload, truth.paths[SemanticRole.BOUNDING_BOX])
+    boxes = to_canonical(np.array(raw, dtype=np.float64).reshape(-1, 4), truth.box_convention, size)
+    found = _matched(_gt_boxes(scene), boxes)
+    return found == len(scene.objects), f"found {found}/{len(scene.objects)} objects at IoU >= {MATCH_IOU}"
+
+
+def _crop_every(
+    result: NodeResult, truth: ToolTruth, scene: Scene, size: ImageSize, class_name: str
+) -> tuple[bool, str]:
+    if truth.box_convention is None:
+        raise ValueError(f"tool {truth.name} has no box convention")
+    argument = truth.inputs[SemanticRole.BOUNDING_BOX]
+    sent = [call.arguments[argument] for call in result.calls if call.outcome == "ok" and argument in call.arguments]
+    crops = to_canonical(np.array(sent, dtype=np.float64).reshape(-1, 4), truth.box_convention, size)
+    wanted = _gt_boxes(scene, class_name)
+    found = _matched(wanted, crops)
+    detail = f"cropped {found}/{len(wanted)} {class_name} objects at IoU >= {MATCH_IOU} ({len(sent)} crops)"
+    return found == len(wanted), detail
+
+
+def _segment_all(result: NodeResult, truth: ToolTruth, scene: Scene, size: ImageSize) -> tuple[bool, str]:
+    if not result.succeeded:
+        return False, f"segmentation call failed ({result.calls[0].error})"
+    if truth.mask_encoding is None:
+        raise ValueError(f"tool {truth.name} has no mask encoding")
+    payload = select_path(result.payload, truth.paths[SemanticRole.MASK])
+    if truth.mask_resolution is MaskResolution.MODEL:
+        model_size = _payload_grid(payload, truth)
+        masks = unletterbox_masks(
+            decode_masks(payload, truth.mask_encoding, model_size, normalized_polygons=truth.normalized_polygons), size
+        )
+    else:
+        masks = decode_masks(payload, truth.mask_encoding, size, normalized_polygons=truth.normalized_polygons)
+    found = 0
+    for obj in scene.objects:
+        if obj.mask is not None and any(mask_iou(mask, obj.mask) >= MATCH_IOU for mask in masks):
+            found += 1
+    return found == len(scene.objects), f"segmented {found}/{len(scene.objects)} objects at mask IoU >= {MATCH_IOU}"
+
+
+def _payload_grid(payload: Any, truth: ToolTruth) -> ImageSize:
+    from testbed.imaging import decode_base64_image
+
+    if isinstance(payload, list) and payload and isinstance(payload[0], str):
+        first = decode_base64_image(payload[0], what="mask")
+        return ImageSize(width=first.shape[1], height=first.shape[0])
+    raise ValueError(f"cannot tell the model grid of {truth.name}'s masks")
+
+
+def unletterbox_masks(masks: np.ndarray, size: ImageSize) -> np.ndarray:
+    """Map masks from a letterboxed model grid back to the image, as Ultralytics pads (centred)."""
+    if masks.size == 0:
+        return np.zeros((masks.shape[0], size.height, size.width), dtype=bool)
+    grid_h, grid_w = masks.shape[1:]
+    gain = min(grid_h / size.height, grid_w / size.width)
+    pad_w = (grid_w - round(size.width * gain)) / 2
+    pad_h = (grid_h - round(size.height * gain)) / 2
+    top, left = round(pad_h - 0.1), round(pad_w - 0.1)
+    bottom, right = top + round(size.height * gain), left + round(size.width * gain)
+    content = np.ascontiguousarray(masks[:, top:bottom, left:right])
+    return resize_masks(content, size)
+
+
+def _matched(truth_boxes: np.ndarray, predicted: np.ndarray) -> int:
+    if len(truth_boxes) == 0 or len(predicted) == 0:
+        return 0
+    ious = box_iou(truth_boxes, predicted)
+    return int((ious.max(axis=1) >= MATCH_IOU).sum())

@@ -1,0 +1,18 @@
+"""Client-side transports: connections to servers, and the tap that records every message."""
+
+from testbed.transport._connect import Connection, TransportKind, connect, free_port
+from testbed.transport._recorder import CallContext, MessageRecorder, current_call
+from testbed.transport._tap import Hook, Item, TapTransport
+
+__all__ = [
+    "CallContext",
+    "Connection",
+    "Hook",
+    "Item",
+    "MessageRecorder",
+    "TapTransport",
+    "TransportKind",
+    "connect",
+    "current_call",
+    "free_port",
+]

@@ -1,0 +1,84 @@
+"""Attribute every wire message to the run, node and item of the call that caused it."""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from mcp.shared.message import SessionMessage
+
+from testbed.events import Direction, MessageEvent
+from testbed.transport._tap import Item
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """The call a message belongs to."""
+
+    run: int
+    node: str
+    item: int
+
+
+current_call: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar("current_call", default=None)
+"""Set by the orchestrator around each tool call; outgoing messages are sent in the caller's context."""
+
+
+@dataclass
+class MessageRecorder:
+    """Turns tapped messages into ``MessageEvent`` objects, grouped by call.
+
+    Requests are attributed through :data:`current_call`; responses by the
+    JSON-RPC id of the request they answer. Messages outside any call (the
+    handshake, listings) are kept under ``run=None``.
+    """
+
+    server: str
+    _by_request_id: dict[Any, CallContext] = field(default_factory=dict)
+    _seq: dict[CallContext | None, int] = field(default_factory=dict)
+    events: dict[CallContext | None, list[MessageEvent]] = field(default_factory=dict)
+
+    def record(self, direction: Direction, item: Item) -> None:
+        if isinstance(item, SessionMessage):
+            message: dict[str, Any] = item.message.model_dump(by_alias=True, mode="json", exclude_none=True)
+        else:
+            message = {"transport_exception": f"{item.__class__.__name__}: {item}"}
+        context = self._attribute(direction, message)
+        seq = self._seq.get(context, 0)
+        self._seq[context] = seq + 1
+        event = MessageEvent(
+            time=time.time(),
+            run=context.run if context else None,
+            node=context.node if context else None,
+            item=context.item if context else None,
+            seq=seq,
+            server=self.server,
+            direction=direction,
+            message=message,
+        )
+        self.events.setdefault(context, []).append(event)
+
+    def _attribute(self, direction: Direction, message: dict[str, Any]) -> CallContext | None:
+        if direction is Direction.CLIENT_TO_SERVER:
+            context = current_call.get()
+            if context is not None and "id" in message and "method" in message:
+                self._by_request_id[message["id"]] = context
+            return context
+        request_id = message.get("id")
+        if request_id is not None and ("result" in message or "error" in message):
+            return self._by_request_id.get(request_id)
+        return None
+
+    def take(self, context: CallContext | None) -> list[MessageEvent]:
+        """Remove and return the events recorded for one call (or the unattributed ones)."""
+        return self.events.pop(context, [])
+
+    def take_run(self, run: int) -> list[MessageEvent]:
+        """Remove and return every event of a run, in deterministic (node, item, seq) order."""
+        keys = [key for key in self.events if key is not None and key.run == run]
+        taken: list[MessageEvent] = []
+        for key in sorted(keys, key=lambda k: (k.node, k.item)):
+            taken.extend(self.events.pop(key))
+        return taken
