@@ -28,8 +28,8 @@ _HANDLE_HEX_DIGITS = 16
 
 
 def make_handle(prefix: str, *parts: str) -> str:
-    """A handle ``"<prefix>-<16 hex digits>"`` derived from ``parts`` (deterministic, collision-resistant)."""
-    digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+    """A handle ``"<prefix>-<16 hex digits>"`` derived from the prefix and ``parts`` (deterministic)."""
+    digest = hashlib.sha256("\x1f".join((prefix, *parts)).encode()).hexdigest()
     return f"{prefix}-{digest[:_HANDLE_HEX_DIGITS]}"
 
 

@@ -146,10 +146,6 @@ def _one_line(message: str) -> str:
     return " ".join(message.split()) or "error"
 
 
-def _placeholder() -> None:
-    """Stands in for the tool function in ``Tool.from_function``; :func:`_make_tool` replaces it."""
-
-
 def _make_tool(definition: ToolDef[Any]) -> Tool:
     async def call(ctx: Context) -> CallToolResult:
         # The SDK's own argument model is empty (the function takes no arguments), so the raw

@@ -51,7 +51,7 @@ class SaveImageArguments(BaseModel):
 class SaveImageOutput(BaseModel):
     """What save_image returns."""
 
-    path: str = Field(description="Where the image was saved, relative to the server's working directory.")
+    path: str = Field(description="Where the image was saved, relative to the server's image folder.")
 
 
 class DetectFileArguments(BaseModel):

@@ -1,6 +1,8 @@
 """``segment-rle``: the well-behaved segmenter; COCO RLE masks at image resolution, all declared.
 
-Tool ``segment(image)``: the image travels by value. It returns
+Tool ``segment(image, boxes=None)``: the image travels by value; optional box
+prompts (canonical xyxy pixels, declared) keep only the instances whose box
+overlaps a prompt at IoU >= 0.5, as box-prompted segmenters do. It returns
 ``structuredContent`` under a full ``outputSchema``::
 
     {"image_size": {"width": W, "height": H},
@@ -14,6 +16,7 @@ declared with ``encoding``/``resolution``; boxes are canonical, declared with
 
 from __future__ import annotations
 
+import numpy as np
 from mcp.server.mcpserver import MCPServer
 from mcp_types import CallToolResult
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,8 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from servers._config import ServerConfig
 from servers._runtime import decode_image_argument, floats, image_size_of, infer
 from servers._schemas import declare_image, declare_role, declare_size_object, inline_schema
-from servers._tools import CallInfo, ToolDef, build_mcp_server, structured_result
-from testbed.conventions import CANONICAL, MaskEncoding, MaskResolution, encode_masks
+from servers._tools import CallInfo, ToolDef, ToolInputError, build_mcp_server, structured_result
+from testbed.conventions import CANONICAL, MaskEncoding, MaskResolution, box_iou, encode_masks
 from testbed.protocol import (
     MemoryScope,
     Modality,
@@ -47,6 +50,12 @@ class SegmentArguments(BaseModel):
     image: str = Field(
         description="The image as base64 PNG or JPEG (a data: URI is accepted).",
         json_schema_extra=declare_image(MemoryScope.BY_VALUE),
+    )
+    boxes: list[list[float]] | None = Field(
+        default=None,
+        description="Optional box prompts [x_min, y_min, x_max, y_max] in pixels, origin top-left: "
+        "only instances overlapping a prompt at IoU >= 0.5 are returned.",
+        json_schema_extra=declare_box(CANONICAL),
     )
 
 
@@ -108,7 +117,7 @@ TRUTH = ServerTruth(
             mask_resolution=MASK_RESOLUTION,
             accepts=(MemoryScope.BY_VALUE,),
             returns=MemoryScope.BY_VALUE,
-            inputs={SemanticRole.IMAGE: "image"},
+            inputs={SemanticRole.IMAGE: "image", SemanticRole.BOUNDING_BOX: "boxes"},
             paths={
                 SemanticRole.IMAGE_SIZE: "image_size",
                 SemanticRole.INSTANCES: "instances",
@@ -122,6 +131,26 @@ TRUTH = ServerTruth(
 )
 
 
+PROMPT_IOU = 0.5
+
+
+def prompted_instances(boxes_xyxy: np.ndarray, prompts: list[list[float]]) -> list[int]:
+    """Indexes of the instances whose box overlaps some prompt at IoU >= ``PROMPT_IOU``.
+
+    Raises:
+        ToolInputError: a prompt is not four finite numbers with positive area.
+    """
+    array = np.asarray(prompts, dtype=np.float64).reshape(-1, 4) if prompts else np.zeros((0, 4))
+    if array.shape[0] != len(prompts) or not np.isfinite(array).all():
+        raise ToolInputError("boxes: each prompt must be four finite numbers [x_min, y_min, x_max, y_max]")
+    if ((array[:, 2] <= array[:, 0]) | (array[:, 3] <= array[:, 1])).any():
+        raise ToolInputError("boxes: each prompt needs x_max > x_min and y_max > y_min")
+    if len(boxes_xyxy) == 0 or len(array) == 0:
+        return []
+    overlaps = box_iou(boxes_xyxy, array)
+    return [int(i) for i in np.flatnonzero(overlaps.max(axis=1) >= PROMPT_IOU)]
+
+
 def build(config: ServerConfig) -> MCPServer:
     """Build the ``segment-rle`` server."""
 
@@ -130,7 +159,10 @@ def build(config: ServerConfig) -> MCPServer:
         result = infer("segment", image, config)
         size = image_size_of(image)
         assert result.masks is not None  # a segmentation model always returns masks
-        masks = encode_masks(result.masks, MASK_ENCODING)
+        keep = list(range(len(result)))
+        if arguments.boxes is not None:
+            keep = prompted_instances(result.boxes_xyxy, arguments.boxes)
+        masks = encode_masks(result.masks[keep], MASK_ENCODING)
         assert isinstance(masks, list)
         output = SegmentOutput(
             image_size=ImageSizeOut(width=size.width, height=size.height),
@@ -139,9 +171,9 @@ def build(config: ServerConfig) -> MCPServer:
                     label=result.label(i),
                     score=float(result.scores[i]),
                     bbox=floats(result.boxes_xyxy[i]),
-                    mask=RleOut.model_validate(masks[i]),
+                    mask=RleOut.model_validate(masks[position]),
                 )
-                for i in range(len(result))
+                for position, i in enumerate(keep)
             ],
         )
         return structured_result(output.model_dump(mode="json"))

@@ -33,7 +33,8 @@ def decode_image(data: bytes, *, what: str = "image", max_pixels: int = MAX_IMAG
     try:
         with Image.open(io.BytesIO(data)) as probe:
             width, height = probe.size
-    except (UnidentifiedImageError, OSError, ValueError) as error:
+    except (UnidentifiedImageError, OSError, ValueError, ImportError) as error:
+        # ImportError: Ultralytics patches PIL's opener to try optional HEIF support on unknown data.
         raise InvalidImageError(f"{what}: not a readable image ({error.__class__.__name__})") from None
     if width * height > max_pixels:
         raise InvalidImageError(f"{what}: {width}x{height} exceeds the limit of {max_pixels} pixels")

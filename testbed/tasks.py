@@ -40,32 +40,39 @@ def select_path(payload: Any, path: str) -> Any:
 def check_task(
     kind: str,
     *,
-    node: str | None,
+    nodes: tuple[str, ...],
     class_name: str | None,
     scene: Scene,
     results: dict[str, NodeResult],
     connections: dict[str, Connection],
 ) -> tuple[bool | None, str]:
-    """Check one run's task; returns (passed, a one-line explanation). ``none`` tasks return (None, ...)."""
-    if kind == "none" or node is None:
+    """Check one run's task over the results of ``nodes`` (merged); returns (passed, a one-line explanation).
+
+    ``none`` tasks, and nodes whose servers have no truth manifest, return ``(None, reason)``.
+    """
+    if kind == "none" or not nodes:
         return None, "no task"
-    result = results.get(node)
-    if result is None or not result.calls and not result.fan_out:
-        return False, f"node {node!r} did not run"
-    connection = connections.get(result.server)
-    if connection is None or connection.truth is None:
-        return None, f"node {node!r}: no truth manifest for server {result.server!r}; task not checkable"
-    truth = connection.truth.tool(result.tool)
+    readings: list[tuple[NodeResult, ToolTruth]] = []
+    for node in nodes:
+        result = results.get(node)
+        if result is None:
+            return False, f"node {node!r} did not run"
+        if not result.calls:
+            continue  # a fan-out over an empty list contributes nothing
+        connection = connections.get(result.server)
+        if connection is None or connection.truth is None:
+            return None, f"node {node!r}: no truth manifest for server {result.server!r}; task not checkable"
+        readings.append((result, connection.truth.tool(result.tool)))
     size = ImageSize(width=scene.width, height=scene.height)
     try:
         if kind == "detect_all":
-            return _detect_all(result, truth, scene, size)
+            return _detect_all(readings, scene, size)
         if kind == "segment_all":
-            return _segment_all(result, truth, scene, size)
+            return _segment_all(readings, scene, size)
         if kind == "crop_every":
-            return _crop_every(result, truth, scene, size, class_name or "")
+            return _crop_every(readings, scene, size, class_name or "")
     except (BindingError, ValueError, KeyError, TypeError) as error:
-        return False, f"node {node!r}: output unreadable through its truth manifest ({error})"
+        return False, f"output unreadable through the truth manifest ({error})"
     raise ValueError(f"unknown task kind {kind!r}")
 
 
@@ -74,44 +81,65 @@ def _gt_boxes(scene: Scene, class_name: str | None = None) -> np.ndarray:
     return np.array(boxes, dtype=np.float64).reshape(-1, 4)
 
 
-def _detect_all(result: NodeResult, truth: ToolTruth, scene: Scene, size: ImageSize) -> tuple[bool, str]:
-    if not result.succeeded:
-        return False, f"detection call failed ({result.calls[0].error})"
-    if truth.box_convention is None:
-        raise ValueError(f"tool {truth.name} has no box convention")
-    raw = select_path(result.payload, truth.paths[SemanticRole.BOUNDING_BOX])
-    boxes = to_canonical(np.array(raw, dtype=np.float64).reshape(-1, 4), truth.box_convention, size)
-    found = _matched(_gt_boxes(scene), boxes)
+def _failure(readings: list[tuple[NodeResult, ToolTruth]]) -> str | None:
+    for result, _ in readings:
+        for call in result.calls:
+            if call.outcome != "ok":
+                return f"node {result.node!r} failed ({call.outcome}: {call.error})"
+    return None
+
+
+def _detect_all(readings: list[tuple[NodeResult, ToolTruth]], scene: Scene, size: ImageSize) -> tuple[bool, str]:
+    failure = _failure(readings)
+    if failure:
+        return False, failure
+    boxes = [np.zeros((0, 4))]
+    for result, truth in readings:
+        if truth.box_convention is None:
+            raise ValueError(f"tool {truth.name} has no box convention")
+        raw = select_path(result.payload, truth.paths[SemanticRole.BOUNDING_BOX])
+        boxes.append(to_canonical(np.array(raw, dtype=np.float64).reshape(-1, 4), truth.box_convention, size))
+    found = _matched(_gt_boxes(scene), np.concatenate(boxes))
     return found == len(scene.objects), f"found {found}/{len(scene.objects)} objects at IoU >= {MATCH_IOU}"
 
 
 def _crop_every(
-    result: NodeResult, truth: ToolTruth, scene: Scene, size: ImageSize, class_name: str
+    readings: list[tuple[NodeResult, ToolTruth]], scene: Scene, size: ImageSize, class_name: str
 ) -> tuple[bool, str]:
-    if truth.box_convention is None:
-        raise ValueError(f"tool {truth.name} has no box convention")
-    argument = truth.inputs[SemanticRole.BOUNDING_BOX]
-    sent = [call.arguments[argument] for call in result.calls if call.outcome == "ok" and argument in call.arguments]
-    crops = to_canonical(np.array(sent, dtype=np.float64).reshape(-1, 4), truth.box_convention, size)
+    crops = [np.zeros((0, 4))]
+    count = 0
+    for result, truth in readings:
+        if truth.box_convention is None:
+            raise ValueError(f"tool {truth.name} has no box convention")
+        argument = truth.inputs[SemanticRole.BOUNDING_BOX]
+        sent = [
+            call.arguments[argument] for call in result.calls if call.outcome == "ok" and argument in call.arguments
+        ]
+        count += len(sent)
+        crops.append(to_canonical(np.array(sent, dtype=np.float64).reshape(-1, 4), truth.box_convention, size))
     wanted = _gt_boxes(scene, class_name)
-    found = _matched(wanted, crops)
-    detail = f"cropped {found}/{len(wanted)} {class_name} objects at IoU >= {MATCH_IOU} ({len(sent)} crops)"
+    found = _matched(wanted, np.concatenate(crops))
+    detail = f"cropped {found}/{len(wanted)} {class_name} objects at IoU >= {MATCH_IOU} ({count} crops)"
     return found == len(wanted), detail
 
 
-def _segment_all(result: NodeResult, truth: ToolTruth, scene: Scene, size: ImageSize) -> tuple[bool, str]:
-    if not result.succeeded:
-        return False, f"segmentation call failed ({result.calls[0].error})"
-    if truth.mask_encoding is None:
-        raise ValueError(f"tool {truth.name} has no mask encoding")
-    payload = select_path(result.payload, truth.paths[SemanticRole.MASK])
-    if truth.mask_resolution is MaskResolution.MODEL:
-        model_size = _payload_grid(payload, truth)
-        masks = unletterbox_masks(
-            decode_masks(payload, truth.mask_encoding, model_size, normalized_polygons=truth.normalized_polygons), size
-        )
-    else:
-        masks = decode_masks(payload, truth.mask_encoding, size, normalized_polygons=truth.normalized_polygons)
+def _segment_all(readings: list[tuple[NodeResult, ToolTruth]], scene: Scene, size: ImageSize) -> tuple[bool, str]:
+    failure = _failure(readings)
+    if failure:
+        return False, failure
+    masks: list[np.ndarray] = []
+    for result, truth in readings:
+        if truth.mask_encoding is None:
+            raise ValueError(f"tool {truth.name} has no mask encoding")
+        payload = select_path(result.payload, truth.paths[SemanticRole.MASK])
+        if truth.mask_resolution is MaskResolution.MODEL:
+            grid = _payload_grid(payload, truth)
+            decoded = decode_masks(payload, truth.mask_encoding, grid, normalized_polygons=truth.normalized_polygons)
+            masks.extend(unletterbox_masks(decoded, size))
+        else:
+            masks.extend(
+                decode_masks(payload, truth.mask_encoding, size, normalized_polygons=truth.normalized_polygons)
+            )
     found = 0
     for obj in scene.objects:
         if obj.mask is not None and any(mask_iou(mask, obj.mask) >= MATCH_IOU for mask in masks):

@@ -30,7 +30,8 @@ def test_same_seed_gives_identical_image_bytes_and_ground_truth() -> None:
     assert encode_png(first.image) == encode_png(second.image)
     assert [(o.class_name, o.box_xyxy) for o in first.objects] == [(o.class_name, o.box_xyxy) for o in second.objects]
     for a, b in zip(first.objects, second.objects, strict=True):
-        assert a.mask is not None and b.mask is not None
+        assert a.mask is not None
+        assert b.mask is not None
         assert np.array_equal(a.mask, b.mask)
 
 
@@ -150,7 +151,8 @@ def test_folder_with_coco_json_gives_boxes_and_masks(tmp_path: Path) -> None:
     for got, want in zip(loaded.objects, scene.objects, strict=True):
         assert got.class_name == want.class_name
         assert got.box_xyxy == want.box_xyxy
-        assert got.mask is not None and want.mask is not None
+        assert got.mask is not None
+        assert want.mask is not None
         assert np.array_equal(got.mask, want.mask)
 
 

@@ -392,8 +392,9 @@ async def test_detect_xywh_bl_anchors_boxes_at_their_bottom_left_corner_and_repo
             ok_payload(await call(client, "save_image", {"image_b64": image_b64})), save.paths[SemanticRole.IMAGE_PATH]
         )
         payload = ok_payload(await call(client, "detect_file", {"path": path}))
-    assert sandbox_config.sandbox is not None
-    assert (sandbox_config.sandbox / path).is_file()
+        assert sandbox_config.sandbox is not None
+        absolute = str((sandbox_config.sandbox / path).resolve())
+        assert ok_payload(await call(client, "detect_file", {"path": absolute})) == payload
     assert select(payload, detect.paths[SemanticRole.IMAGE_SIZE]) == [size.height, size.width]
     np.testing.assert_allclose(canonical_boxes(payload, detect, size), detected.boxes_xyxy, atol=1e-6)
     x1, _, _, y2 = detected.boxes_xyxy[0]
@@ -586,18 +587,16 @@ async def test_handles_are_deterministic_across_fresh_server_processes(config: S
 
 # --- bad inputs -----------------------------------------------------------------------------
 
-IMAGE_TOOLS: list[tuple[str, str, dict[str, Any]]] = [
-    ("detect-xyxy", "detect", {}),
-    ("detect-cxcywh", "detect_objects", {}),
-    ("detect-yxyx", "locate_objects", {}),
-    ("detect-xywh-bl", "save_image", {}),
-    ("segment-rle", "segment", {}),
-    ("segment-polygon", "upload_image", {}),
-    ("segment-polygon", "segment_polygons", {}),
-    ("segment-png", "load_image", {}),
-    ("crop-xywh", "crop", {"box": [10.0, 10.0, 40.0, 30.0]}),
-    ("crop-handle", "put_image", {}),
+EXTRA_ARGUMENTS: dict[str, dict[str, Any]] = {"crop": {"box": [10.0, 10.0, 40.0, 30.0]}}
+"""Other required arguments of the tools below, by tool name."""
+
+IMAGE_TOOLS: list[tuple[str, str]] = [
+    (name, tool.name)
+    for name, entry in SERVERS.items()
+    for tool in entry.truth.tools
+    if SemanticRole.IMAGE in tool.inputs
 ]
+"""Every tool that takes an image by value, according to the truth manifests."""
 
 OVERSIZED = encode_png_base64(np.zeros((400, 300, 3), dtype=np.uint8))
 """120 000 pixels, over the 100 000 the bad-input servers accept (the 320x240 scene is under)."""
@@ -610,11 +609,12 @@ BAD_IMAGES: list[tuple[object, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("name", "tool_name", "extra"), IMAGE_TOOLS, ids=[f"{s}.{t}" for s, t, _ in IMAGE_TOOLS])
+@pytest.mark.parametrize(("name", "tool_name"), IMAGE_TOOLS, ids=[f"{s}.{t}" for s, t in IMAGE_TOOLS])
 async def test_bad_image_arguments_are_one_line_tool_errors_naming_the_argument_and_the_server_keeps_serving(
-    name: str, tool_name: str, extra: dict[str, Any], config: ServerConfig, image_b64: str, tmp_path: Path
+    name: str, tool_name: str, config: ServerConfig, image_b64: str, tmp_path: Path
 ) -> None:
     tool = truth_tool(name, tool_name)
+    extra = EXTRA_ARGUMENTS.get(tool_name, {})
     argument = tool.inputs[SemanticRole.IMAGE]
     limited = config.model_copy(update={"max_pixels": 100_000, "sandbox": tmp_path})
     async with connected(name, limited) as client:

@@ -8,7 +8,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from servers import SERVERS, ServerConfig, serve as serve_server
+from servers import SERVERS, ServerConfig
+from servers import serve as serve_server
 
 
 @click.command(name="servers")
@@ -49,8 +50,8 @@ def list_servers() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @click.option("--sandbox", type=click.Path(path_type=Path), default=None, help="The only folder the server touches.")
-@click.option("--device", default="auto", show_default=True)
-def serve(name: str, transport: str, host: str, port: int, sandbox: Path | None, device: str) -> None:
+@click.option("--device", default=None, help="auto, cpu, cuda or cuda:N (default: $TESTBED_DEVICE or auto).")
+def serve(name: str, transport: str, host: str, port: int, sandbox: Path | None, device: str | None) -> None:
     """Run reference server NAME on its own (stdio, or streamable HTTP at http://HOST:PORT/mcp)."""
-    config = ServerConfig.from_env().model_copy(update={"device": device, "sandbox": sandbox})
+    config = ServerConfig.from_env(device=device, sandbox=sandbox)
     serve_server(name, transport=transport, host=host, port=port, config=config)  # type: ignore[arg-type]

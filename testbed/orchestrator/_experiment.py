@@ -13,7 +13,6 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
 
 from agents import build_agent
 from servers import ServerConfig, get_server
@@ -205,7 +204,12 @@ async def run_experiment(
                 blobs=log.blobs,
                 default_deadline_s=scenario.deadline_s,
                 check_task=lambda scene, results, conns: check_task(
-                    task.kind, node=task.node, class_name=task.class_name, scene=scene, results=results, connections=conns
+                    task.kind,
+                    nodes=task.nodes,
+                    class_name=task.class_name,
+                    scene=scene,
+                    results=results,
+                    connections=conns,
                 ),
             )
             log.append(outcome.events)
@@ -228,5 +232,3 @@ def outcome_counts(summary: ExperimentSummary) -> dict[str, int]:
 
 
 __all__ = ["ExperimentSummary", "experiment_id", "outcome_counts", "run_experiment", "scene_for_run"]
-
-

@@ -104,7 +104,9 @@ async def execute_run(
         clock = step_index * CLOCK_STEP_S
         outcomes: dict[tuple[str, int], CallOutcome] = {}
 
-        async def perform(call: PlannedCall, clock: float = clock) -> None:
+        async def perform(
+            call: PlannedCall, clock: float = clock, outcomes: dict[tuple[str, int], CallOutcome] = outcomes
+        ) -> None:
             connection = connections.get(call.server)
             token = current_call.set(CallContext(run=run, node=call.node, item=call.item))
             try:

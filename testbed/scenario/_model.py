@@ -194,6 +194,13 @@ class Task(BaseModel):
     """The workflow node whose results are checked; required unless ``kind`` is ``none``."""
     class_name: str | None = None
     """The object class the task is about; required by ``crop_every``."""
+    merge: tuple[str, ...] = ()
+    """Further nodes (parallel branches) whose results are merged with ``node``'s before checking."""
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        """Every node the check reads: ``node`` first, then ``merge``."""
+        return ((self.node,) if self.node is not None else ()) + self.merge
 
     @model_validator(mode="after")
     def _check_fields(self) -> Self:
@@ -277,6 +284,12 @@ class Scenario(BaseModel):
                 raise FieldError(
                     f"grant {grant!r} names unknown server alias {alias!r} (servers: {', '.join(self.servers)})",
                     loc=("agent", "grants", index),
+                )
+        for index, merged in enumerate(self.task.merge):
+            if merged not in workflow.node_ids:
+                raise FieldError(
+                    f"task merge node {merged!r} is not a workflow node (nodes: {', '.join(workflow.node_ids)})",
+                    loc=("task", "merge", index),
                 )
         if self.task.node is not None and self.task.node not in workflow.node_ids:
             raise FieldError(

@@ -185,7 +185,9 @@ async def connect(
             with anyio.fail_after(STARTUP_TIMEOUT_S):
                 listed = await client.list_tools()
         except TimeoutError:
-            raise TestbedError(f"server {alias!r} ({server}, {transport}) did not answer within {STARTUP_TIMEOUT_S:.0f}s") from None
+            raise TestbedError(
+                f"server {alias!r} ({server}, {transport}) did not answer within {STARTUP_TIMEOUT_S:.0f}s"
+            ) from None
         except Exception as error:  # a server that cannot start surfaces here in many shapes
             detail = _first_line(error)
             hint = f" (see {stderr})" if stderr else ""

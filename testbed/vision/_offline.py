@@ -49,6 +49,7 @@ def configure_ultralytics(*, quiet: bool = True) -> Path:
     config_dir = ultralytics_config_dir()
     config_dir.mkdir(parents=True, exist_ok=True)
     os.environ["YOLO_OFFLINE"] = "1"
+    os.environ["YOLO_AUTOINSTALL"] = "False"  # never pip-install missing extras at run time
     os.environ["YOLO_CONFIG_DIR"] = str(config_dir)
     if quiet:
         os.environ["YOLO_VERBOSE"] = "False"
