@@ -20,6 +20,7 @@ _ENV_FIELDS: dict[str, str] = {
     "TESTBED_DETECT_WEIGHTS": "detect_weights",
     "TESTBED_SEGMENT_WEIGHTS": "segment_weights",
     "TESTBED_SANDBOX": "sandbox",
+    "TESTBED_INFERENCE_CACHE": "inference_cache",
 }
 
 
@@ -52,6 +53,9 @@ class ServerConfig(BaseModel):
 
     max_pixels: int = Field(default=MAX_IMAGE_PIXELS, gt=0)
     """Largest image (width x height) a server accepts; larger inputs are refused before decoding."""
+
+    inference_cache: bool = True
+    """Cache inference results by (weights, image, parameters); benchmarks switch it off."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> ServerConfig:

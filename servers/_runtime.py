@@ -24,7 +24,7 @@ from testbed._arrays import RGBImage
 from testbed._errors import InvalidImageError, WeightsError
 from testbed.conventions import BoxConvention, ImageSize, to_canonical
 from testbed.imaging import decode_image
-from testbed.vision import InferenceParams, InferenceResult, VisionModel, shipped_weights
+from testbed.vision import InferenceParams, InferenceResult, VisionModel, shared_inference_cache, shipped_weights
 
 __all__ = [
     "crop_canonical",
@@ -39,7 +39,7 @@ __all__ = [
 
 Task = Literal["detect", "segment"]
 
-_models: dict[tuple[Task, Path, str], VisionModel] = {}
+_models: dict[tuple[Task, Path, str, bool], VisionModel] = {}
 _models_lock = threading.Lock()
 
 _EDGE_TOLERANCE = 1e-6
@@ -55,11 +55,12 @@ def vision_model(task: Task, config: ServerConfig) -> VisionModel:
     """
     configured = config.detect_weights if task == "detect" else config.segment_weights
     path = (configured or shipped_weights(task)).resolve()
-    key = (task, path, config.device)
+    key = (task, path, config.device, config.inference_cache)
     with _models_lock:
         model = _models.get(key)
         if model is None:
-            model = VisionModel(path, device=config.device, quiet=True)
+            cache = shared_inference_cache() if config.inference_cache else None
+            model = VisionModel(path, device=config.device, quiet=True, cache=cache)
             if task == "segment" and model.task != "segment":
                 raise WeightsError(f"{path}: a {model.task} model; a segmentation server needs segment weights")
             _models[key] = model

@@ -48,7 +48,7 @@ def test_ultralytics_config_and_font_live_in_the_testbed_folder(testbed_home: Pa
     from ultralytics.utils import SETTINGS, USER_CONFIG_DIR
     from ultralytics.utils.checks import check_font
 
-    assert config_dir == testbed_home / "ultralytics"
+    assert config_dir == testbed_home / "ultralytics" / "Ultralytics"
     assert Path(USER_CONFIG_DIR) == config_dir
     assert Path(check_font("Arial.ttf")).parent == config_dir
     assert SETTINGS["sync"] is False

@@ -156,7 +156,7 @@ async def run_experiment(
         for alias, ref in scenario.servers.items():
             entry = get_server(ref.server)
             kind: TransportKind = transport or ref.transport
-            config = ServerConfig(device=resolved_device, sandbox=sandbox)
+            config = ServerConfig.from_env(device=resolved_device, sandbox=sandbox)
             connections[alias] = await stack.enter_async_context(
                 connect(
                     alias,

@@ -63,7 +63,8 @@ def _server_environment(sandbox: Path, device: str) -> dict[str, str]:
         "TESTBED_DEVICE": device,
         "PYTHONUNBUFFERED": "1",
     }
-    for key in ("TESTBED_HOME", "HOME", "PATH", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "CUDA_VISIBLE_DEVICES"):
+    passed_on = ("TESTBED_HOME", "TESTBED_INFERENCE_CACHE", "TESTBED_IMGSZ", "TESTBED_CONF", "HOME", "PATH")
+    for key in (*passed_on, "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "CUDA_VISIBLE_DEVICES"):
         if key in os.environ:
             env[key] = os.environ[key]
     return env

@@ -37,6 +37,11 @@ def ultralytics_config_dir() -> Path:
     return testbed_home() / "ultralytics"
 
 
+def ultralytics_user_dir() -> Path:
+    """Where Ultralytics keeps its settings and fonts: the ``Ultralytics`` folder inside ``YOLO_CONFIG_DIR``."""
+    return ultralytics_config_dir() / "Ultralytics"
+
+
 def configure_ultralytics(*, quiet: bool = True) -> Path:
     """Set the environment so Ultralytics never reaches the network and writes only where we say.
 
@@ -44,17 +49,19 @@ def configure_ultralytics(*, quiet: bool = True) -> Path:
     would otherwise download) so plotting never fetches Arial.ttf.
 
     Returns:
-        The Ultralytics configuration folder.
+        The folder where Ultralytics keeps its settings and looks for fonts.
     """
     config_dir = ultralytics_config_dir()
-    config_dir.mkdir(parents=True, exist_ok=True)
+    user_dir = ultralytics_user_dir()
+    user_dir.mkdir(parents=True, exist_ok=True)
     os.environ["YOLO_OFFLINE"] = "1"
     os.environ["YOLO_AUTOINSTALL"] = "False"  # never pip-install missing extras at run time
     os.environ["YOLO_CONFIG_DIR"] = str(config_dir)
     if quiet:
         os.environ["YOLO_VERBOSE"] = "False"
-    _install_local_font(config_dir)
-    return config_dir
+    # check_font() looks here first; a miss makes it resolve and fetch from the network.
+    _install_local_font(user_dir)
+    return user_dir
 
 
 def import_ultralytics(*, quiet: bool = True) -> ModuleType:
