@@ -12,6 +12,7 @@ import base64
 import binascii
 import math
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Literal
 
@@ -40,6 +41,12 @@ __all__ = [
 Task = Literal["detect", "segment"]
 
 _models: dict[tuple[Task, Path, str, bool], VisionModel] = {}
+
+# A pipeline sends the same image to several tools (and one tool many times in a fan-out); decoding a
+# PNG costs milliseconds, so a few recently decoded images are kept, keyed by their exact base64 text.
+_DECODED_CACHE_SIZE = 8
+_decoded: OrderedDict[tuple[str, int], RGBImage] = OrderedDict()
+_decoded_lock = threading.Lock()
 _models_lock = threading.Lock()
 
 _EDGE_TOLERANCE = 1e-6
@@ -86,11 +93,23 @@ def decode_image_argument(value: str, *, argument: str, config: ServerConfig) ->
         InvalidImageError: invalid base64, not an image, or over ``config.max_pixels``; names ``argument``.
     """
     text = value.partition(",")[2] if value.startswith("data:") else value
+    key = (text, config.max_pixels)
+    with _decoded_lock:
+        cached = _decoded.get(key)
+        if cached is not None:
+            _decoded.move_to_end(key)
+            return cached
     try:
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidImageError(f"{argument}: invalid base64") from None
-    return decode_image_data(data, argument=argument, max_pixels=config.max_pixels)
+    image = decode_image_data(data, argument=argument, max_pixels=config.max_pixels)
+    image.setflags(write=False)  # shared between calls: nobody may draw on it
+    with _decoded_lock:
+        _decoded[key] = image
+        while len(_decoded) > _DECODED_CACHE_SIZE:
+            _decoded.popitem(last=False)
+    return image
 
 
 def decode_image_data(data: bytes, *, argument: str, max_pixels: int) -> RGBImage:

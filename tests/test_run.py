@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -236,3 +237,22 @@ def test_cli_serve_rejects_an_unknown_server() -> None:
     result = CliRunner().invoke(main, ["serve", "no-such-server"])
     assert result.exit_code != 0
     assert "unknown server 'no-such-server'" in result.output
+
+
+def test_server_that_cannot_start_is_a_clear_error_and_records_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import testbed.transport._connect as connect_module
+
+    def exits_at_once(*_: object, **__: object) -> list[str]:
+        return [sys.executable, "-c", "import sys; sys.exit(3)"]
+
+    monkeypatch.setattr(connect_module, "_server_command", exits_at_once)
+    out = tmp_path / "exp"
+    result = CliRunner().invoke(
+        main, ["run", str(V1 / "detect_crop.yaml"), "--transport", "stdio", "--out", str(out), "--device", "cpu"]
+    )
+    assert result.exit_code != 0
+    assert "failed to start" in result.output
+    assert "Traceback" not in result.output
+    assert not (out / "events.jsonl").exists()

@@ -12,6 +12,7 @@ import binascii
 import hashlib
 import json
 import os
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ BLOB_MIN_CHARS = 512
 """Strings at least this long are stored once in ``blobs/`` and referenced by hash."""
 
 _EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+_RECENT_BLOBS = 64
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
 
@@ -45,8 +47,21 @@ class BlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
+        # The same image string appears in many messages of a run: remember recent ones by their text.
+        self._recent: OrderedDict[str, str] = OrderedDict()
 
     def put(self, text: str) -> str:
+        known = self._recent.get(text)
+        if known is not None:
+            self._recent.move_to_end(text)
+            return known
+        digest = self._store(text)
+        self._recent[text] = digest
+        while len(self._recent) > _RECENT_BLOBS:
+            self._recent.popitem(last=False)
+        return digest
+
+    def _store(self, text: str) -> str:
         data, suffix = _decoded_image(text)
         if data is not None:
             return self.put_bytes(data, suffix)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from testbed.events import (
     RunStarted,
     externalize,
 )
-from testbed.imaging import encode_png, encode_png_base64
+from testbed.imaging import encode_png
 from testbed.orchestrator._call import CallOutcome, call_tool
 from testbed.protocol import CLOCK_META_KEY, SCOPE_META_KEY
 from testbed.scenes import Scene
@@ -75,7 +76,10 @@ async def execute_run(
     view = RunView(
         run=run,
         scene=SceneView(
-            image=encode_png_base64(scene.image), image_path=str(image_path), width=scene.width, height=scene.height
+            image=base64.b64encode(png).decode("ascii"),
+            image_path=str(image_path),
+            width=scene.width,
+            height=scene.height,
         ),
         catalog={alias: conn.tools for alias, conn in connections.items()},
     )
