@@ -18,11 +18,12 @@ from mcp_types import CallToolResult
 from pydantic import BaseModel, ConfigDict, Field
 
 from servers._config import ServerConfig
+from servers._outputs import CanonicalLabeledBoxOut, ImageSizeOut
 from servers._runtime import decode_image_argument, floats, image_size_of, infer
 from servers._schemas import declare_image, declare_role, declare_size_object, inline_schema
 from servers._tools import CallInfo, ToolDef, build_mcp_server, structured_result
 from testbed.conventions import CANONICAL
-from testbed.protocol import MemoryScope, Modality, SchemaStyle, SemanticRole, ServerTruth, ToolTruth, declare_box
+from testbed.protocol import MemoryScope, Modality, SchemaStyle, SemanticRole, ServerTruth, ToolTruth
 
 NAME = "detect-xyxy"
 
@@ -38,28 +39,8 @@ class DetectArguments(BaseModel):
     )
 
 
-class ImageSizeOut(BaseModel):
-    """An image size by named axis."""
-
-    width: int = Field(gt=0)
-    height: int = Field(gt=0)
-
-
-class DetectionOut(BaseModel):
+class DetectionOut(CanonicalLabeledBoxOut):
     """One detected object."""
-
-    label: str = Field(
-        description="Class name.", json_schema_extra=declare_role(SemanticRole.CLASS_LABEL, Modality.LABEL)
-    )
-    score: float = Field(
-        ge=0.0, le=1.0, description="Confidence.", json_schema_extra=declare_role(SemanticRole.SCORE, Modality.SCORE)
-    )
-    bbox: list[float] = Field(
-        min_length=4,
-        max_length=4,
-        description="[x_min, y_min, x_max, y_max] in pixels, origin top-left.",
-        json_schema_extra=declare_box(CANONICAL),
-    )
 
 
 class DetectOutput(BaseModel):

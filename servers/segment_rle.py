@@ -22,6 +22,7 @@ from mcp_types import CallToolResult
 from pydantic import BaseModel, ConfigDict, Field
 
 from servers._config import ServerConfig
+from servers._outputs import CanonicalLabeledBoxOut, ImageSizeOut
 from servers._runtime import decode_image_argument, floats, image_size_of, infer
 from servers._schemas import declare_image, declare_role, declare_size_object, inline_schema
 from servers._tools import CallInfo, ToolDef, ToolInputError, build_mcp_server, structured_result
@@ -59,13 +60,6 @@ class SegmentArguments(BaseModel):
     )
 
 
-class ImageSizeOut(BaseModel):
-    """An image size by named axis."""
-
-    width: int = Field(gt=0)
-    height: int = Field(gt=0)
-
-
 class RleOut(BaseModel):
     """A COCO compressed run-length encoded mask."""
 
@@ -73,21 +67,9 @@ class RleOut(BaseModel):
     counts: str = Field(description="COCO compressed run lengths (column-major).")
 
 
-class InstanceOut(BaseModel):
+class InstanceOut(CanonicalLabeledBoxOut):
     """One segmented object."""
 
-    label: str = Field(
-        description="Class name.", json_schema_extra=declare_role(SemanticRole.CLASS_LABEL, Modality.LABEL)
-    )
-    score: float = Field(
-        ge=0.0, le=1.0, description="Confidence.", json_schema_extra=declare_role(SemanticRole.SCORE, Modality.SCORE)
-    )
-    bbox: list[float] = Field(
-        min_length=4,
-        max_length=4,
-        description="[x_min, y_min, x_max, y_max] in pixels, origin top-left.",
-        json_schema_extra=declare_box(CANONICAL),
-    )
     mask: RleOut = Field(
         description="COCO RLE mask at image resolution.",
         json_schema_extra=declare_mask(MASK_ENCODING, MASK_RESOLUTION),

@@ -15,11 +15,12 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 
 from testbed.imaging import encode_png_base64
 from testbed.scenes import SceneSpec, generate_scene
-from testbed.transport import free_port
+from testbed.transport import free_port, wait_until_listening
 
 INSPECTOR = Path(__file__).parent / "inspector" / "node_modules" / ".bin" / "mcp-inspector"
 
@@ -76,26 +77,12 @@ def http_server(tmp_path: Path) -> Iterator[str]:
         stdin=subprocess.DEVNULL,
     )
     try:
-        _wait_until_listening(port, process)
+        anyio.run(lambda: wait_until_listening(port, process, name="crop-handle"))
         yield f"http://127.0.0.1:{port}/mcp"
     finally:
         process.terminate()
         process.wait(timeout=30)
         log.close()
-
-
-def _wait_until_listening(port: int, process: subprocess.Popen[bytes]) -> None:
-    import socket
-    import time
-
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "server exited during startup"
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise AssertionError(f"server did not listen on {port}")
 
 
 def test_inspector_lists_and_calls_a_server_over_http(inspector: Path, http_server: str) -> None:

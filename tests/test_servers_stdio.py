@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ from servers import SERVERS, get_server
 from testbed.imaging import encode_png_base64
 from testbed.protocol import SemanticRole
 from testbed.scenes import SceneSpec, generate_scene
+from testbed.transport import free_port, wait_until_listening
 
 pytestmark = pytest.mark.anyio
 
@@ -85,26 +85,6 @@ async def test_every_server_runs_as_a_stdio_subprocess_and_answers_a_call(
     assert succeeded(result), result.content
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-async def wait_until_listening(port: int, process: subprocess.Popen[bytes]) -> None:
-    """Poll the port until the server accepts connections (or its process dies)."""
-    while True:
-        assert process.poll() is None, f"server exited early with {process.returncode}"
-        try:
-            stream = await anyio.connect_tcp("127.0.0.1", port)
-        except OSError:
-            await anyio.sleep(0.1)
-            continue
-        await stream.aclose()
-        return
-
-
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 async def test_a_server_serves_streamable_http_on_a_free_port_and_stops_cleanly_on_a_signal(
     stop: signal.Signals, image_b64: str, tmp_path: Path
@@ -120,7 +100,7 @@ async def test_a_server_serves_streamable_http_on_a_free_port_and_stops_cleanly_
     )
     try:
         with anyio.fail_after(START_AND_CALL_TIMEOUT):
-            await wait_until_listening(port, process)
+            await wait_until_listening(port, process, name="detect-xyxy")
             async with Client(f"http://127.0.0.1:{port}/mcp") as client:
                 listed = [t.name for t in (await client.list_tools()).tools]
                 result = await client.call_tool("detect", {"image": image_b64})

@@ -1,6 +1,6 @@
 """Client-side transports: connections to servers, and the tap that records every message."""
 
-from testbed.transport._connect import Connection, TransportKind, connect, free_port
+from testbed.transport._connect import Connection, TransportKind, connect, free_port, wait_until_listening
 from testbed.transport._recorder import CallContext, MessageRecorder, current_call
 from testbed.transport._tap import Hook, Item, TapTransport
 
@@ -15,4 +15,5 @@ __all__ = [
     "connect",
     "current_call",
     "free_port",
+    "wait_until_listening",
 ]

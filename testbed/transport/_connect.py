@@ -85,11 +85,24 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-async def _wait_for_port(port: int, process: subprocess.Popen[bytes], *, name: str, log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+async def wait_until_listening(
+    port: int,
+    process: subprocess.Popen[bytes],
+    *,
+    name: str,
+    log: Path | None = None,
+    timeout_s: float = STARTUP_TIMEOUT_S,
+) -> None:
+    """Poll 127.0.0.1:``port`` until a server process accepts connections.
+
+    Raises:
+        TestbedError: the process exited first, or nothing listened within ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    where = f" (see {log})" if log is not None else ""
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise TestbedError(f"server {name!r} exited during startup with code {process.returncode} (see {log})")
+            raise TestbedError(f"server {name!r} exited during startup with code {process.returncode}{where}")
         try:
             stream = await anyio.connect_tcp("127.0.0.1", port)
         except OSError:
@@ -97,7 +110,7 @@ async def _wait_for_port(port: int, process: subprocess.Popen[bytes], *, name: s
             continue
         await stream.aclose()
         return
-    raise TestbedError(f"server {name!r} did not listen on 127.0.0.1:{port} within {STARTUP_TIMEOUT_S:.0f}s")
+    raise TestbedError(f"server {name!r} did not listen on 127.0.0.1:{port} within {timeout_s:.0f}s")
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -173,7 +186,7 @@ async def connect(
                 env=_server_environment(sandbox, device),
             )
             stack.callback(_stop, process)
-            await _wait_for_port(port, process, name=server, log=stderr_path)
+            await wait_until_listening(port, process, name=server, log=stderr_path)
             inner = streamable_http_client(f"http://127.0.0.1:{port}/mcp")
             stderr = stderr_path
         else:
