@@ -65,7 +65,7 @@ agent:
         adapters:
           box: {kind: box, from: xyxy/pixel, to: xywh/pixel}
 expect: [coords.mismatch]
-faults: [{kind: delay, seconds: 0.5}]
+faults: [{kind: delay, seconds: 0.5, target: {server: det}}]
 validators: {coords: {tolerance: 0.5}}
 deadline_s: 45
 """
@@ -83,7 +83,8 @@ def test_a_valid_scenario_loads_into_frozen_models() -> None:
     assert scenario.agent.kind == "scripted"
     assert scenario.agent.grants == ("det.detect", "det2.detect", "crop.crop")
     assert scenario.expect == ("coords.mismatch",)
-    assert scenario.faults == ({"kind": "delay", "seconds": 0.5},)
+    [fault] = scenario.faults
+    assert (fault.kind, fault.target.server) == ("delay", "det")
     assert scenario.validators == {"coords": {"tolerance": 0.5}}
     crop = scenario.agent.workflow.node("crop")
     assert crop.adapters["box"] == BoxAdapter.between(BoxConvention.from_name("xyxy/pixel"), "xywh/pixel")

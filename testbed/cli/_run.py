@@ -30,7 +30,11 @@ from testbed.scenario import load_scenario
 def run(
     scenario_file: Path, runs: int | None, seed: int | None, transport: str | None, out_dir: Path | None, device: str
 ) -> None:
-    """Run SCENARIO's runs against its servers and record every message."""
+    """Run SCENARIO's runs against its servers and record every message.
+
+    With --out naming a directory this scenario and seed started, continue it: runs already
+    recorded are kept, a torn last line or an unfinished run is dropped and reported.
+    """
     scenario = load_scenario(scenario_file)
     updates: dict[str, int] = {}
     if runs is not None:
@@ -65,6 +69,8 @@ def run(
                 progress=advance,
             )
         )
+    if summary.resume_note:
+        console.print(f"{directory}: {summary.resume_note}")
     print_summary(summary, Console())
 
 
@@ -73,10 +79,14 @@ def print_summary(summary: ExperimentSummary, console: Console) -> None:
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_row("runs", str(summary.runs))
+    if summary.resumed_runs:
+        table.add_row("  resumed (already recorded)", str(summary.resumed_runs))
     table.add_row("tool calls", str(summary.calls))
     for kind, count in outcome_counts(summary).items():
         if count:
             table.add_row(f"  {kind}", str(count))
+    for kind, count in sorted(summary.faults.items()):
+        table.add_row(f"fault injected: {kind}", str(count))
     if summary.tasks_checked:
         rate = summary.tasks_passed / summary.tasks_checked
         table.add_row("task success", f"{summary.tasks_passed}/{summary.tasks_checked} ({rate:.0%})")

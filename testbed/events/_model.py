@@ -143,6 +143,33 @@ class CallEvent(_Event):
     duration_s: float
 
 
+class FaultEvent(_Event):
+    """A fault the testbed injected, with the violations it is expected to cause (none if tolerable)."""
+
+    event: Literal["fault"] = "fault"
+    run: int
+    node: str
+    item: int
+    server: str
+    index: int
+    """Position of the fault in the scenario's ``faults`` list."""
+    kind: str
+    layer: str
+    expected: list[str]
+    """Violation IDs this fault should cause; empty for faults a correct pipeline tolerates."""
+    detail: str
+
+
+class ServerEvent(_Event):
+    """A server process was restarted (after a kill, a closed transport, or a scheduled restart)."""
+
+    event: Literal["server"] = "server"
+    run: int
+    server: str
+    action: Literal["restarted"]
+    reason: str
+
+
 class RunFinished(_Event):
     event: Literal["run_finished"] = "run_finished"
     run: int
@@ -162,6 +189,13 @@ class ExperimentFinished(_Event):
 
 
 Event = Annotated[
-    ExperimentHeader | RunStarted | MessageEvent | CallEvent | RunFinished | ExperimentFinished,
+    ExperimentHeader
+    | RunStarted
+    | MessageEvent
+    | CallEvent
+    | FaultEvent
+    | ServerEvent
+    | RunFinished
+    | ExperimentFinished,
     Field(discriminator="event"),
 ]

@@ -2,23 +2,33 @@
 
 from testbed.orchestrator._call import CallOutcome, call_tool, result_payload
 from testbed.orchestrator._experiment import (
+    ExperimentFinishedError,
     ExperimentSummary,
     experiment_id,
     outcome_counts,
+    prepare_resume,
     run_experiment,
     scene_for_run,
 )
+from testbed.orchestrator._replay import Divergence, ReplayReport, comparable, first_divergence, replay_experiment
 from testbed.orchestrator._run import CLOCK_STEP_S, RunOutcome, execute_run
 
 __all__ = [
     "CLOCK_STEP_S",
     "CallOutcome",
+    "Divergence",
+    "ExperimentFinishedError",
     "ExperimentSummary",
+    "ReplayReport",
     "RunOutcome",
     "call_tool",
+    "comparable",
     "execute_run",
     "experiment_id",
+    "first_divergence",
     "outcome_counts",
+    "prepare_resume",
+    "replay_experiment",
     "result_payload",
     "run_experiment",
     "scene_for_run",

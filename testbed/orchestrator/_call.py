@@ -56,9 +56,18 @@ def _error_text(result: types.CallToolResult) -> str:
 
 
 async def call_tool(
-    connection: Connection, tool: str, arguments: dict[str, Any], *, meta: dict[str, Any], deadline_s: float
+    connection: Connection,
+    tool: str,
+    arguments: dict[str, Any],
+    *,
+    meta: dict[str, Any],
+    deadline_s: float,
+    nominal_deadline_s: float | None = None,
 ) -> CallOutcome:
     """Call a tool without the SDK's client-side outputSchema check (that is a validator's job).
+
+    ``nominal_deadline_s`` is the deadline reported in a timeout's message when the wait is
+    shortened (replay times a recorded timeout out at once).
 
     Returns:
         The classified outcome: ok, tool error, protocol error, timeout or transport closed.
@@ -66,6 +75,7 @@ async def call_tool(
     params = types.CallToolRequestParams.model_validate({"name": tool, "arguments": arguments, "_meta": meta})
     request = types.CallToolRequest(params=params)
     started = time.perf_counter()
+    reported = nominal_deadline_s if nominal_deadline_s is not None else deadline_s
 
     def finish(kind: CallOutcomeKind, result: types.CallToolResult | None, error: str | None) -> CallOutcome:
         return CallOutcome(kind=kind, result=result, error=error, duration_s=time.perf_counter() - started)
@@ -76,10 +86,10 @@ async def call_tool(
                 request, types.CallToolResult, request_read_timeout_seconds=deadline_s
             )
     except TimeoutError:
-        return finish(CallOutcomeKind.TIMEOUT, None, f"no response within {deadline_s:g}s")
+        return finish(CallOutcomeKind.TIMEOUT, None, f"no response within {reported:g}s")
     except MCPError as error:
         if error.code == types.REQUEST_TIMEOUT:
-            return finish(CallOutcomeKind.TIMEOUT, None, f"no response within {deadline_s:g}s")
+            return finish(CallOutcomeKind.TIMEOUT, None, f"no response within {reported:g}s")
         if error.code == types.CONNECTION_CLOSED:
             return finish(CallOutcomeKind.TRANSPORT_CLOSED, None, error.message)
         return finish(CallOutcomeKind.PROTOCOL_ERROR, None, f"JSON-RPC error {error.code}: {error.message}")

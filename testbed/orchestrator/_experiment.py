@@ -14,29 +14,38 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from agents import build_agent
-from servers import ServerConfig, get_server
+from agents import NodeResult, build_agent
 from testbed._errors import TestbedError
 from testbed._seeding import derive_seed_sequence
 from testbed.events import (
     EVENTS_FILE,
-    SERVER_LOGS_DIR,
+    EVENTS_FORMAT_VERSION,
+    CallEvent,
     CallOutcomeKind,
     EventLog,
     ExperimentFinished,
     ExperimentHeader,
+    FaultEvent,
+    RunFinished,
     ServerRecord,
     externalize,
+    read_events,
 )
-from testbed.orchestrator._run import execute_run
+from testbed.faults import FaultInjector, FaultPlan, FaultSpec, InjectedFault
+from testbed.orchestrator._pool import ServerPool
+from testbed.orchestrator._run import RunOutcome, TaskChecker, execute_run
 from testbed.scenario import Scenario
 from testbed.scenes import Scene, generate_scene, load_image_folder, load_scene, packaged_images
 from testbed.tasks import check_task
-from testbed.transport import Connection, TransportKind, connect
+from testbed.transport import Connection, TransportKind
 from testbed.vision import SHIPPED_MODELS, WEIGHTS_DIR, resolve_device
 from testbed.vision._weights import file_sha256
 
 ProgressCallback = Callable[[int, int], None]
+
+
+class ExperimentFinishedError(TestbedError):
+    """The experiment directory already holds every run."""
 
 
 @dataclass
@@ -47,6 +56,10 @@ class ExperimentSummary:
     runs: int
     calls: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
+    faults: Counter[str] = field(default_factory=Counter)
+    resumed_runs: int = 0
+    """Runs that an earlier, interrupted process had already recorded."""
+    resume_note: str | None = None
     tasks_passed: int = 0
     tasks_checked: int = 0
     duration_s: float = 0.0
@@ -122,6 +135,64 @@ def _server_record(connection: Connection) -> ServerRecord:
     )
 
 
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a killed experiment directory can continue from."""
+
+    done_runs: frozenset[int]
+    finished: bool
+    note: str | None
+    """What was dropped (a torn last line, the events of an unfinished run), if anything."""
+
+
+def prepare_resume(out_dir: Path, scenario: Scenario) -> ResumePoint | None:
+    """Check an existing experiment directory and cut it back to its last complete run.
+
+    Returns:
+        None when the directory holds no experiment yet.
+
+    Raises:
+        TestbedError: it holds a different experiment or another format version.
+    """
+    path = out_dir / EVENTS_FILE
+    if not path.exists():
+        return None
+    log = read_events(out_dir)
+    header = log.events[0] if log.events else None
+    if not isinstance(header, ExperimentHeader):
+        raise TestbedError(f"{path}: does not start with an experiment header; refusing to append to it")
+    if header.format_version != EVENTS_FORMAT_VERSION:
+        raise TestbedError(
+            f"{path}: event format version {header.format_version}, this testbed writes {EVENTS_FORMAT_VERSION}"
+        )
+    if header.experiment_id != experiment_id(scenario):
+        raise TestbedError(
+            f"{out_dir}: holds experiment {header.scenario.get('name')!r} (seed {header.seed}), not this scenario and "
+            "seed; choose another --out"
+        )
+    keep = 0  # events up to the last consistent point: header, handshake, whole runs
+    done: set[int] = set()
+    for index, event in enumerate(log.events):
+        if isinstance(event, RunFinished):
+            done.add(event.run)
+            keep = index + 1
+        elif index == keep and (isinstance(event, ExperimentHeader) or getattr(event, "run", 0) is None):
+            keep = index + 1
+    finished = any(isinstance(event, ExperimentFinished) for event in log.events)
+    dropped = len(log.events) - keep - (1 if finished else 0)
+    notes = []
+    if log.torn_line is not None:
+        notes.append(f"dropped a torn last line (line {log.torn_line})")
+    if dropped > 0 and not finished:
+        notes.append(f"dropped {dropped} event(s) of an unfinished run")
+    if not finished and (log.torn_line is not None or dropped > 0):
+        lines = path.read_text(encoding="utf-8").split("\n")
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(line + "\n" for line in lines[:keep]), encoding="utf-8")
+        tmp.replace(path)
+    return ResumePoint(done_runs=frozenset(done), finished=finished, note="; ".join(notes) or None)
+
+
 async def run_experiment(
     scenario: Scenario,
     *,
@@ -131,95 +202,82 @@ async def run_experiment(
     device: str = "auto",
     progress: ProgressCallback | None = None,
 ) -> ExperimentSummary:
-    """Run every run of ``scenario`` and record it under ``out_dir``.
+    """Run every run of ``scenario`` and record it under ``out_dir``, continuing a killed experiment there.
 
     Args:
         scenario: the resolved scenario (runs and seed already overridden).
-        out_dir: the experiment directory; must not hold an experiment yet.
-        scenario_path: where the scenario came from (relative image paths resolve against it).
+        out_dir: the experiment directory: new, or one this scenario and seed started (resumed).
+        scenario_path: where the scenario came from.
         transport: override every server's transport.
         device: compute device for the servers' models.
         progress: called with (runs done, runs total) after each run.
 
     Raises:
-        TestbedError: the directory already holds an experiment, or a server cannot start.
+        TestbedError: the directory holds another experiment or is finished, or a server cannot start.
     """
-    if (out_dir / EVENTS_FILE).exists():
-        raise TestbedError(f"{out_dir}: already holds an experiment; choose another --out")
     resolved_device = resolve_device(device)
+    resume = prepare_resume(out_dir, scenario)
+    if resume is not None and (resume.finished or len(resume.done_runs) >= scenario.runs):
+        raise ExperimentFinishedError(
+            f"{out_dir}: experiment already finished ({len(resume.done_runs)} runs); nothing to do"
+        )
+    done = resume.done_runs if resume is not None else frozenset()
     started = time.perf_counter()
     sandbox = (out_dir / "sandbox").resolve()
     summary = ExperimentSummary(directory=out_dir, runs=scenario.runs)
+    summary.resumed_runs = len(done)
+    summary.resume_note = resume.note if resume is not None else None
     base_dir = scenario_path.parent if scenario_path is not None else None
+    plan = FaultPlan(fault_specs(scenario), seed=scenario.seed)
+    fault_events: list[FaultEvent] = []
+    pool = ServerPool(out_dir=out_dir, sandbox=sandbox, device=resolved_device)
+    for alias, ref in scenario.servers.items():
+        pool.add(alias, ref.server, transport or ref.transport, fault_hook=_injector(plan, alias, pool, fault_events))
     async with AsyncExitStack() as stack:
-        connections: dict[str, Connection] = {}
-        for alias, ref in scenario.servers.items():
-            entry = get_server(ref.server)
-            kind: TransportKind = transport or ref.transport
-            config = ServerConfig.from_env(device=resolved_device, sandbox=sandbox)
-            connections[alias] = await stack.enter_async_context(
-                connect(
-                    alias,
-                    ref.server,
-                    kind,
-                    log_dir=out_dir / SERVER_LOGS_DIR,
-                    sandbox=sandbox,
-                    device=resolved_device,
-                    in_process_factory=lambda entry=entry, config=config: entry.build(config),
-                    truth=entry.truth,
-                )
-            )
+        await stack.enter_async_context(pool)
+        await pool.start_all()
         log = EventLog(out_dir)
         stack.callback(log.close)
-        header = ExperimentHeader(
-            time=time.time(),
-            experiment_id=experiment_id(scenario),
-            scenario=scenario.model_dump(mode="json"),
-            scenario_path=str(scenario_path) if scenario_path else None,
-            seed=scenario.seed,
-            runs=scenario.runs,
-            versions=_versions(),
-            git_revision=_git_revision(),
-            device=resolved_device,
-            weights=_weights_hashes(),
-            servers=[_server_record(conn) for conn in connections.values()],
-            started_at=time.time(),
-        )
         handshake = [
             event.model_copy(update={"message": externalize(event.message, log.blobs)})
-            for conn in connections.values()
-            for event in conn.recorder.take(None)
+            for recorder in pool.recorders.values()
+            for event in recorder.take(None)
         ]
-        log.append([header, *handshake])
+        if resume is None:
+            header = ExperimentHeader(
+                time=time.time(),
+                experiment_id=experiment_id(scenario),
+                scenario=scenario.model_dump(mode="json"),
+                scenario_path=str(scenario_path) if scenario_path else None,
+                seed=scenario.seed,
+                runs=scenario.runs,
+                versions=_versions(),
+                git_revision=_git_revision(),
+                device=resolved_device,
+                weights=_weights_hashes(),
+                servers=[_server_record(conn) for conn in pool.connections.values()],
+                started_at=time.time(),
+            )
+            log.append([header, *handshake])
         agent = build_agent(scenario)
-        task = scenario.task
+        if progress is not None:
+            progress(len(done), scenario.runs)
         for run in range(scenario.runs):
-            scene = scene_for_run(scenario, run, base_dir)
+            if run in done:
+                continue
             outcome = await execute_run(
                 run,
-                scene=scene,
+                scene=scene_for_run(scenario, run, base_dir),
                 agent=agent,
-                connections=connections,
+                pool=pool,
                 sandbox=sandbox,
                 blobs=log.blobs,
                 default_deadline_s=scenario.deadline_s,
-                check_task=lambda scene, results, conns: check_task(
-                    task.kind,
-                    nodes=task.nodes,
-                    class_name=task.class_name,
-                    scene=scene,
-                    results=results,
-                    connections=conns,
-                ),
+                check_task=task_checker(scenario),
+                fault_events=fault_events,
             )
             log.append(outcome.events)
-            summary.calls += outcome.calls
-            for event in outcome.events:
-                if getattr(event, "event", None) == "call":
-                    summary.outcomes[event.outcome.value] += 1  # type: ignore[union-attr]
-            if outcome.task_passed is not None:
-                summary.tasks_checked += 1
-                summary.tasks_passed += int(outcome.task_passed)
+            _tally(summary, outcome)
             if progress is not None:
                 progress(run + 1, scenario.runs)
         log.append([ExperimentFinished(time=time.time(), runs=scenario.runs, finished_at=time.time())])
@@ -227,8 +285,85 @@ async def run_experiment(
     return summary
 
 
+def _tally(summary: ExperimentSummary, outcome: RunOutcome) -> None:
+    summary.calls += outcome.calls
+    for event in outcome.events:
+        if isinstance(event, CallEvent):
+            summary.outcomes[event.outcome.value] += 1
+        elif isinstance(event, FaultEvent):
+            summary.faults[event.kind] += 1
+    if outcome.task_passed is not None:
+        summary.tasks_checked += 1
+        summary.tasks_passed += int(outcome.task_passed)
+
+
+def task_checker(scenario: Scenario) -> TaskChecker:
+    """The scenario's task check, as the run executor calls it."""
+    task = scenario.task
+
+    def check(
+        scene: Scene, results: dict[str, NodeResult], connections: dict[str, Connection]
+    ) -> tuple[bool | None, str]:
+        return check_task(
+            task.kind,
+            nodes=task.nodes,
+            class_name=task.class_name,
+            scene=scene,
+            results=results,
+            connections=connections,
+        )
+
+    return check
+
+
+def fault_specs(scenario: Scenario) -> list[FaultSpec]:
+    """The scenario's faults, in their list order (fault indexes in events refer to it)."""
+    return list(scenario.faults)
+
+
+def _injector(
+    plan: FaultPlan, alias: str, pool: ServerPool, sink: list[FaultEvent]
+) -> Callable[[], FaultInjector] | None:
+    if not plan.faults:
+        return None
+
+    def record(fault: InjectedFault) -> None:
+        sink.append(
+            FaultEvent(
+                time=time.time(),
+                run=fault.run,
+                node=fault.node,
+                item=fault.item,
+                server=fault.server,
+                index=fault.index,
+                kind=fault.kind,
+                layer=fault.layer,
+                expected=list(fault.expected),
+                detail=fault.detail,
+            )
+        )
+
+    async def kill() -> None:
+        await pool.kill(alias)
+
+    async def restart() -> None:
+        await pool.request_restart(alias)
+
+    return lambda: FaultInjector(plan, alias, on_fault=record, kill=kill, restart=restart)
+
+
 def outcome_counts(summary: ExperimentSummary) -> dict[str, int]:
     return {kind.value: summary.outcomes.get(kind.value, 0) for kind in CallOutcomeKind}
 
 
-__all__ = ["ExperimentSummary", "experiment_id", "outcome_counts", "run_experiment", "scene_for_run"]
+__all__ = [
+    "ExperimentFinishedError",
+    "ExperimentSummary",
+    "ResumePoint",
+    "experiment_id",
+    "fault_specs",
+    "outcome_counts",
+    "prepare_resume",
+    "run_experiment",
+    "scene_for_run",
+]

@@ -9,22 +9,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
+import mcp.types as types
 import numpy as np
 from pycocotools import mask as coco_mask
 
 from agents._interface import Agent, CallRecord, NodeResult, PlannedCall, RunView, SceneView
+from testbed.conventions import ImageSize
 from testbed.events import (
     BlobStore,
     CallEvent,
     CallOutcomeKind,
     Event,
+    FaultEvent,
     GroundTruthRecord,
     RunFinished,
     RunStarted,
+    ServerEvent,
     externalize,
 )
+from testbed.faults import CallSite, current_site
 from testbed.imaging import encode_png
 from testbed.orchestrator._call import CallOutcome, call_tool
+from testbed.orchestrator._pool import ServerPool
 from testbed.protocol import CLOCK_META_KEY, SCOPE_META_KEY
 from testbed.scenes import Scene
 from testbed.transport import CallContext, Connection, current_call
@@ -55,19 +61,65 @@ def scene_ground_truth(scene: Scene) -> list[GroundTruthRecord]:
     return records
 
 
+LIST_NODE = "@list"
+"""Pseudo-node under which each run's fresh ``tools/list`` is recorded (rug pulls change it)."""
+
+DeadlineOverride = Callable[[int, str, int], float | None]
+
+
+async def _list_tools(run: int, pool: ServerPool, size: ImageSize) -> dict[str, list[types.Tool]]:
+    catalog: dict[str, list[types.Tool]] = {}
+    for alias, connection in pool.connections.items():
+        call_token = current_call.set(CallContext(run=run, node=LIST_NODE, item=0))
+        site_token = current_site.set(
+            CallSite(run=run, node=LIST_NODE, item=0, server=alias, tool="tools/list", image_size=size, truth=None)
+        )
+        try:
+            with anyio.fail_after(60):
+                listed = await connection.client.list_tools()
+            catalog[alias] = list(listed.tools)
+        except Exception:  # a broken listing is the server's problem: the agent sees the last good one
+            catalog[alias] = connection.tools
+        finally:
+            current_site.reset(site_token)
+            current_call.reset(call_token)
+    return catalog
+
+
+async def _restart_dead_servers(run: int, pool: ServerPool, outcomes: Sequence[CallEvent]) -> list[ServerEvent]:
+    closed = {e.server for e in outcomes if e.outcome is CallOutcomeKind.TRANSPORT_CLOSED}
+    events = []
+    for alias in sorted(set(pool.connections)):
+        connection = pool.connections[alias]
+        reason = None
+        if connection.closed or alias in closed:
+            reason = "transport closed"
+        elif alias in pool.restart_requested:
+            reason = "restart requested"
+        if reason is None:
+            continue
+        pool.restart_requested.discard(alias)
+        await pool.restart(alias)
+        events.append(ServerEvent(time=time.time(), run=run, server=alias, action="restarted", reason=reason))
+    return events
+
+
 async def execute_run(
     run: int,
     *,
     scene: Scene,
     agent: Agent,
-    connections: dict[str, Connection],
+    pool: ServerPool,
     sandbox: Path,
     blobs: BlobStore,
     default_deadline_s: float,
     check_task: TaskChecker,
+    fault_events: list[FaultEvent],
+    deadline_override: DeadlineOverride | None = None,
 ) -> RunOutcome:
     """Run one scene through the agent; return its events in deterministic order."""
     scope = f"run-{run}"
+    size = ImageSize(width=scene.width, height=scene.height)
     run_dir = sandbox / scope
     run_dir.mkdir(parents=True, exist_ok=True)
     png = encode_png(scene.image)
@@ -81,7 +133,7 @@ async def execute_run(
             width=scene.width,
             height=scene.height,
         ),
-        catalog={alias: conn.tools for alias, conn in connections.items()},
+        catalog=await _list_tools(run, pool, size),
     )
     started = RunStarted(
         time=time.time(),
@@ -94,6 +146,7 @@ async def execute_run(
         ground_truth=scene_ground_truth(scene),
     )
     call_events: list[CallEvent] = []
+    server_events: list[ServerEvent] = []
     error: str | None = None
     agent.start(view)
     for step_index in range(MAX_STEPS):
@@ -111,8 +164,28 @@ async def execute_run(
         async def perform(
             call: PlannedCall, clock: float = clock, outcomes: dict[tuple[str, int], CallOutcome] = outcomes
         ) -> None:
-            connection = connections.get(call.server)
+            connection = pool.connections.get(call.server)
+            nominal = call.deadline_s or default_deadline_s
+            deadline = nominal
+            if deadline_override is not None:
+                deadline = deadline_override(run, call.node, call.item) or nominal
             token = current_call.set(CallContext(run=run, node=call.node, item=call.item))
+            truth = (
+                connection.truth.tool(call.tool)
+                if connection and connection.truth and _has_tool(connection, call.tool)
+                else None
+            )
+            site = current_site.set(
+                CallSite(
+                    run=run,
+                    node=call.node,
+                    item=call.item,
+                    server=call.server,
+                    tool=call.tool,
+                    image_size=size,
+                    truth=truth,
+                )
+            )
             try:
                 if connection is None:
                     outcome = CallOutcome(CallOutcomeKind.PROTOCOL_ERROR, None, f"unknown server {call.server!r}", 0.0)
@@ -122,25 +195,29 @@ async def execute_run(
                         call.tool,
                         call.arguments,
                         meta={SCOPE_META_KEY: scope, CLOCK_META_KEY: clock},
-                        deadline_s=call.deadline_s or default_deadline_s,
+                        deadline_s=deadline,
+                        nominal_deadline_s=nominal,
                     )
             finally:
+                current_site.reset(site)
                 current_call.reset(token)
             outcomes[(call.node, call.item)] = outcome
 
         async with anyio.create_task_group() as group:
             for call in step.calls:
                 group.start_soon(perform, call)
-        _collect(step.calls, outcomes, view, call_events, run, clock, blobs)
+        step_events = _collect(step.calls, outcomes, view, run, clock, blobs)
+        call_events.extend(step_events)
+        server_events.extend(await _restart_dead_servers(run, pool, step_events))
     else:
         error = f"agent did not finish within {MAX_STEPS} steps"
 
     messages = [
         event.model_copy(update={"message": externalize(event.message, blobs)})
-        for conn in connections.values()
-        for event in conn.recorder.take_run(run)
+        for recorder in pool.recorders.values()
+        for event in recorder.take_run(run)
     ]
-    passed, detail = check_task(scene, view.results, connections)
+    passed, detail = check_task(scene, view.results, pool.connections)
     failed = sum(event.outcome not in (CallOutcomeKind.OK, CallOutcomeKind.SKIPPED) for event in call_events)
     finished = RunFinished(
         time=time.time(),
@@ -153,19 +230,27 @@ async def execute_run(
     )
     ordered_messages = sorted(messages, key=lambda m: (m.node or "", m.item or 0, m.server, m.seq))
     ordered_calls = sorted(call_events, key=lambda c: (c.clock, c.node, c.item))
-    events: list[Event] = [started, *ordered_messages, *ordered_calls, finished]
+    faults = sorted(
+        (event for event in fault_events if event.run == run), key=lambda f: (f.node, f.item, f.server, f.index, f.kind)
+    )
+    fault_events[:] = [event for event in fault_events if event.run != run]
+    events: list[Event] = [started, *ordered_messages, *faults, *ordered_calls, *server_events, finished]
     return RunOutcome(events=events, calls=finished.calls, failed_calls=failed, task_passed=passed)
+
+
+def _has_tool(connection: Connection, tool: str) -> bool:
+    return connection.truth is not None and any(t.name == tool for t in connection.truth.tools)
 
 
 def _collect(
     calls: Sequence[PlannedCall],
     outcomes: dict[tuple[str, int], CallOutcome],
     view: RunView,
-    call_events: list[CallEvent],
     run: int,
     clock: float,
     blobs: BlobStore,
-) -> None:
+) -> list[CallEvent]:
+    call_events: list[CallEvent] = []
     by_node: dict[str, list[PlannedCall]] = {}
     for call in calls:
         by_node.setdefault(call.node, []).append(call)
@@ -205,6 +290,7 @@ def _collect(
         view.results[node] = NodeResult(
             node=node, calls=tuple(records), fan_out=fan_out, server=first.server, tool=first.tool
         )
+    return call_events
 
 
 def _skipped_event(run: int, node: str, reason: str, clock: float) -> CallEvent:

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from testbed._errors import TestbedError
+from testbed.faults import FaultError
 from testbed.scenario._model import BASE_DIR_CONTEXT, FieldError, Scenario
 from testbed.scenes import packaged_images
 from testbed.workflow import Location, WorkflowError
@@ -97,6 +98,7 @@ def load_scenario_text(text: str, *, source: str = "<string>", base_dir: str | P
     except ValidationError as error:
         raise _scenario_error(error, root, source) from None
     _check_images(scenario, root, source)
+    _check_fault_tools(scenario, root, source)
     return scenario
 
 
@@ -192,7 +194,7 @@ def _explain(details: ErrorDetails) -> tuple[Location, str]:
     kind = details["type"]
     context: Mapping[str, Any] = details.get("ctx") or {}
     cause = context.get("error")
-    if isinstance(cause, WorkflowError | FieldError):
+    if isinstance(cause, WorkflowError | FieldError | FaultError):
         return (*loc, *cause.loc), cause.message
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         discriminator = str(context.get("discriminator", "kind")).strip("'")
@@ -381,6 +383,26 @@ def _check_images(scenario: Scenario, root: yaml.Node, source: str) -> None:
             _fail(root, source, ("scene", "images", "paths", index), f"no such image file: {file}")
     if images.folder is not None and not images.folder.is_dir():
         _fail(root, source, ("scene", "images", "folder"), f"no such folder: {images.folder}")
+
+
+def _check_fault_tools(scenario: Scenario, root: yaml.Node, source: str) -> None:
+    """Check that each fault aimed at a tool names one its (testbed-owned) server has."""
+    from servers import SERVERS  # the registry; imported late because servers build on testbed
+
+    for index, fault in enumerate(scenario.faults):
+        tool = fault.target.tool
+        ref = scenario.servers[fault.target.server]
+        entry = SERVERS.get(ref.server)
+        if tool is None or entry is None:
+            continue
+        tools = [t.name for t in entry.truth.tools]
+        if tool not in tools:
+            _fail(
+                root,
+                source,
+                ("faults", index, "target", "tool"),
+                f"server {fault.target.server!r} ({ref.server}) has no tool {tool!r} (tools: {', '.join(tools)})",
+            )
 
 
 def _fail(root: yaml.Node, source: str, loc: Location, message: str) -> NoReturn:

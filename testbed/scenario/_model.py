@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from testbed._errors import TestbedError
+from testbed.faults import FaultSpec
 from testbed.scenes import SceneSpec
 from testbed.workflow import (
     IDENTIFIER_JSON_SCHEMA,
@@ -262,8 +263,8 @@ class Scenario(BaseModel):
     """Who plans and makes the calls."""
     expect: tuple[ViolationId, ...] = ()
     """Violation IDs the scenario is designed to produce (the self-check asserts them)."""
-    faults: tuple[dict[str, Any], ...] = ()
-    """Fault injections; a placeholder (free-form mappings) until the faults module defines their models."""
+    faults: tuple[FaultSpec, ...] = ()
+    """Faults to inject (selected by ``kind``; see ``testbed.faults.FAULT_CATALOG``), decided from the seed."""
     validators: dict[str, Any] = {}
     """Validator settings; a placeholder (a free-form mapping) until the validators module defines their model."""
     deadline_s: float = Field(default=60.0, gt=0)
@@ -284,6 +285,13 @@ class Scenario(BaseModel):
                 raise FieldError(
                     f"grant {grant!r} names unknown server alias {alias!r} (servers: {', '.join(self.servers)})",
                     loc=("agent", "grants", index),
+                )
+        for index, fault in enumerate(self.faults):
+            if fault.target.server not in self.servers:
+                raise FieldError(
+                    f"fault target server {fault.target.server!r} is not a server alias "
+                    f"(servers: {', '.join(self.servers)})",
+                    loc=("faults", index, "target", "server"),
                 )
         for index, merged in enumerate(self.task.merge):
             if merged not in workflow.node_ids:

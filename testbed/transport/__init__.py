@@ -2,6 +2,7 @@
 
 from testbed.transport._connect import Connection, TransportKind, connect, free_port, wait_until_listening
 from testbed.transport._recorder import CallContext, MessageRecorder, current_call
+from testbed.transport._replay import ReplayTransport, ServerRecording, recordings_by_server
 from testbed.transport._tap import Hook, Item, TapTransport
 
 __all__ = [
@@ -10,10 +11,13 @@ __all__ = [
     "Hook",
     "Item",
     "MessageRecorder",
+    "ReplayTransport",
+    "ServerRecording",
     "TapTransport",
     "TransportKind",
     "connect",
     "current_call",
     "free_port",
+    "recordings_by_server",
     "wait_until_listening",
 ]

@@ -6,13 +6,15 @@ the same JSON-RPC messages.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ from typing import Any, Literal
 
 import anyio
 import mcp.types as types
+import psutil
 from mcp import Client, StdioServerParameters
 from mcp.client._memory import InMemoryTransport
 from mcp.client.stdio import stdio_client
@@ -29,7 +32,7 @@ from testbed._errors import TestbedError
 from testbed.events import Direction
 from testbed.protocol import ServerTruth
 from testbed.transport._recorder import MessageRecorder
-from testbed.transport._tap import Item, TapTransport
+from testbed.transport._tap import Hook, Item, TapTransport
 
 TransportKind = Literal["inprocess", "stdio", "http"]
 STARTUP_TIMEOUT_S = 120.0
@@ -47,6 +50,10 @@ class Connection:
     tools: list[types.Tool]
     truth: ServerTruth | None
     stderr_path: Path | None
+    kill: Callable[[], None] | None = None
+    """Kill the server process abruptly (None for in-process servers, which have no process)."""
+    closed: bool = False
+    """Set when the server was killed or its transport closed; the orchestrator then restarts it."""
 
     @property
     def protocol_version(self) -> str | None:
@@ -76,6 +83,20 @@ def _server_command(name: str, transport: str, sandbox: Path, device: str, port:
     if port is not None:
         command += ["--host", "127.0.0.1", "--port", str(port)]
     return command
+
+
+_MARKER_VARIABLE = "TESTBED_SERVER_MARKER"
+_markers = itertools.count()
+
+
+def _kill_marked_child(marker: str) -> None:
+    """Kill the stdio server process started with ``marker`` in its environment (SIGKILL, no cleanup)."""
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.environ().get(_MARKER_VARIABLE) == marker:
+                child.kill()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
 
 
 def free_port() -> int:
@@ -134,6 +155,9 @@ async def connect(
     device: str = "auto",
     in_process_factory: Any = None,
     truth: ServerTruth | None = None,
+    recorder: MessageRecorder | None = None,
+    fault_hook: Hook | None = None,
+    replay_factory: Callable[[], Any] | None = None,
 ) -> AsyncIterator[Connection]:
     """Start (if needed) and connect to a server; stop it on exit.
 
@@ -146,14 +170,18 @@ async def connect(
         device: compute device for its models.
         in_process_factory: a zero-argument callable returning the server object (in-process only).
         truth: its truth manifest, if the testbed owns it.
+        recorder: the recorder to keep (across restarts); a new one by default.
+        fault_hook: a fault injector placed between the recorder and the server, so the
+            recording holds what the client actually saw.
+        replay_factory: make the transport from a recording instead of starting anything.
 
     Raises:
         TestbedError: the server cannot be started or connected to.
     """
-    recorder = MessageRecorder(server=alias)
+    recording = recorder if recorder is not None else MessageRecorder(server=alias)
 
     async def hook(direction: Direction, item: Item) -> list[Item]:
-        recorder.record(direction, item)
+        recording.record(direction, item)
         return [item]
 
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -161,23 +189,28 @@ async def connect(
     stderr_path = log_dir / f"{alias}.stderr.log"
     async with AsyncExitStack() as stack:
         inner: Any
-        if transport == "inprocess":
+        kill: Callable[[], None] | None = None
+        if replay_factory is not None:
+            inner = replay_factory()
+            stderr: Path | None = None
+        elif transport == "inprocess":
             if in_process_factory is None:
                 raise TestbedError(f"server {alias!r}: no in-process factory for {server!r}")
             inner = InMemoryTransport(in_process_factory())
-            stderr: Path | None = None
+            stderr = None
         elif transport == "stdio":
-            errlog = stack.enter_context(stderr_path.open("w"))
+            errlog = stack.enter_context(stderr_path.open("a"))
+            marker = f"{alias}-{os.getpid()}-{next(_markers)}"
+            environment = {**_server_environment(sandbox, device), _MARKER_VARIABLE: marker}
             params = StdioServerParameters(
-                command=sys.executable,
-                args=_server_command(server, "stdio", sandbox, device)[1:],
-                env=_server_environment(sandbox, device),
+                command=sys.executable, args=_server_command(server, "stdio", sandbox, device)[1:], env=environment
             )
             inner = stdio_client(params, errlog=errlog)
             stderr = stderr_path
+            kill = functools.partial(_kill_marked_child, marker)
         elif transport == "http":
             port = free_port()
-            log_handle = stack.enter_context(stderr_path.open("wb"))
+            log_handle = stack.enter_context(stderr_path.open("ab"))
             process = subprocess.Popen(
                 _server_command(server, "http", sandbox, device, port),
                 stdin=subprocess.DEVNULL,
@@ -186,11 +219,14 @@ async def connect(
                 env=_server_environment(sandbox, device),
             )
             stack.callback(_stop, process)
+            kill = process.kill
             await wait_until_listening(port, process, name=server, log=stderr_path)
             inner = streamable_http_client(f"http://127.0.0.1:{port}/mcp")
             stderr = stderr_path
         else:
             raise TestbedError(f"server {alias!r}: unknown transport {transport!r}; use inprocess, stdio or http")
+        if fault_hook is not None:
+            inner = TapTransport(inner, fault_hook)
         client = Client(TapTransport(inner, hook), cache=None)
         try:
             # The client's task group must outlive this block, so only the listing gets a deadline;
@@ -211,10 +247,11 @@ async def connect(
             server=server,
             transport=transport,
             client=client,
-            recorder=recorder,
+            recorder=recording,
             tools=list(listed.tools),
             truth=truth,
             stderr_path=stderr,
+            kill=kill,
         )
 
 

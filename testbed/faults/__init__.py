@@ -1,0 +1,102 @@
+"""Faults as deterministic data, injected at one transport seam for any server.
+
+A scenario lists faults (:data:`FaultSpec`, selected by ``kind``; the kinds and the
+violation IDs each should cause are in :data:`FAULT_CATALOG`). A :class:`FaultPlan`
+decides, per call site and from the seed alone, which faults apply; a
+:class:`FaultInjector` wrapped around a server connection as a TapTransport hook
+applies them to the JSON-RPC messages and reports each one to ``on_fault``.
+"""
+
+from testbed.faults._effects import SCHEMA_RUG_PULL_ARGUMENT
+from testbed.faults._injector import FaultInjector, OnFault, ProcessAction
+from testbed.faults._model import (
+    FAULT_ADAPTER,
+    FAULT_CATALOG,
+    FAULT_KINDS,
+    ChangeUnitsFault,
+    CorruptJsonFault,
+    DelayFault,
+    DropFault,
+    DuplicateFault,
+    EvictHandleFault,
+    ExpireHandleFault,
+    FaultError,
+    FaultKindInfo,
+    FaultLayer,
+    FaultSpec,
+    FaultTarget,
+    FlipConventionFault,
+    InjectedFault,
+    JsonRpcErrorFault,
+    KillFault,
+    MaskResolutionFault,
+    RemoveFieldFault,
+    RenameFieldFault,
+    ReorderFault,
+    RestartFault,
+    RugPullFault,
+    TimeoutFault,
+    TruncateFault,
+    check_targets,
+    load_faults,
+)
+from testbed.faults._paths import (
+    PayloadPath,
+    PayloadPathError,
+    format_payload_path,
+    parse_payload_path,
+    read_path,
+    remove_at,
+    rename_at,
+    write_path,
+)
+from testbed.faults._plan import LISTING_ITEM, LISTING_NODE, CallSite, FaultPlan, current_site
+
+__all__ = [
+    "FAULT_ADAPTER",
+    "FAULT_CATALOG",
+    "FAULT_KINDS",
+    "LISTING_ITEM",
+    "LISTING_NODE",
+    "SCHEMA_RUG_PULL_ARGUMENT",
+    "CallSite",
+    "ChangeUnitsFault",
+    "CorruptJsonFault",
+    "DelayFault",
+    "DropFault",
+    "DuplicateFault",
+    "EvictHandleFault",
+    "ExpireHandleFault",
+    "FaultError",
+    "FaultInjector",
+    "FaultKindInfo",
+    "FaultLayer",
+    "FaultPlan",
+    "FaultSpec",
+    "FaultTarget",
+    "FlipConventionFault",
+    "InjectedFault",
+    "JsonRpcErrorFault",
+    "KillFault",
+    "MaskResolutionFault",
+    "OnFault",
+    "PayloadPath",
+    "PayloadPathError",
+    "ProcessAction",
+    "RemoveFieldFault",
+    "RenameFieldFault",
+    "ReorderFault",
+    "RestartFault",
+    "RugPullFault",
+    "TimeoutFault",
+    "TruncateFault",
+    "check_targets",
+    "current_site",
+    "format_payload_path",
+    "load_faults",
+    "parse_payload_path",
+    "read_path",
+    "remove_at",
+    "rename_at",
+    "write_path",
+]

@@ -1,0 +1,680 @@
+"""Fault models: what to break, where, and when, as frozen data a scenario lists under ``faults``.
+
+Each fault names its ``kind`` (the discriminator), a ``target`` (a server alias,
+optionally one tool, and for semantic faults where in the payload), a schedule
+(``probability``, ``runs``, ``nodes``) and its kind's parameters. The kinds,
+their layer and the violation IDs each is expected to cause are listed in
+:data:`FAULT_CATALOG`.
+
+Changing what a kind or a parameter means breaks recorded experiments: add a new
+kind or parameter instead.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Mapping, Sequence
+from enum import StrEnum
+from typing import Annotated, Any, Final, Literal, Self
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from testbed._errors import TestbedError
+from testbed.conventions import BoxUnits, ImageSize, MaskEncoding
+from testbed.faults._paths import (
+    PayloadPath,
+    PayloadPathError,
+    parse_payload_path,
+)
+from testbed.protocol import SemanticRole, ToolTruth
+from testbed.workflow import BoxConventionName, FieldSegment, IndexSegment, check_identifier
+
+__all__ = [
+    "FAULT_ADAPTER",
+    "FAULT_CATALOG",
+    "FAULT_KINDS",
+    "ChangeUnitsFault",
+    "CorruptJsonFault",
+    "DelayFault",
+    "DropFault",
+    "DuplicateFault",
+    "EvictHandleFault",
+    "ExpireHandleFault",
+    "FaultError",
+    "FaultKindInfo",
+    "FaultLayer",
+    "FaultSpec",
+    "FaultTarget",
+    "FlipConventionFault",
+    "InjectedFault",
+    "JsonRpcErrorFault",
+    "KillFault",
+    "MaskResolutionFault",
+    "RemoveFieldFault",
+    "RenameFieldFault",
+    "ReorderFault",
+    "RestartFault",
+    "RugPullFault",
+    "TimeoutFault",
+    "TruncateFault",
+    "check_targets",
+    "load_faults",
+]
+
+Location = tuple[str | int, ...]
+
+
+class FaultError(TestbedError, ValueError):
+    """An invalid fault list, as one line naming the offending field.
+
+    Attributes:
+        message: what is wrong.
+        loc: the field path of the offending value, relative to what was validated
+            (e.g. ``(2, "target", "server")`` for ``faults[2].target.server``).
+    """
+
+    def __init__(self, message: str, *, loc: Location = ()) -> None:
+        super().__init__(f"{format_location(loc)}: {message}" if loc else message)
+        self.message = message
+        self.loc = loc
+
+
+def format_location(loc: Location, *, root: str = "faults") -> str:
+    """Write a location as ``faults[2].target.server`` (an int first segment indexes ``root``)."""
+    text = root if loc and isinstance(loc[0], int) else ""
+    for segment in loc:
+        if isinstance(segment, int):
+            text += f"[{segment}]"
+        else:
+            text += f".{segment}" if text else str(segment)
+    return text
+
+
+class FaultLayer(StrEnum):
+    """Where a fault acts."""
+
+    TRANSPORT = "transport"
+    """On the JSON-RPC messages: lost, late, repeated, reordered, damaged or replaced."""
+    SEMANTIC = "semantic"
+    """On the meaning of a well-formed result: fields, conventions, masks, handles, the tool list."""
+    PROCESS = "process"
+    """On the server process: killed or restarted."""
+
+
+class FaultKindInfo(BaseModel):
+    """What one fault kind does and what it is expected to cause."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+    layer: FaultLayer
+    """Where the fault acts."""
+    expected: tuple[str, ...]
+    """Violation IDs a validator should report when the fault is injected; empty for faults a
+    correct pipeline tolerates."""
+    description: str
+    """One line saying what the fault does."""
+
+
+def _info(layer: FaultLayer, expected: tuple[str, ...], description: str) -> FaultKindInfo:
+    return FaultKindInfo(layer=layer, expected=expected, description=description)
+
+
+_T, _S, _P = FaultLayer.TRANSPORT, FaultLayer.SEMANTIC, FaultLayer.PROCESS
+
+FAULT_CATALOG: Final[dict[str, FaultKindInfo]] = {
+    "delay": _info(_T, (), "The request reaches the server `seconds` late."),
+    "timeout": _info(_T, ("proto.timeout",), "The server answers, but the response never arrives."),
+    "drop": _info(_T, ("proto.timeout",), "The request never reaches the server."),
+    "duplicate": _info(_T, (), "The response arrives twice."),
+    "reorder": _info(_T, (), "The response is held until the next response on the connection passes it."),
+    "truncate": _info(_T, ("proto.malformed_message",), "The response frame is cut short: an unparseable line."),
+    "corrupt_json": _info(_T, ("proto.malformed_message",), "Garbage bytes replace part of the response frame."),
+    "jsonrpc_error": _info(
+        _T, ("proto.error_misclassified",), "A JSON-RPC error replaces the result (a protocol error for a tool one)."
+    ),
+    "rename_field": _info(_S, ("schema.structured_mismatch",), "A payload field is renamed."),
+    "remove_field": _info(_S, ("schema.structured_mismatch",), "A payload field is removed."),
+    "flip_convention": _info(_S, ("coords.mismatch",), "Boxes are rewritten in another box convention."),
+    "change_units": _info(_S, ("coords.mismatch",), "Boxes are rewritten in other units (same format and axes)."),
+    "mask_resolution": _info(_S, ("mask.size_mismatch",), "Masks are resampled to another grid size."),
+    "evict_handle": _info(_S, ("memory.handle_unknown",), "A returned handle is replaced by one never issued."),
+    "expire_handle": _info(
+        _S, ("memory.handle_expired",), "The run's logical clock jumps past the TTL for later requests."
+    ),
+    "rug_pull": _info(
+        _S, ("proto.tool_list_changed",), "tools/list changes mid-experiment: a description, a schema or a tool."
+    ),
+    "kill": _info(_P, ("proto.transport_closed",), "The server dies with the call in flight; the connection closes."),
+    "restart": _info(_P, (), "The server is restarted before the call."),
+}
+"""Every fault kind, by its ``kind`` value."""
+
+FAULT_KINDS: Final = tuple(FAULT_CATALOG)
+"""The ``kind`` values, in catalog order."""
+
+_CONFIG = ConfigDict(
+    frozen=True,
+    extra="forbid",
+    use_attribute_docstrings=True,
+    validate_by_name=True,
+    validate_by_alias=True,
+    serialize_by_alias=True,
+)
+
+
+def _check_probability(value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"must be between 0 and 1, got {value!r}")
+    return value
+
+
+def _check_non_negative(value: float) -> float:
+    if not value >= 0.0:  # also rejects NaN
+        raise ValueError(f"must not be negative, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"must be a finite number of seconds, got {value!r}")
+    return value
+
+
+def _check_positive(value: float) -> float:
+    if not value > 0.0:
+        raise ValueError(f"must be positive, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"must be a finite number of seconds, got {value!r}")
+    return value
+
+
+def _check_path(value: str) -> str:
+    try:
+        parse_payload_path(value)
+    except PayloadPathError as error:
+        raise ValueError(str(error)) from None
+    return value
+
+
+Probability = Annotated[
+    float,
+    AfterValidator(_check_probability),
+    WithJsonSchema({"type": "number", "minimum": 0, "maximum": 1}),
+]
+"""A probability in ``[0, 1]``."""
+
+Seconds = Annotated[float, AfterValidator(_check_non_negative), WithJsonSchema({"type": "number", "minimum": 0})]
+"""A non-negative duration in seconds."""
+
+PositiveSeconds = Annotated[
+    float, AfterValidator(_check_positive), WithJsonSchema({"type": "number", "exclusiveMinimum": 0})
+]
+"""A positive duration in seconds."""
+
+PayloadPathText = Annotated[
+    str,
+    AfterValidator(_check_path),
+    WithJsonSchema({"type": "string", "description": "A payload path such as detections[*].bbox"}),
+]
+"""A payload path as text, e.g. ``detections[*].bbox`` (the grammar of workflow references, without the root)."""
+
+RunIndex = Annotated[int, Field(ge=0)]
+
+
+class FaultTarget(BaseModel):
+    """Where a fault applies: a server, optionally one tool, and for semantic faults a place in the payload."""
+
+    model_config = _CONFIG
+
+    server: str
+    """The scenario's alias of the server (the part before the dot in a call)."""
+    tool: str | None = Field(default=None, min_length=1)
+    """Only calls of this tool (for ``rug_pull``: the tool whose listing changes); ``None`` for every tool."""
+    path: PayloadPathText | None = None
+    """Where in the result payload to alter, e.g. ``detections[*].bbox``."""
+    role: SemanticRole | None = None
+    """An alternative to ``path``: the payload place of this role, from the server's truth manifest."""
+
+    @field_validator("server")
+    @classmethod
+    def _check_server(cls, value: str) -> str:
+        return check_identifier(value, what="server alias")
+
+    @model_validator(mode="after")
+    def _check_path_or_role(self) -> Self:
+        if self.path is not None and self.role is not None:
+            raise FaultError("give path or role, not both", loc=("role",))
+        return self
+
+    def payload_path(self, truth: ToolTruth | None) -> PayloadPath:
+        """The parsed payload path: ``path``, or the truth manifest's path for ``role``.
+
+        Raises:
+            PayloadPathError: neither is set, or ``truth`` has no path for ``role``.
+        """
+        if self.path is not None:
+            return parse_payload_path(self.path)
+        if self.role is None:
+            raise PayloadPathError("the target names neither a path nor a role")
+        if truth is None or self.role not in truth.paths:
+            owner = f"tool {truth.name!r}" if truth is not None else "a tool without a truth manifest"
+            raise PayloadPathError(f"{owner} has no payload path for role {self.role.value!r}")
+        return parse_payload_path(truth.paths[self.role])
+
+
+class _Fault(BaseModel):
+    """Fields every fault has."""
+
+    model_config = _CONFIG
+
+    target: FaultTarget
+    """Which server (and tool, and payload place) the fault applies to."""
+    probability: Probability = 1.0
+    """The chance that the fault applies to one matching call, drawn per call from the seed."""
+    runs: tuple[RunIndex, ...] | None = None
+    """Only these runs (0-based); ``None`` for every run."""
+    nodes: tuple[str, ...] | None = None
+    """Only calls made by these workflow nodes; ``None`` for every node."""
+
+    @property
+    def info(self) -> FaultKindInfo:
+        """This fault's catalog entry."""
+        kind: str = getattr(self, "kind")  # noqa: B009 - every concrete fault declares ``kind``
+        return FAULT_CATALOG[kind]
+
+    @property
+    def layer(self) -> FaultLayer:
+        """Where this fault acts."""
+        return self.info.layer
+
+    @property
+    def expected(self) -> tuple[str, ...]:
+        """The violation IDs this fault is expected to cause."""
+        return self.info.expected
+
+    def scheduled(self, *, run: int, node: str) -> bool:
+        """Whether the schedule (``runs``, ``nodes``) includes a call of ``node`` in ``run``."""
+        return (self.runs is None or run in self.runs) and (self.nodes is None or node in self.nodes)
+
+
+class _PayloadFault(_Fault):
+    """A semantic fault that alters one place of the result payload: it needs ``target.path`` or ``target.role``."""
+
+    @field_validator("target")
+    @classmethod
+    def _check_place(cls, target: FaultTarget) -> FaultTarget:
+        if target.path is None and target.role is None:
+            raise FaultError("a semantic fault needs target.path or target.role: where in the payload to alter")
+        return target
+
+
+# --- transport ---------------------------------------------------------------------------------
+
+
+class DelayFault(_Fault):
+    """The request reaches the server late (tolerated: a slow link)."""
+
+    kind: Literal["delay"] = "delay"
+    """Discriminator."""
+    seconds: Seconds = 0.05
+    """How long the request is held before it is sent."""
+
+
+class TimeoutFault(_Fault):
+    """The server answers, but its response never arrives (the client times out)."""
+
+    kind: Literal["timeout"] = "timeout"
+    """Discriminator."""
+
+
+class DropFault(_Fault):
+    """The request never reaches the server (the client times out)."""
+
+    kind: Literal["drop"] = "drop"
+    """Discriminator."""
+
+
+class DuplicateFault(_Fault):
+    """The response arrives twice (tolerated: the client drops the copy)."""
+
+    kind: Literal["duplicate"] = "duplicate"
+    """Discriminator."""
+
+
+class ReorderFault(_Fault):
+    """The response is held until the next response on the connection passes it (tolerated).
+
+    When nothing else is in flight on the connection (so nothing could pass it),
+    the response is held for ``hold_s`` instead.
+    """
+
+    kind: Literal["reorder"] = "reorder"
+    """Discriminator."""
+    hold_s: Seconds = 0.2
+    """How long to hold the response when nothing else is in flight."""
+
+
+class TruncateFault(_Fault):
+    """The response frame is cut short; the client's transport sees an unparseable line."""
+
+    kind: Literal["truncate"] = "truncate"
+    """Discriminator."""
+    keep: float = Field(default=0.5, gt=0.0, lt=1.0)
+    """The fraction of the frame's characters that arrive."""
+
+
+class CorruptJsonFault(_Fault):
+    """Garbage bytes replace part of the response frame; the client's transport sees an unparseable line."""
+
+    kind: Literal["corrupt_json"] = "corrupt_json"
+    """Discriminator."""
+
+
+class JsonRpcErrorFault(_Fault):
+    """A JSON-RPC error replaces the tool result: a protocol error where a tool error (``isError``) belongs."""
+
+    kind: Literal["jsonrpc_error"] = "jsonrpc_error"
+    """Discriminator."""
+    code: int = -32603
+    """The JSON-RPC error code (default: internal error)."""
+    message: str = "Internal error"
+    """The JSON-RPC error message."""
+
+
+# --- semantic ----------------------------------------------------------------------------------
+
+
+class RenameFieldFault(_PayloadFault):
+    """The payload field at the target path is renamed."""
+
+    kind: Literal["rename_field"] = "rename_field"
+    """Discriminator."""
+    new_name: str = Field(min_length=1)
+    """The field's new name."""
+
+    @field_validator("target")
+    @classmethod
+    def _check_field_path(cls, target: FaultTarget) -> FaultTarget:
+        if target.path is not None and not isinstance(parse_payload_path(target.path)[-1], FieldSegment):
+            raise FaultError(f"{target.path!r} must end with the field name to rename", loc=("path",))
+        return target
+
+
+class RemoveFieldFault(_PayloadFault):
+    """The payload field (or list element) at the target path is removed."""
+
+    kind: Literal["remove_field"] = "remove_field"
+    """Discriminator."""
+
+    @field_validator("target")
+    @classmethod
+    def _check_field_path(cls, target: FaultTarget) -> FaultTarget:
+        if target.path is not None and not isinstance(parse_payload_path(target.path)[-1], FieldSegment | IndexSegment):
+            raise FaultError(f"{target.path!r} must end with a field name or an index to remove", loc=("path",))
+        return target
+
+
+class FlipConventionFault(_PayloadFault):
+    """The boxes at the target path are rewritten from the server's true convention into ``to``."""
+
+    kind: Literal["flip_convention"] = "flip_convention"
+    """Discriminator."""
+    to: BoxConventionName
+    """The convention the boxes are rewritten in, e.g. ``xywh/pixel``."""
+    from_: BoxConventionName | None = Field(default=None, alias="from")
+    """The convention the server writes boxes in (YAML key ``from``); ``None`` reads it from the truth manifest
+    (give it for third-party servers, which have none)."""
+
+    @model_validator(mode="after")
+    def _check_differs(self) -> Self:
+        if self.from_ is not None and self.from_ == self.to:
+            raise FaultError(f"{self.to} is the convention the boxes are already in", loc=("to",))
+        return self
+
+
+class ChangeUnitsFault(_PayloadFault):
+    """The boxes at the target path are rewritten in other units; format, axis order and origin stay."""
+
+    kind: Literal["change_units"] = "change_units"
+    """Discriminator."""
+    to_units: BoxUnits
+    """The units the boxes are rewritten in."""
+    from_: BoxConventionName | None = Field(default=None, alias="from")
+    """The convention the server writes boxes in (YAML key ``from``); ``None`` reads it from the truth manifest."""
+
+    @model_validator(mode="after")
+    def _check_differs(self) -> Self:
+        if self.from_ is not None and self.from_.units is self.to_units:
+            raise FaultError(f"the boxes are already in {self.to_units.value} units", loc=("to_units",))
+        return self
+
+
+class MaskResolutionFault(_PayloadFault):
+    """The masks at the target path are decoded and re-encoded on a ``size`` grid."""
+
+    kind: Literal["mask_resolution"] = "mask_resolution"
+    """Discriminator."""
+    size: tuple[PositiveInt, PositiveInt]
+    """The new grid as ``[width, height]``."""
+    encoding: MaskEncoding | None = None
+    """The masks' encoding; ``None`` reads it from the truth manifest (give it for third-party servers)."""
+
+    @property
+    def image_size(self) -> ImageSize:
+        """``size`` as an :class:`~testbed.conventions.ImageSize`."""
+        return ImageSize(width=self.size[0], height=self.size[1])
+
+
+class EvictHandleFault(_PayloadFault):
+    """The handle at the target path is replaced by one the server never issued, so using it later fails."""
+
+    kind: Literal["evict_handle"] = "evict_handle"
+    """Discriminator."""
+
+
+class ExpireHandleFault(_Fault):
+    """Later requests to the server carry a logical clock advanced past the TTL of the handles this call returns.
+
+    "Later" means a strictly greater clock (``_meta`` key ``CLOCK_META_KEY``) in the same
+    run, so the effect does not depend on the timing of concurrent calls. A ``target.path``
+    or ``role`` is optional: when given, the fault applies only if the result has that place.
+    """
+
+    kind: Literal["expire_handle"] = "expire_handle"
+    """Discriminator."""
+    advance_s: PositiveSeconds | None = None
+    """How far the clock jumps; ``None`` for the tool's TTL (truth manifest) plus one second."""
+
+
+RugPullChange = Literal["description", "schema", "remove_tool"]
+
+
+class RugPullFault(_Fault):
+    """The ``tools/list`` result changes: a tool's description or input schema, or the tool disappears.
+
+    It applies to the listing the orchestrator makes at the start of each run (node ``@list``),
+    so ``nodes`` cannot be given; ``target.tool`` names the tool.
+    """
+
+    kind: Literal["rug_pull"] = "rug_pull"
+    """Discriminator."""
+    change: RugPullChange
+    """What changes: ``description``, ``schema`` (a new required argument) or ``remove_tool``."""
+    text: str | None = None
+    """For ``description``: the new description; ``None`` appends a note to the old one."""
+
+    @field_validator("target")
+    @classmethod
+    def _check_tool(cls, target: FaultTarget) -> FaultTarget:
+        if target.tool is None:
+            raise FaultError("a rug_pull needs the tool whose listing changes", loc=("tool",))
+        return target
+
+    @field_validator("nodes")
+    @classmethod
+    def _check_nodes(cls, nodes: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if nodes is not None:
+            raise ValueError("a rug_pull changes tools/list, which no workflow node makes; schedule it with runs")
+        return nodes
+
+
+# --- process -----------------------------------------------------------------------------------
+
+
+class KillFault(_Fault):
+    """The server process dies with the call in flight: no response, and the connection closes.
+
+    The kill happens once the server has received the call, before its response reaches the client.
+    """
+
+    kind: Literal["kill"] = "kill"
+    """Discriminator."""
+
+
+class RestartFault(_Fault):
+    """The server is restarted before the call (tolerated by a pipeline that does not rely on lost state)."""
+
+    kind: Literal["restart"] = "restart"
+    """Discriminator."""
+
+
+FaultSpec = Annotated[
+    DelayFault
+    | TimeoutFault
+    | DropFault
+    | DuplicateFault
+    | ReorderFault
+    | TruncateFault
+    | CorruptJsonFault
+    | JsonRpcErrorFault
+    | RenameFieldFault
+    | RemoveFieldFault
+    | FlipConventionFault
+    | ChangeUnitsFault
+    | MaskResolutionFault
+    | EvictHandleFault
+    | ExpireHandleFault
+    | RugPullFault
+    | KillFault
+    | RestartFault,
+    Field(discriminator="kind"),
+]
+"""One fault, selected by ``kind``."""
+
+FAULT_ADAPTER: TypeAdapter[FaultSpec] = TypeAdapter(FaultSpec)
+"""Validates (``validate_python``) and writes (``dump_python``) one fault; its ``json_schema()`` documents them."""
+
+_FAULT_LIST: TypeAdapter[tuple[FaultSpec, ...]] = TypeAdapter(tuple[FaultSpec, ...])
+
+
+def load_faults(data: object) -> tuple[FaultSpec, ...]:
+    """Validate a fault list (e.g. a scenario's ``faults`` from YAML).
+
+    Raises:
+        FaultError: the first invalid field, as one line such as
+            ``faults[1].probability: must be between 0 and 1, got 1.5``.
+    """
+    try:
+        return _FAULT_LIST.validate_python(data)
+    except ValidationError as error:
+        raise _one_line(error) from None
+
+
+def _one_line(error: ValidationError) -> FaultError:
+    details = error.errors()[0]
+    loc: Location = tuple(details["loc"])
+    context: Mapping[str, Any] = details.get("ctx") or {}
+    cause = context.get("error")
+    kind = details["type"]
+    if len(loc) >= 2 and isinstance(loc[0], int) and loc[1] in FAULT_CATALOG:
+        loc = (loc[0], *loc[2:])  # pydantic puts the union tag into the location
+    if isinstance(cause, FaultError):
+        loc, message = (*loc, *cause.loc), cause.message
+    elif kind == "union_tag_invalid":
+        loc = (*loc, "kind")
+        message = f"unknown fault kind {context.get('tag')!r}; expected one of: {', '.join(FAULT_KINDS)}"
+    elif kind == "union_tag_not_found":
+        loc = (*loc, "kind")
+        message = f"missing required field 'kind' (one of: {', '.join(FAULT_KINDS)})"
+    elif kind == "missing":
+        message = "missing required field"
+    elif kind == "extra_forbidden":
+        message = "unknown field"
+    else:
+        message = details["msg"].removeprefix("Value error, ")
+        if kind != "value_error":
+            message = message[:1].lower() + message[1:]
+            value = details.get("input")
+            if isinstance(value, str | int | float) or value is None:
+                message += f" (got {value!r})"
+    more = len(error.errors()) - 1
+    if more:
+        message += f" (and {more} more error{'s' if more > 1 else ''})"
+    return FaultError(message, loc=loc)
+
+
+def check_targets(
+    faults: Sequence[FaultSpec],
+    *,
+    aliases: Mapping[str, str],
+    tools: Mapping[str, Collection[str]] | None,
+) -> None:
+    """Check that every fault targets a server alias of the scenario, and a tool that server has.
+
+    Args:
+        faults: the scenario's faults.
+        aliases: the scenario's servers, alias to registry name.
+        tools: each alias's tool names; ``None`` (or an alias left out, e.g. a third-party server whose
+            tools are not known before it runs) skips the tool check.
+
+    Raises:
+        FaultError: naming ``faults[i].target.server`` or ``faults[i].target.tool``.
+    """
+    for index, fault in enumerate(faults):
+        target = fault.target
+        if target.server not in aliases:
+            known = ", ".join(aliases) or "none"
+            raise FaultError(
+                f"unknown server alias {target.server!r} (servers: {known})", loc=(index, "target", "server")
+            )
+        known_tools = tools.get(target.server) if tools is not None else None
+        if target.tool is not None and known_tools is not None and target.tool not in known_tools:
+            listed = ", ".join(sorted(known_tools)) or "none"
+            raise FaultError(
+                f"server {target.server!r} ({aliases[target.server]}) has no tool {target.tool!r} (tools: {listed})",
+                loc=(index, "target", "tool"),
+            )
+
+
+class InjectedFault(BaseModel):
+    """One fault the injector applied to one call (or found not applicable there)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+    run: int
+    """The run."""
+    node: str
+    """The workflow node that made the call (``@list`` for the tools/list made at the start of a run)."""
+    item: int
+    """The call's index within its node (``for_each`` element), 0 otherwise."""
+    server: str
+    """The server alias."""
+    index: int
+    """The fault's position in the scenario's fault list."""
+    kind: str
+    """The fault kind."""
+    layer: FaultLayer
+    """Where it acts."""
+    expected: tuple[str, ...]
+    """The violation IDs it should cause here: the catalog's, or empty when nothing was altered."""
+    detail: str
+    """What was done, in a line; starts with ``not applicable:`` when nothing could be altered."""
+    applied: bool = True
+    """Whether anything was altered (``False`` together with a ``not applicable:`` detail)."""

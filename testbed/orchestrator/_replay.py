@@ -1,0 +1,279 @@
+"""Replay: re-run agents against recorded responses, compare the events, name the first difference.
+
+Offline replay serves every server response from ``events.jsonl`` through a
+:class:`ReplayTransport` (no servers, models or LLMs). ``live`` replay re-runs
+the recorded scenario against real servers with the same seeds (a
+determinism check). Either way the new events are compared with the recorded
+ones in their deterministic order, without wall-clock fields.
+"""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mcp.types as types
+
+from agents import build_agent
+from testbed._errors import TestbedError
+from testbed.events import (
+    EVENTS_FORMAT_VERSION,
+    WALL_CLOCK_FIELDS,
+    BlobStore,
+    CallEvent,
+    CallOutcomeKind,
+    Direction,
+    Event,
+    EventLog,
+    ExperimentFinished,
+    ExperimentHeader,
+    FaultEvent,
+    MessageEvent,
+    RunFinished,
+    read_events,
+)
+from testbed.faults import FAULT_CATALOG, FaultPlan, current_site
+from testbed.orchestrator._experiment import experiment_id, fault_specs, run_experiment, scene_for_run, task_checker
+from testbed.orchestrator._pool import ServerPool
+from testbed.orchestrator._run import execute_run
+from testbed.scenario import Scenario
+from testbed.transport import Item, ReplayTransport, recordings_by_server
+from testbed.transport._recorder import current_call
+
+_FAST_TIMEOUT_S = 0.05
+"""Replay answers a call recorded as timed out by timing it out at once, not after its real deadline."""
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """The first event that did not reproduce."""
+
+    position: int
+    """Index among the compared events."""
+    run: int | None
+    where: str
+    """The event kind, node and item."""
+    field: str
+    """The first differing field, as a path."""
+    recorded: Any
+    replayed: Any
+
+    def __str__(self) -> str:
+        return (
+            f"did not reproduce at event {self.position} (run {self.run}, {self.where}): {self.field}: "
+            f"recorded {_short(self.recorded)}, replayed {_short(self.replayed)}"
+        )
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    runs: int
+    events: int
+    """Events compared."""
+    divergence: Divergence | None
+    seconds: float
+    live: bool
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def load_recorded(directory: Path) -> tuple[ExperimentHeader, list[Event], Scenario]:
+    """Read an experiment directory and the scenario its header resolved.
+
+    Raises:
+        TestbedError: not an experiment directory, another format version, or not finished.
+    """
+    log = read_events(directory)
+    header = log.events[0] if log.events else None
+    if not isinstance(header, ExperimentHeader):
+        raise TestbedError(f"{directory}: events.jsonl does not start with an experiment header")
+    if header.format_version != EVENTS_FORMAT_VERSION:
+        raise TestbedError(
+            f"{directory}: recorded with event format version {header.format_version}; this testbed replays "
+            f"version {EVENTS_FORMAT_VERSION} only"
+        )
+    scenario = Scenario.model_validate(header.scenario)
+    if experiment_id(scenario) != header.experiment_id:
+        raise TestbedError(f"{directory}: the header's scenario does not match its experiment id")
+    return header, log.events, scenario
+
+
+def comparable(events: list[Event]) -> list[dict[str, Any]]:
+    """Events as compared by replay: run events only, without wall-clock fields or JSON-RPC ids.
+
+    JSON-RPC ids are assigned in send order, which concurrent branches make
+    nondeterministic; messages are matched by their (run, node, item, seq) instead.
+    """
+    result = []
+    for event in events:
+        if isinstance(event, ExperimentHeader):
+            result.append({"event": "header", "scenario": event.scenario, "seed": event.seed})
+            continue
+        if isinstance(event, ExperimentFinished):
+            continue
+        if isinstance(event, MessageEvent) and event.run is None:
+            continue  # the handshake: one per server process, not part of a run
+        document = event.model_dump(mode="json", exclude=set(WALL_CLOCK_FIELDS))
+        if isinstance(event, MessageEvent):
+            message = document["message"]
+            message.pop("id", None)
+            params = message.get("params")
+            if isinstance(params, dict):
+                params.pop("requestId", None)
+                if message.get("method") == "notifications/cancelled":
+                    params.pop("reason", None)  # names the deadline; replay times out at once
+        if isinstance(event, FaultEvent):
+            document = {k: document[k] for k in ("event", "run", "node", "item", "server", "index", "kind")}
+        result.append(document)
+    return result
+
+
+def first_divergence(recorded: list[Event], replayed: list[Event]) -> tuple[int, Divergence | None]:
+    """Compare two event lists; return how many were compared and the first difference, if any."""
+    left, right = comparable(recorded), comparable(replayed)
+    for position, (a, b) in enumerate(zip(left, right, strict=False)):
+        if a != b:
+            path, va, vb = _diff(a, b, "")
+            where = f"{a.get('event')} {a.get('node') or ''}#{a.get('item') if a.get('item') is not None else ''}"
+            return position, Divergence(position, a.get("run"), where.strip(), path or "(event)", va, vb)
+    if len(left) != len(right):
+        position = min(len(left), len(right))
+        extra = left[position] if len(left) > len(right) else right[position]
+        return position, Divergence(
+            position,
+            extra.get("run"),
+            str(extra.get("event")),
+            "(missing event)",
+            left[position] if len(left) > position else None,
+            right[position] if len(right) > position else None,
+        )
+    return len(left), None
+
+
+def _diff(a: Any, b: Any, path: str) -> tuple[str, Any, Any]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in list(a) + [k for k in b if k not in a]:
+            if a.get(key) != b.get(key):
+                return _diff(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for index, (x, y) in enumerate(zip(a, b, strict=True)):
+            if x != y:
+                return _diff(x, y, f"{path}[{index}]")
+    return path, a, b
+
+
+def _dry_fault_hook(plan: FaultPlan, alias: str, pool: ServerPool, sink: list[FaultEvent]) -> Any:
+    """In replay the recorded messages already carry the faults: only decide them again, and restart as live did."""
+
+    async def hook(direction: Direction, item: Item) -> list[Item]:
+        site = current_site.get()
+        message = getattr(item, "message", None)
+        if site is None or direction is not Direction.CLIENT_TO_SERVER or not isinstance(message, types.JSONRPCRequest):
+            return [item]
+        decided: list[tuple[int, Any]] = (
+            list(plan.listing_faults(site.run, server=alias))
+            if message.method == "tools/list"
+            else plan.faults_for(site)
+        )
+        for index, spec in decided:
+            info = FAULT_CATALOG[spec.kind]
+            sink.append(
+                FaultEvent(
+                    time=time.time(), run=site.run, node=site.node, item=site.item, server=alias, index=index,
+                    kind=spec.kind, layer=info.layer, expected=list(info.expected), detail="replayed",
+                )
+            )  # fmt: skip
+            if spec.kind == "restart":
+                await pool.request_restart(alias)
+        return [item]
+
+    return hook
+
+
+async def replay_experiment(directory: Path, *, live: bool = False, device: str = "auto") -> ReplayReport:
+    """Replay a recorded experiment and compare it with the recording.
+
+    Raises:
+        TestbedError: the directory is not a replayable experiment.
+    """
+    header, recorded, scenario = load_recorded(directory)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="testbed-replay-") as tmp:
+        out = Path(tmp)
+        if live:
+            transports = {record.alias: record.transport for record in header.servers}
+            kind = next(iter(set(transports.values()))) if len(set(transports.values())) == 1 else None
+            await run_experiment(scenario, out_dir=out / "live", transport=kind, device=device)  # type: ignore[arg-type]
+            replayed = read_events(out / "live").events
+        else:
+            replayed = await _replay_offline(directory, recorded, scenario, out)
+    compared, divergence = first_divergence(recorded, replayed)
+    runs = sum(isinstance(event, RunFinished) for event in recorded)
+    return ReplayReport(
+        runs=runs, events=compared, divergence=divergence, seconds=time.perf_counter() - started, live=live
+    )
+
+
+async def _replay_offline(directory: Path, recorded: list[Event], scenario: Scenario, out: Path) -> list[Event]:
+    blobs = BlobStore(directory / "blobs")
+    recordings = recordings_by_server(recorded, blobs)
+    outcomes = {
+        (event.run, event.node, event.item): event.outcome for event in recorded if isinstance(event, CallEvent)
+    }
+
+    def deadline(run: int, node: str, item: int) -> float | None:
+        return _FAST_TIMEOUT_S if outcomes.get((run, node, item)) is CallOutcomeKind.TIMEOUT else None
+
+    plan = FaultPlan(fault_specs(scenario), seed=scenario.seed)
+    fault_events: list[FaultEvent] = []
+    pool = ServerPool(out_dir=out, sandbox=out / "sandbox", device="cpu")
+    for alias, ref in scenario.servers.items():
+        recording = recordings.get(alias)
+        if recording is None:
+            raise TestbedError(f"{directory}: nothing recorded for server {alias!r}")
+        factory: Callable[[], Any] = functools.partial(ReplayTransport, recording)
+        pool.add(
+            alias,
+            ref.server,
+            ref.transport,
+            replay_factory=factory,
+            fault_hook=functools.partial(_dry_fault_hook, plan, alias, pool, fault_events) if plan.faults else None,
+        )
+    runs = sorted({event.run for event in recorded if isinstance(event, RunFinished)})
+    events: list[Event] = [recorded[0]]
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(pool)
+        await pool.start_all()
+        for recorder in pool.recorders.values():
+            recorder.take(None)
+        log = EventLog(out / "replayed")
+        stack.callback(log.close)
+        agent = build_agent(scenario)
+        for run in runs:
+            token = current_call.set(None)
+            try:
+                outcome = await execute_run(
+                    run,
+                    scene=scene_for_run(scenario, run, None),
+                    agent=agent,
+                    pool=pool,
+                    sandbox=out / "sandbox",
+                    blobs=log.blobs,
+                    default_deadline_s=scenario.deadline_s,
+                    check_task=task_checker(scenario),
+                    fault_events=fault_events,
+                    deadline_override=deadline,
+                )
+            finally:
+                current_call.reset(token)
+            events.extend(outcome.events)
+    return events

@@ -1,0 +1,112 @@
+"""Replay: recorded experiments reproduce without servers; the first differing event is named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import anyio
+import pytest
+from click.testing import CliRunner
+
+import testbed.vision._model as model_module
+from testbed._errors import TestbedError
+from testbed.cli import main
+from testbed.events import CallEvent, FaultEvent, RunFinished, read_events
+from testbed.faults import load_faults
+from testbed.orchestrator import replay_experiment, run_experiment
+from testbed.scenario import load_scenario
+
+V1 = Path(__file__).resolve().parent.parent / "scenarios" / "v1"
+
+
+def _record(name: str, out: Path, runs: int, **updates: object) -> None:
+    scenario = load_scenario(V1 / f"{name}.yaml").model_copy(update={"runs": runs, **updates})
+    anyio.run(lambda: run_experiment(scenario, out_dir=out, device="cpu"))
+
+
+def test_fault_free_experiment_replays_identically_without_loading_a_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _record("detect_segment_crop", tmp_path, runs=3)
+
+    def no_models(*_: object, **__: object) -> None:
+        raise AssertionError("replay must not load a model")
+
+    monkeypatch.setattr(model_module.VisionModel, "__init__", no_models)
+    report = anyio.run(lambda: replay_experiment(tmp_path))
+    assert report.divergence is None, str(report.divergence)
+    assert report.runs == 3
+    assert report.events > 3
+
+
+def test_replay_names_the_first_event_that_differs(tmp_path: Path) -> None:
+    _record("detect_crop", tmp_path, runs=2)
+    events_file = tmp_path / "events.jsonl"
+    lines = events_file.read_text().splitlines()
+    for index, line in enumerate(lines):
+        document = json.loads(line)
+        if (
+            document["event"] == "message"
+            and document["run"] == 1
+            and document["node"] == "detect"
+            and document["direction"] == "s->c"
+        ):
+            content = document["message"]["result"]["structuredContent"]
+            content["detections"] = content["detections"][:-1] or [{"label": "circle", "score": 0.5,
+                                                                     "bbox": [0.0, 0.0, 1.0, 1.0]}]  # fmt: skip
+            lines[index] = json.dumps(document)
+            break
+    events_file.write_text("\n".join(lines) + "\n")
+    report = anyio.run(lambda: replay_experiment(tmp_path))
+    assert report.divergence is not None
+    assert report.divergence.run == 1
+    assert "did not reproduce" in str(report.divergence)
+
+
+def test_cli_replay_reports_reproduction_and_exits_non_zero_on_divergence(tmp_path: Path) -> None:
+    _record("fanout", tmp_path, runs=2)
+    result = CliRunner().invoke(main, ["replay", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "reproduced 2 runs" in result.output
+    events_file = tmp_path / "events.jsonl"
+    text = events_file.read_text().replace('"node":"crop_b","item":0', '"node":"crop_b","item":7', 1)
+    events_file.write_text(text)
+    assert CliRunner().invoke(main, ["replay", str(tmp_path)]).exit_code != 0
+
+
+def test_replay_of_another_format_version_says_so(tmp_path: Path) -> None:
+    _record("detect_crop", tmp_path, runs=1)
+    events_file = tmp_path / "events.jsonl"
+    lines = events_file.read_text().splitlines()
+    header = json.loads(lines[0])
+    header["format_version"] = 99
+    events_file.write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
+    with pytest.raises(TestbedError, match="format version 99"):
+        anyio.run(lambda: replay_experiment(tmp_path))
+
+
+def test_faulted_experiment_of_100_runs_replays_identically(tmp_path: Path) -> None:
+    scenario = load_scenario(V1 / "faults.yaml")
+    in_process = {alias: ref.model_copy(update={"transport": "inprocess"}) for alias, ref in scenario.servers.items()}
+    random_faults = [
+        {"kind": "delay", "seconds": 0.005, "probability": 0.2, "target": {"server": "det"}},
+        {"kind": "duplicate", "probability": 0.1, "target": {"server": "seg", "tool": "segment_image"}},
+        {"kind": "reorder", "probability": 0.1, "target": {"server": "crop", "tool": "crop_image"}},
+        {"kind": "flip_convention", "to": "xywh/pixel", "probability": 0.1,
+         "target": {"server": "det", "tool": "detect", "role": "bounding_box"}},
+        {"kind": "evict_handle", "probability": 0.05,
+         "target": {"server": "seg", "tool": "load_image", "role": "image_handle"}},
+        {"kind": "jsonrpc_error", "probability": 0.05, "target": {"server": "crop", "tool": "crop_image"}},
+        {"kind": "timeout", "probability": 0.03, "target": {"server": "crop", "tool": "put_image"}},
+    ]  # fmt: skip
+    faulted = scenario.model_copy(
+        update={"runs": 100, "servers": in_process, "faults": load_faults(random_faults), "deadline_s": 0.5}
+    )
+    anyio.run(lambda: run_experiment(faulted, out_dir=tmp_path, device="cpu"))
+    events = read_events(tmp_path).events
+    assert sum(isinstance(e, RunFinished) for e in events) == 100
+    assert len({e.kind for e in events if isinstance(e, FaultEvent)}) >= 5
+    assert any(isinstance(e, CallEvent) and e.outcome.value == "timeout" for e in events)
+    report = anyio.run(lambda: replay_experiment(tmp_path))
+    assert report.divergence is None, str(report.divergence)

@@ -1,0 +1,119 @@
+"""Crash safety: a killed experiment resumes with every run exactly once; torn lines are dropped and reported."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anyio
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from testbed._seeding import derive_rng
+from testbed.cli import main
+from testbed.events import RunFinished, read_events
+from testbed.orchestrator import ExperimentFinishedError, run_experiment
+from testbed.scenario import load_scenario
+
+V1 = Path(__file__).resolve().parent.parent / "scenarios" / "v1"
+RUNS = 30
+
+
+def _finished_runs(out: Path) -> list[int]:
+    return [event.run for event in read_events(out).events if isinstance(event, RunFinished)]
+
+
+def _command(out: Path, runs: int = RUNS) -> list[str]:
+    return [sys.executable, "-m", "testbed", "run", str(V1 / "detect_crop.yaml"), "--runs", str(runs),
+            "--out", str(out), "--device", "cpu"]  # fmt: skip
+
+
+def _recorded_runs(out: Path) -> int:
+    path = out / "events.jsonl"
+    return path.read_text().count('"event":"run_finished"') if path.exists() else 0
+
+
+def test_sigkill_at_ten_random_points_then_resume_records_every_run_exactly_once(tmp_path: Path) -> None:
+    out = tmp_path / "exp"
+    rng = derive_rng(2026, "sigkill-points")
+    # Ten kill points: after a random number of recorded runs, plus a random moment inside the next run.
+    targets = sorted(int(v) for v in rng.choice(np.arange(1, RUNS - 1), size=10, replace=False))
+    kills = 0
+    for target, pause in zip(targets, rng.uniform(0.0, 0.15, size=10), strict=True):
+        process = subprocess.Popen(_command(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while process.poll() is None and _recorded_runs(out) < target and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(float(pause))
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            kills += 1
+        process.wait()
+    finished = subprocess.run(_command(out), capture_output=True, text=True, timeout=300, check=False)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    runs = _finished_runs(out)
+    assert sorted(runs) == list(range(RUNS))
+    assert len(runs) == len(set(runs))
+    assert kills >= 8
+
+
+def test_torn_last_line_is_dropped_and_reported(tmp_path: Path) -> None:
+    scenario = load_scenario(V1 / "detect_crop.yaml").model_copy(update={"runs": 3})
+    out = tmp_path / "exp"
+    anyio.run(lambda: run_experiment(scenario.model_copy(update={"runs": 2}), out_dir=out, device="cpu"))
+    events_file = out / "events.jsonl"
+    lines = events_file.read_text().splitlines(keepends=True)
+    # Drop the "finished" line and tear the last run's final line, as a SIGKILL mid-write would.
+    events_file.write_text("".join(lines[:-2]) + lines[-2][: len(lines[-2]) // 2])
+    log = read_events(out)
+    assert log.torn_line == len(lines) - 1
+    summary = anyio.run(lambda: run_experiment(scenario, out_dir=out, device="cpu"))
+    assert summary.resume_note is not None
+    assert "torn" in summary.resume_note
+    assert sorted(_finished_runs(out)) == [0, 1, 2]
+
+
+def test_finished_experiment_says_so_and_changes_nothing(tmp_path: Path) -> None:
+    scenario = load_scenario(V1 / "detect_crop.yaml").model_copy(update={"runs": 1})
+    out = tmp_path / "exp"
+    anyio.run(lambda: run_experiment(scenario, out_dir=out, device="cpu"))
+    before = (out / "events.jsonl").read_bytes()
+    with pytest.raises(ExperimentFinishedError, match="already finished"):
+        anyio.run(lambda: run_experiment(scenario, out_dir=out, device="cpu"))
+    assert (out / "events.jsonl").read_bytes() == before
+
+
+def test_a_directory_from_another_scenario_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "exp"
+    first = load_scenario(V1 / "detect_crop.yaml").model_copy(update={"runs": 1})
+    anyio.run(lambda: run_experiment(first, out_dir=out, device="cpu"))
+    before = (out / "events.jsonl").read_bytes()
+    result = CliRunner().invoke(main, ["run", str(V1 / "fanout.yaml"), "--runs", "1", "--out", str(out)])
+    assert result.exit_code != 0
+    assert "not this scenario and seed" in result.output
+    assert (out / "events.jsonl").read_bytes() == before
+
+
+def test_another_seed_is_another_experiment(tmp_path: Path) -> None:
+    out = tmp_path / "exp"
+    scenario = load_scenario(V1 / "detect_crop.yaml").model_copy(update={"runs": 1})
+    anyio.run(lambda: run_experiment(scenario, out_dir=out, device="cpu"))
+    result = CliRunner().invoke(main, ["run", str(V1 / "detect_crop.yaml"), "--seed", "9", "--out", str(out)])
+    assert result.exit_code != 0
+    assert "not this scenario and seed" in result.output
+
+
+def test_resume_continues_a_partially_recorded_experiment(tmp_path: Path) -> None:
+    out = tmp_path / "exp"
+    scenario = load_scenario(V1 / "detect_crop.yaml")
+    anyio.run(lambda: run_experiment(scenario.model_copy(update={"runs": 2}), out_dir=out, device="cpu"))
+    lines = (out / "events.jsonl").read_text().splitlines(keepends=True)
+    (out / "events.jsonl").write_text("".join(lines[:-1]))  # killed before "finished" was written
+    summary = anyio.run(lambda: run_experiment(scenario.model_copy(update={"runs": 4}), out_dir=out, device="cpu"))
+    assert summary.resumed_runs == 2
+    assert sorted(_finished_runs(out)) == [0, 1, 2, 3]
