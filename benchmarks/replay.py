@@ -1,6 +1,6 @@
 """Replay speed: runs/s replaying recorded responses against runs/s of the same experiment live, in one run.
 
-The live experiment (detect -> segment -> crop, in-process servers, inference
+The live experiment (detect -> segment -> crop over stdio by default, inference
 cache off) is recorded first; replay then serves its responses with no
 servers or models. Goal: replay at least 50x faster than live on CPU.
 
@@ -29,12 +29,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--transport", default="stdio", choices=["inprocess", "stdio", "http"])
     args = parser.parse_args()
     os.environ["TESTBED_INFERENCE_CACHE"] = "0"
     scenario = load_scenario(SCENARIO).model_copy(update={"runs": args.runs})
     with tempfile.TemporaryDirectory(prefix="testbed-replay-bench-") as tmp:
         out = Path(tmp) / "exp"
-        anyio.run(lambda: run_experiment(scenario, out_dir=out, device=args.device))
+        anyio.run(lambda: run_experiment(scenario, out_dir=out, device=args.device, transport=args.transport))
         events = read_events(out).events
         begun = {e.run: e.time for e in events if isinstance(e, RunStarted)}
         # Live time is the runs themselves (server start and model loading excluded); replay's includes its setup.
@@ -44,7 +45,7 @@ def main() -> None:
         raise SystemExit(f"replay did not reproduce: {report.divergence}")
     live_rate = args.runs / live_s
     replay_rate = args.runs / report.seconds
-    table = Table(title=f"{args.runs} runs of detect -> segment -> crop, in-process, cache off, {args.device}")
+    table = Table(title=f"{args.runs} runs of detect -> segment -> crop, {args.transport}, cache off, {args.device}")
     for column in ("mode", "seconds", "runs/s", "speed-up"):
         table.add_column(column, justify="right" if column != "mode" else "left")
     table.add_row("live (servers, models; run time only)", f"{live_s:.2f}", f"{live_rate:.1f}", "1x")

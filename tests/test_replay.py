@@ -110,3 +110,19 @@ def test_faulted_experiment_of_100_runs_replays_identically(tmp_path: Path) -> N
     assert any(isinstance(e, CallEvent) and e.outcome.value == "timeout" for e in events)
     report = anyio.run(lambda: replay_experiment(tmp_path))
     assert report.divergence is None, str(report.divergence)
+
+
+def test_faults_scenario_injects_every_kind_over_stdio_and_replays(tmp_path: Path) -> None:
+    from testbed.faults import FAULT_CATALOG
+
+    _record("faults", tmp_path, runs=20)
+    events = read_events(tmp_path).events
+    applied = {e.kind for e in events if isinstance(e, FaultEvent) and not e.detail.startswith("not applicable")}
+    assert applied == set(FAULT_CATALOG)
+    for event in events:
+        if isinstance(event, FaultEvent) and not event.detail.startswith("not applicable"):
+            assert tuple(event.expected) == FAULT_CATALOG[event.kind].expected
+    outcomes = {e.outcome.value for e in events if isinstance(e, CallEvent)}
+    assert {"ok", "timeout", "protocol_error", "transport_closed"} <= outcomes
+    report = anyio.run(lambda: replay_experiment(tmp_path))
+    assert report.divergence is None, str(report.divergence)

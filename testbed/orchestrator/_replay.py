@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import mcp.types as types
+import numpy as np
+from pycocotools import mask as coco_mask
 
 from agents import build_agent
 from testbed._errors import TestbedError
@@ -36,13 +38,16 @@ from testbed.events import (
     FaultEvent,
     MessageEvent,
     RunFinished,
+    RunStarted,
     read_events,
 )
 from testbed.faults import FAULT_CATALOG, FaultPlan, current_site
-from testbed.orchestrator._experiment import experiment_id, fault_specs, run_experiment, scene_for_run, task_checker
+from testbed.imaging import decode_image
+from testbed.orchestrator._experiment import experiment_id, fault_specs, run_experiment, task_checker
 from testbed.orchestrator._pool import ServerPool
 from testbed.orchestrator._run import execute_run
 from testbed.scenario import Scenario
+from testbed.scenes import SHAPE_CLASSES, GroundTruthObject, Scene
 from testbed.transport import Item, ReplayTransport, recordings_by_server
 from testbed.transport._recorder import current_call
 
@@ -171,6 +176,28 @@ def _diff(a: Any, b: Any, path: str) -> tuple[str, Any, Any]:
     return path, a, b
 
 
+def recorded_scene(started: RunStarted, blobs: BlobStore) -> tuple[bytes, Scene]:
+    """The scene of a recorded run, rebuilt from its image blob and ground truth (no generator needed)."""
+    path = blobs.path(started.image_blob)
+    if path is None:
+        raise TestbedError(f"{blobs.root}: the image of run {started.run} is missing")
+    png = path.read_bytes()
+    image = decode_image(png, what=str(path))
+    image.setflags(write=False)
+    objects = []
+    for record in started.ground_truth:
+        mask = None
+        if record.mask_rle is not None:
+            rle = {"size": record.mask_rle["size"], "counts": record.mask_rle["counts"].encode("ascii")}
+            mask = np.asarray(coco_mask.decode(rle), dtype=bool)
+            mask.setflags(write=False)
+        class_id = SHAPE_CLASSES.index(record.class_name) if record.class_name in SHAPE_CLASSES else -1
+        box = (record.box_xyxy[0], record.box_xyxy[1], record.box_xyxy[2], record.box_xyxy[3])
+        objects.append(GroundTruthObject(class_id=class_id, class_name=record.class_name, box_xyxy=box, mask=mask))
+    scene = Scene(image=image, objects=tuple(objects), source=started.scene_source, class_names=SHAPE_CLASSES)
+    return png, scene
+
+
 def _dry_fault_hook(plan: FaultPlan, alias: str, pool: ServerPool, sink: list[FaultEvent]) -> Any:
     """In replay the recorded messages already carry the faults: only decide them again, and restart as live did."""
 
@@ -249,6 +276,7 @@ async def _replay_offline(directory: Path, recorded: list[Event], scenario: Scen
             fault_hook=functools.partial(_dry_fault_hook, plan, alias, pool, fault_events) if plan.faults else None,
         )
     runs = sorted({event.run for event in recorded if isinstance(event, RunFinished)})
+    scenes = {event.run: event for event in recorded if isinstance(event, RunStarted)}
     events: list[Event] = [recorded[0]]
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(pool)
@@ -261,9 +289,11 @@ async def _replay_offline(directory: Path, recorded: list[Event], scenario: Scen
         for run in runs:
             token = current_call.set(None)
             try:
+                png, scene = recorded_scene(scenes[run], blobs)
                 outcome = await execute_run(
                     run,
-                    scene=scene_for_run(scenario, run, None),
+                    scene=scene,
+                    scene_png=png,
                     agent=agent,
                     pool=pool,
                     sandbox=out / "sandbox",

@@ -116,13 +116,17 @@ async def execute_run(
     check_task: TaskChecker,
     fault_events: list[FaultEvent],
     deadline_override: DeadlineOverride | None = None,
+    scene_png: bytes | None = None,
 ) -> RunOutcome:
-    """Run one scene through the agent; return its events in deterministic order."""
+    """Run one scene through the agent; return its events in deterministic order.
+
+    ``scene_png`` is the scene image already encoded (replay has it from the recording).
+    """
     scope = f"run-{run}"
     size = ImageSize(width=scene.width, height=scene.height)
     run_dir = sandbox / scope
     run_dir.mkdir(parents=True, exist_ok=True)
-    png = encode_png(scene.image)
+    png = scene_png if scene_png is not None else encode_png(scene.image)
     image_path = run_dir / "scene.png"
     image_path.write_bytes(png)
     view = RunView(
