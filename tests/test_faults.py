@@ -335,7 +335,7 @@ EXPECTED_IDS = {
     "delay": (),
     "timeout": ("proto.timeout",),
     "drop": ("proto.timeout",),
-    "duplicate": (),
+    "duplicate": ("proto.id_mismatch",),
     "reorder": (),
     "truncate": ("proto.malformed_message",),
     "corrupt_json": ("proto.malformed_message",),

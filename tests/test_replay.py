@@ -126,3 +126,17 @@ def test_faults_scenario_injects_every_kind_over_stdio_and_replays(tmp_path: Pat
     assert {"ok", "timeout", "protocol_error", "transport_closed"} <= outcomes
     report = anyio.run(lambda: replay_experiment(tmp_path))
     assert report.divergence is None, str(report.divergence)
+
+
+def test_timed_out_calls_record_whether_the_server_honoured_the_cancellation(tmp_path: Path) -> None:
+    scenario = load_scenario(V1 / "faults.yaml")
+    in_process = {alias: ref.model_copy(update={"transport": "inprocess"}) for alias, ref in scenario.servers.items()}
+    faults = load_faults([{"kind": "timeout", "target": {"server": "det", "tool": "detect"}}])
+    timed_out = scenario.model_copy(update={"runs": 1, "servers": in_process, "faults": faults})
+    anyio.run(lambda: run_experiment(timed_out, out_dir=tmp_path, device="cpu"))
+    [detect] = [e for e in read_events(tmp_path).events if isinstance(e, CallEvent) and e.node == "detect"]
+    assert detect.outcome.value == "timeout"
+    # The injected timeout withholds the response before the client sees it, so no late answer arrives.
+    assert detect.cancel_honoured is True
+    others = [e for e in read_events(tmp_path).events if isinstance(e, CallEvent) and e.outcome.value == "ok"]
+    assert all(e.cancel_honoured is None for e in others)

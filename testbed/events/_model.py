@@ -140,6 +140,9 @@ class CallEvent(_Event):
     """structuredContent, else the JSON of the first text block, else None."""
     content_types: list[str] = []
     error: str | None = None
+    cancel_honoured: bool | None = None
+    """For a timeout: whether the server stayed silent after the client's cancellation notice
+    (False when a late response arrived before the run ended); None for other outcomes."""
     duration_s: float
 
 

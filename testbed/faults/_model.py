@@ -136,7 +136,9 @@ FAULT_CATALOG: Final[dict[str, FaultKindInfo]] = {
     "delay": _info(_T, (), "The request reaches the server `seconds` late."),
     "timeout": _info(_T, ("proto.timeout",), "The server answers, but the response never arrives."),
     "drop": _info(_T, ("proto.timeout",), "The request never reaches the server."),
-    "duplicate": _info(_T, (), "The response arrives twice."),
+    "duplicate": _info(
+        _T, ("proto.id_mismatch",), "The response arrives twice (a client tolerates it, but it is a protocol error)."
+    ),
     "reorder": _info(_T, (), "The response is held until the next response on the connection passes it."),
     "truncate": _info(_T, ("proto.malformed_message",), "The response frame is cut short: an unparseable line."),
     "corrupt_json": _info(_T, ("proto.malformed_message",), "Garbage bytes replace part of the response frame."),

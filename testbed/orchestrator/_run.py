@@ -19,9 +19,11 @@ from testbed.events import (
     BlobStore,
     CallEvent,
     CallOutcomeKind,
+    Direction,
     Event,
     FaultEvent,
     GroundTruthRecord,
+    MessageEvent,
     RunFinished,
     RunStarted,
     ServerEvent,
@@ -221,6 +223,7 @@ async def execute_run(
         for recorder in pool.recorders.values()
         for event in recorder.take_run(run)
     ]
+    call_events = _mark_cancellations(call_events, messages)
     passed, detail = check_task(scene, view.results, pool.connections)
     failed = sum(event.outcome not in (CallOutcomeKind.OK, CallOutcomeKind.SKIPPED) for event in call_events)
     finished = RunFinished(
@@ -240,6 +243,22 @@ async def execute_run(
     fault_events[:] = [event for event in fault_events if event.run != run]
     events: list[Event] = [started, *ordered_messages, *faults, *ordered_calls, *server_events, finished]
     return RunOutcome(events=events, calls=finished.calls, failed_calls=failed, task_passed=passed)
+
+
+def _mark_cancellations(calls: list[CallEvent], messages: list[MessageEvent]) -> list[CallEvent]:
+    """Record, for each timed-out call, whether a response still arrived after the cancellation notice."""
+    answered: set[tuple[str | None, int | None, str]] = set()
+    for message in messages:
+        is_answer = "result" in message.message or "error" in message.message
+        if message.direction is Direction.SERVER_TO_CLIENT and is_answer:
+            answered.add((message.node, message.item, message.server))
+    marked = []
+    for call in calls:
+        if call.outcome is CallOutcomeKind.TIMEOUT:
+            late = (call.node, call.item, call.server) in answered
+            call = call.model_copy(update={"cancel_honoured": not late})
+        marked.append(call)
+    return marked
 
 
 def _has_tool(connection: Connection, tool: str) -> bool:

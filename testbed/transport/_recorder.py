@@ -22,6 +22,14 @@ class CallContext:
     item: int
 
 
+class RecordedFrameError(Exception):
+    """An unparseable frame replayed from a recording; it is recorded again exactly as it was the first time."""
+
+    def __init__(self, recorded: str) -> None:
+        super().__init__(recorded)
+        self.recorded = recorded
+
+
 current_call: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar("current_call", default=None)
 """Set by the orchestrator around each tool call; outgoing messages are sent in the caller's context."""
 
@@ -37,12 +45,16 @@ class MessageRecorder:
 
     server: str
     _by_request_id: dict[Any, CallContext] = field(default_factory=dict)
+    _outstanding: dict[Any, CallContext] = field(default_factory=dict)
+    """Requests sent and not yet answered, oldest first."""
     _seq: dict[CallContext | None, int] = field(default_factory=dict)
     events: dict[CallContext | None, list[MessageEvent]] = field(default_factory=dict)
 
     def record(self, direction: Direction, item: Item) -> None:
         if isinstance(item, SessionMessage):
             message: dict[str, Any] = item.message.model_dump(by_alias=True, mode="json", exclude_none=True)
+        elif isinstance(item, RecordedFrameError):
+            message = {"transport_exception": item.recorded}
         else:
             message = {"transport_exception": f"{item.__class__.__name__}: {item}"}
         context = self._attribute(direction, message)
@@ -65,9 +77,14 @@ class MessageRecorder:
             context = current_call.get()
             if context is not None and "id" in message and "method" in message:
                 self._by_request_id[message["id"]] = context
+                self._outstanding[message["id"]] = context
             return context
+        if "transport_exception" in message:
+            # An unparseable frame carries no id: it belongs to the oldest call still waiting on this server.
+            return next(iter(self._outstanding.values()), None)
         request_id = message.get("id")
         if request_id is not None and ("result" in message or "error" in message):
+            self._outstanding.pop(request_id, None)
             return self._by_request_id.get(request_id)
         return None
 
@@ -77,6 +94,9 @@ class MessageRecorder:
 
     def take_run(self, run: int) -> list[MessageEvent]:
         """Remove and return every event of a run, in deterministic (node, item, seq) order."""
+        for request_id, context in list(self._outstanding.items()):
+            if context.run == run:
+                del self._outstanding[request_id]  # timed out or closed: nothing more will be matched to it
         keys = [key for key in self.events if key is not None and key.run == run]
         taken: list[MessageEvent] = []
         for key in sorted(keys, key=lambda k: (k.node, k.item)):

@@ -20,7 +20,7 @@ from mcp.shared.message import SessionMessage
 from pydantic import TypeAdapter
 
 from testbed.events import BlobStore, CallEvent, CallOutcomeKind, Direction, Event, MessageEvent, internalize
-from testbed.transport._recorder import CallContext, current_call
+from testbed.transport._recorder import CallContext, RecordedFrameError, current_call
 
 CallKey = tuple[int, str, int]
 _MESSAGE: TypeAdapter[types.JSONRPCMessage] = TypeAdapter(types.JSONRPCMessage)
@@ -57,7 +57,7 @@ def recordings_by_server(events: list[Event], blobs: BlobStore) -> dict[str, Ser
 
 def _as_item(message: dict[str, Any], request_id: Any) -> SessionMessage | Exception:
     if "transport_exception" in message:
-        return ValueError(f"replayed: {message['transport_exception']}")
+        return RecordedFrameError(str(message["transport_exception"]))
     replayed = dict(message)
     if "id" in replayed and ("result" in replayed or "error" in replayed):
         replayed["id"] = request_id

@@ -1,0 +1,55 @@
+"""Validators and the violation catalog.
+
+Each validator is a pure function of one recorded run (:class:`RunRecord`) and
+emits catalogued :class:`Violation` objects; registration checks that every ID
+a validator may emit is in :data:`CATALOG`. Two memory checks need several runs
+at once (:func:`check_out_of_scope`, :func:`check_unbounded_store`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from testbed.validators import _connection, _coords, _mask, _memory, _permission, _protocol, _schema
+from testbed.validators._catalog import CATALOG, CATEGORIES, entry
+from testbed.validators._memory import check_out_of_scope, check_unbounded_store
+from testbed.validators._model import CatalogEntry, RunRecord, Severity, Validator, ValidatorSpec, Violation
+
+
+def _registered(specs: Iterable[ValidatorSpec]) -> tuple[ValidatorSpec, ...]:
+    checked = []
+    for spec in specs:
+        unknown = [violation_id for violation_id in spec.emits if violation_id not in CATALOG]
+        if unknown:
+            raise ValueError(f"validator {spec.name!r} emits uncatalogued IDs {unknown}; add them to the catalog")
+        checked.append(spec)
+    return tuple(checked)
+
+
+VALIDATORS: tuple[ValidatorSpec, ...] = _registered(
+    (
+        *_protocol.VALIDATORS,
+        *_schema.VALIDATORS,
+        *_connection.VALIDATORS,
+        *_permission.VALIDATORS,
+        *_coords.VALIDATORS,
+        *_mask.VALIDATORS,
+        *_memory.VALIDATORS,
+    )
+)
+"""Every per-run validator, in a fixed order."""
+
+__all__ = [
+    "CATALOG",
+    "CATEGORIES",
+    "VALIDATORS",
+    "CatalogEntry",
+    "RunRecord",
+    "Severity",
+    "Validator",
+    "ValidatorSpec",
+    "Violation",
+    "check_out_of_scope",
+    "check_unbounded_store",
+    "entry",
+]

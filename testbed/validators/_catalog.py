@@ -1,0 +1,72 @@
+# ruff: noqa: E501  (a table: one catalog entry per line reads best)
+"""The violation catalog: stable IDs, one-sentence behaviours, severities and sources.
+
+Tests cite these IDs; a coverage test proves every ID has a test and every
+validator test names a known ID. Never rename or reuse an ID: published rates
+cite them. Add new ones instead.
+"""
+
+from __future__ import annotations
+
+from testbed.validators._model import CatalogEntry, Severity
+
+_SPEC = "https://modelcontextprotocol.io/specification/2025-11-25"
+_PAPER = "arXiv 2509.22814"
+_PROJECT = "mcp-vision-testbed"
+
+V, W = Severity.VIOLATION, Severity.WARNING
+
+CATALOG: dict[str, CatalogEntry] = {
+    entry.id: entry
+    for entry in (
+        # Schema format (the paper's schema-format misalignment).
+        CatalogEntry("schema.output_schema_missing", "A tool returns structured results but lists no outputSchema.", V, f"{_SPEC}/server/tools#output-schema"),
+        CatalogEntry("schema.output_schema_loose", "A tool's outputSchema is an object with no declared properties.", V, f"{_PAPER} §4 (schema format)"),
+        CatalogEntry("schema.structured_mismatch", "structuredContent does not validate against the tool's outputSchema.", V, f"{_SPEC}/server/tools#output-schema"),
+        CatalogEntry("schema.text_json_without_schema", "A tool returns JSON inside a text block with no outputSchema describing it.", V, f"{_SPEC}/server/tools#structured-content"),
+        CatalogEntry("schema.arguments_invalid", "A call's arguments do not validate against the tool's inputSchema.", V, f"{_SPEC}/server/tools#tool"),
+        CatalogEntry("schema.error_in_payload", "A tool reports a failure as an error payload instead of a result with isError.", V, f"{_SPEC}/server/tools#error-handling"),
+        CatalogEntry("schema.field_name_divergence", "Servers in one workflow use different field names for the same semantic role.", W, f"{_PAPER} §4 (schema format)"),
+        # Coordinate conventions.
+        CatalogEntry("coords.undeclared", "A box property declares no coordinate_system.", V, f"{_PAPER} §6 (semantic schema fields)"),
+        CatalogEntry("coords.out_of_bounds", "A box lies outside the image or has no area under its server's convention.", V, _PROJECT),
+        CatalogEntry("coords.mismatch", "A box crosses an edge in a convention other than the one its consumer reads.", V, f"{_PAPER} §4 (coordinate conventions)"),
+        CatalogEntry("coords.crop_misses_object", "A crop meant for an object does not contain it.", V, _PROJECT),
+        # Mask-image consistency.
+        CatalogEntry("mask.size_mismatch", "A mask's size or channels differ from its image's (or from its declared resolution).", V, f"{_PAPER} §4 (mask-image mismatch)"),
+        CatalogEntry("mask.encoding_mismatch", "A mask crosses an edge in an encoding other than the one its consumer reads.", V, f"{_PAPER} §4 (mask-image mismatch)"),
+        CatalogEntry("mask.outside_box", "A mask has pixels outside the box reported with it.", V, _PROJECT),
+        # Memory scope (warnings, counted per 100 executions).
+        CatalogEntry("memory.handle_out_of_scope", "A handle is used outside the scope (run or session) that created it.", W, f"{_PAPER} §4 (memory scope)"),
+        CatalogEntry("memory.handle_expired", "A handle is used after its declared or actual lifetime ended.", W, f"{_PAPER} §4 (memory scope)"),
+        CatalogEntry("memory.handle_unknown", "A handle is used that its server never issued (or has evicted).", W, f"{_PAPER} §4 (memory scope)"),
+        CatalogEntry("memory.cross_agent", "A handle created by one agent is read by another.", W, f"{_PAPER} §5 (multi-agent leakage)"),
+        CatalogEntry("memory.retention_exceeded", "A server keeps data longer than its declared scope allows.", W, f"{_PAPER} §6 (declared memory scope)"),
+        CatalogEntry("memory.unbounded_store", "A shared store keeps growing across runs with nothing ever evicted.", W, f"{_PAPER} §4 (memory scope)"),
+        # Permission verification.
+        CatalogEntry("perm.tool_not_granted", "An agent calls a tool outside the set its scenario grants it.", V, f"{_PAPER} §5 (privilege escalation)"),
+        CatalogEntry("perm.path_outside_sandbox", "A call reads or writes a file outside the run's sandbox.", V, f"{_PAPER} §5 (path traversal)"),
+        # Connection typing.
+        CatalogEntry("conn.untyped_edge", "A workflow edge connects an output or input that has no schema.", V, f"{_PAPER} §4 (untyped tool connections)"),
+        CatalogEntry("conn.type_incompatible", "A workflow edge passes a value whose JSON type the consumer's schema rejects.", V, f"{_PAPER} §4 (untyped tool connections)"),
+        CatalogEntry("conn.untracked_bridging", "A value is converted between conventions outside any declared adapter.", V, f"{_PAPER} §4 (bridging scripts)"),
+        # Protocol.
+        CatalogEntry("proto.id_mismatch", "A response's JSON-RPC id answers no outstanding request, or answers one twice.", V, f"{_SPEC}/basic#responses"),
+        CatalogEntry("proto.timeout", "A call gets no response before its deadline.", V, f"{_SPEC}/basic/lifecycle#timeouts"),
+        CatalogEntry("proto.malformed_message", "A frame from the server is not a valid JSON-RPC message.", V, f"{_SPEC}/basic#messages"),
+        CatalogEntry("proto.error_misclassified", "A tool failure arrives as a JSON-RPC protocol error instead of a result with isError.", V, f"{_SPEC}/server/tools#error-handling"),
+        CatalogEntry("proto.tool_list_changed", "A server's tool list, a tool's description or its schema changes mid-experiment.", V, f"{_SPEC}/server/tools#list-changed-notification"),
+        CatalogEntry("proto.transport_closed", "A server's transport closes with a call in flight.", V, f"{_SPEC}/basic/transports"),
+    )
+}  # fmt: skip
+
+CATEGORIES = ("schema", "coords", "mask", "memory", "perm", "conn", "proto")
+
+
+def entry(violation_id: str) -> CatalogEntry:
+    """The catalog entry of an ID.
+
+    Raises:
+        KeyError: the ID is not catalogued.
+    """
+    return CATALOG[violation_id]

@@ -1,0 +1,385 @@
+"""Coordinate-convention validators: undeclared box conventions, boxes off the image, mismatched edges, bad crops.
+
+Every box is read through the truth manifest of the tool that wrote or reads
+it (what it *actually* does), converted to the canonical convention and
+compared with the run's ground truth.
+
+Model-error rule (``coords.mismatch``, ``coords.crop_misses_object``): a box
+is attributed to a ground-truth object only when, read in *some* of the 36
+conventions, it lies inside the image (1 px tolerance) and overlaps that
+object at IoU >= 0.5. A box that matches no object under any convention is a
+missed or mislocated detection (model error) and is never flagged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from testbed.conventions import BoxConvention, ImageSize, all_box_conventions, box_iou, to_canonical
+from testbed.events import CallEvent, CallOutcomeKind, internalize
+from testbed.protocol import SemanticRole, ToolTruth, declared_box_convention
+from testbed.tasks import select_path
+from testbed.validators._model import RunRecord, ValidatorSpec, Violation
+from testbed.workflow import BindingError, BoxAdapter, Edge, Workflow, WorkflowError, build_graph, graph_edges
+
+MATCH_IOU = 0.5
+"""IoU at which a box is taken to locate a ground-truth object."""
+BOUNDS_TOLERANCE_PX = 1.0
+"""How far a box may stick out of the image before it is out of bounds."""
+CROP_COVERAGE = 0.9
+"""Fraction of the object's box a crop must contain."""
+
+_READ_ERRORS = (ValueError, TypeError, KeyError, IndexError)
+
+Boxes = NDArray[np.float64]
+
+
+def image_size(record: RunRecord) -> ImageSize:
+    """The run's scene size."""
+    return ImageSize(width=record.started.width, height=record.started.height)
+
+
+def gt_boxes(record: RunRecord) -> Boxes:
+    """The run's canonical ground-truth boxes, ``(N, 4)``."""
+    return np.array([g.box_xyxy for g in record.started.ground_truth], dtype=np.float64).reshape(-1, 4)
+
+
+def as_boxes(value: object) -> Boxes | None:
+    """A JSON value as ``(N, 4)`` floats, or ``None`` when it is not boxes."""
+    try:
+        boxes = np.array(value, dtype=np.float64)
+    except _READ_ERRORS:
+        return None
+    if boxes.size == 0 or boxes.size % 4 or not np.all(np.isfinite(boxes)):
+        return None
+    return boxes.reshape(-1, 4)
+
+
+def inside(canonical: Boxes, size: ImageSize, tolerance: float = BOUNDS_TOLERANCE_PX) -> NDArray[np.bool_]:
+    """Per box: positive area and within the image (``tolerance`` px)."""
+    x1, y1, x2, y2 = canonical.T
+    has_area = (x2 > x1) & (y2 > y1)
+    within = (x1 >= -tolerance) & (y1 >= -tolerance) & (x2 <= size.width + tolerance) & (y2 <= size.height + tolerance)
+    result: NDArray[np.bool_] = has_area & within
+    return result
+
+
+@dataclass(frozen=True)
+class Reading:
+    """The convention a box most plausibly follows, and the ground-truth object it then locates."""
+
+    convention: BoxConvention
+    gt_index: int
+    iou: float
+
+
+def infer_convention(box: Boxes, size: ImageSize, truth_boxes: Boxes) -> Reading | None:
+    """The convention under which ``box`` (one row) lies in the image and best matches a ground-truth box.
+
+    Returns ``None`` (model error) when no convention yields IoU >= :data:`MATCH_IOU` with any object.
+    Ties keep the first convention of :func:`all_box_conventions` (canonical first).
+    """
+    if len(truth_boxes) == 0:
+        return None
+    best: Reading | None = None
+    for convention in all_box_conventions():
+        canonical = to_canonical(box.reshape(1, 4), convention, size)
+        if not inside(canonical, size)[0]:
+            continue
+        ious = box_iou(canonical, truth_boxes)[0]
+        index = int(np.argmax(ious))
+        if float(ious[index]) >= MATCH_IOU and (best is None or float(ious[index]) > best.iou + 1e-9):
+            best = Reading(convention, index, float(ious[index]))
+    return best
+
+
+def reads_as(box: Boxes, convention: BoxConvention, size: ImageSize, truth_boxes: Boxes, gt_index: int) -> float:
+    """IoU with ground-truth object ``gt_index`` of ``box`` read in ``convention`` (0 when off the image)."""
+    canonical = to_canonical(box.reshape(1, 4), convention, size)
+    if not inside(canonical, size)[0]:
+        return 0.0
+    return float(box_iou(canonical, truth_boxes[gt_index : gt_index + 1])[0, 0])
+
+
+def workflow_edges(record: RunRecord) -> list[Edge]:
+    """The node-to-node edges of the run's workflow (empty when the scenario has none)."""
+    agent = record.header.scenario.get("agent") or {}
+    raw = agent.get("workflow") if isinstance(agent, dict) else None
+    if raw is None:
+        return []
+    try:
+        return graph_edges(build_graph(Workflow.model_validate(raw)))
+    except (WorkflowError, ValueError):
+        return []
+
+
+def tool_truth(record: RunRecord, call: CallEvent) -> ToolTruth | None:
+    """The truth manifest of the tool a call used, if the testbed holds one."""
+    truth = record.truth(call.server)
+    if truth is None:
+        return None
+    try:
+        return truth.tool(call.tool)
+    except KeyError:
+        return None
+
+
+def node_calls(record: RunRecord) -> dict[tuple[str, int], tuple[int, CallEvent]]:
+    """Each call by ``(node, item)`` (the last one when a node was retried)."""
+    return {(call.node, call.item): (i, call) for i, call in record.calls()}
+
+
+@dataclass(frozen=True)
+class BoxEdge:
+    """One box value crossing one workflow edge into one call."""
+
+    edge: Edge
+    consumer_at: int
+    consumer: CallEvent
+    consumer_truth: ToolTruth
+    producer_at: int
+    producer: CallEvent
+    producer_truth: ToolTruth | None
+    source: Boxes
+    """The value as the producer returned it (before any adapter)."""
+    sent: Boxes
+    """The value as sent to the consumer (after any adapter)."""
+
+
+def box_edges(record: RunRecord) -> Iterator[BoxEdge]:
+    """Every box-carrying edge instance of the run: consumers whose truth has a ``bounding_box`` input."""
+    calls = node_calls(record)
+    edges = workflow_edges(record)
+    for at, call in record.calls():
+        truth = tool_truth(record, call)
+        if truth is None or truth.box_convention is None or SemanticRole.BOUNDING_BOX not in truth.inputs:
+            continue
+        argument = truth.inputs[SemanticRole.BOUNDING_BOX]
+        sent = as_boxes(internalize(call.arguments.get(argument), record.blobs))
+        if sent is None:
+            continue
+        for edge in edges:
+            if edge.target_node != call.node or edge.target_arg != argument:
+                continue
+            produced = calls.get((edge.source_node, 0))
+            if produced is None or produced[1].outcome is not CallOutcomeKind.OK:
+                continue
+            try:
+                value: Any = select_path(internalize(produced[1].payload, record.blobs), edge.source_path)
+                if edge.reference.startswith("$item"):
+                    value = value[call.item]
+            except (BindingError, *_READ_ERRORS):
+                continue
+            source = as_boxes(value)
+            if source is None or len(source) != len(sent):
+                continue
+            yield BoxEdge(
+                edge, at, call, truth, produced[0], produced[1], tool_truth(record, produced[1]), source, sent
+            )
+
+
+def _violation(record: RunRecord, vid: str, call: CallEvent, detail: str, *evidence: int) -> Violation:
+    return Violation(
+        id=vid,
+        run=record.started.run,
+        server=call.server,
+        node=call.node,
+        item=call.item,
+        detail=detail,
+        evidence=tuple(sorted(set(evidence))),
+    )
+
+
+def check_undeclared(record: RunRecord) -> Iterator[Violation]:
+    """``coords.undeclared``: a box-carrying tool whose listed schema property has no ``coordinate_system``.
+
+    Once per tool per run, at the first call of the tool (or the run's first event if it was never called).
+    """
+    first_call: dict[tuple[str, str], tuple[int, CallEvent | None]] = {}
+    for at, call in record.calls():
+        first_call.setdefault((call.server, call.tool), (at, call))
+    for alias in sorted(record.servers):
+        truth = record.truth(alias)
+        if truth is None:
+            continue
+        listed = {tool.get("name"): tool for tool in record.tools(alias)}
+        for tool in truth.tools:
+            if tool.box_convention is None or tool.name not in listed:
+                continue
+            places = []
+            if SemanticRole.BOUNDING_BOX in tool.inputs:
+                places.append(
+                    ("inputSchema", _input_property(listed[tool.name], tool.inputs[SemanticRole.BOUNDING_BOX]))
+                )
+            if SemanticRole.BOUNDING_BOX in tool.paths:
+                places.append(
+                    ("outputSchema", _output_property(listed[tool.name], tool.paths[SemanticRole.BOUNDING_BOX]))
+                )
+            missing = [where for where, prop in places if prop is None or declared_box_convention(prop) is None]
+            if not missing:
+                continue
+            at, first = first_call.get((alias, tool.name), (0, None))
+            yield Violation(
+                id="coords.undeclared",
+                run=record.started.run,
+                server=alias,
+                node=first.node if first is not None else None,
+                item=first.item if first is not None else None,
+                detail=f"{alias}.{tool.name}: box in {' and '.join(missing)} declares no coordinate_system"
+                f" (actually {tool.box_convention})",
+                evidence=(at,),
+            )
+
+
+def _input_property(tool: dict[str, Any], argument: str) -> dict[str, Any] | None:
+    schema = tool.get("inputSchema")
+    props = schema.get("properties") if isinstance(schema, dict) else None
+    prop = props.get(argument) if isinstance(props, dict) else None
+    return prop if isinstance(prop, dict) else None
+
+
+def _output_property(tool: dict[str, Any], path: str) -> dict[str, Any] | None:
+    """Walk ``outputSchema`` along a truth path such as ``detections[*].bbox``."""
+    node: Any = tool.get("outputSchema")
+    for part in path.replace("[*]", ".[*]").split("."):
+        if not part or not isinstance(node, dict):
+            continue
+        if part == "[*]":
+            node = node.get("items")
+        else:
+            props = node.get("properties")
+            node = props.get(part) if isinstance(props, dict) else None
+    return node if isinstance(node, dict) else None
+
+
+def check_out_of_bounds(record: RunRecord) -> Iterator[Violation]:
+    """``coords.out_of_bounds``: a box a tool returned or was sent, read in that tool's true convention, off the image.
+
+    Off the image means more than 1 px outside it, or no positive area.
+    """
+    size = image_size(record)
+    for at, call in record.calls():
+        truth = tool_truth(record, call)
+        if truth is None or truth.box_convention is None:
+            continue
+        found: list[tuple[str, Boxes]] = []
+        if SemanticRole.BOUNDING_BOX in truth.inputs:
+            sent = as_boxes(internalize(call.arguments.get(truth.inputs[SemanticRole.BOUNDING_BOX]), record.blobs))
+            if sent is not None:
+                found.append(("argument", sent))
+        if SemanticRole.BOUNDING_BOX in truth.paths and call.outcome is CallOutcomeKind.OK:
+            try:
+                returned = as_boxes(
+                    select_path(internalize(call.payload, record.blobs), truth.paths[SemanticRole.BOUNDING_BOX])
+                )
+            except (BindingError, *_READ_ERRORS):
+                returned = None
+            if returned is not None:
+                found.append(("result", returned))
+        for where, boxes in found:
+            bad = ~inside(to_canonical(boxes, truth.box_convention, size), size)
+            if bad.any():
+                first = int(np.argmax(bad))
+                yield _violation(
+                    record,
+                    "coords.out_of_bounds",
+                    call,
+                    f"{call.tool} {where}: {int(bad.sum())} box(es) off the {size.width}x{size.height} image"
+                    f" read as {truth.box_convention}, e.g. {boxes[first].round(2).tolist()}",
+                    at,
+                )
+
+
+def check_mismatch(record: RunRecord) -> Iterator[Violation]:
+    """``coords.mismatch``: a box crossing an edge in a convention other than the one read on the other side.
+
+    Two reading points per edge instance: an adapter reads the producer's value in its ``from`` convention,
+    and the consumer reads the value sent (after any adapter) in its true convention. At each, the value's
+    actual convention is inferred (:func:`infer_convention`); a box locating no object under any convention
+    is model error and skipped. It is a mismatch when the reader's convention locates the inferred object at
+    IoU < 0.5 (or off the image). One violation per consumer call.
+    """
+    size = image_size(record)
+    truth_boxes = gt_boxes(record)
+    for found in box_edges(record):
+        readers: list[tuple[str, Boxes, BoxConvention]] = []
+        if isinstance(found.edge.adapter, BoxAdapter):
+            readers.append((f"adapter ({found.edge.adapter})", found.source, found.edge.adapter.from_))
+        assert found.consumer_truth.box_convention is not None
+        readers.append((f"{found.consumer.tool}", found.sent, found.consumer_truth.box_convention))
+        detail = _first_mismatch(readers, size, truth_boxes)
+        if detail is not None:
+            yield _violation(
+                record,
+                "coords.mismatch",
+                found.consumer,
+                f"edge {found.edge.source_node}.{found.edge.source_path} -> {found.edge.target_node}."
+                f"{found.edge.target_arg}: {detail}",
+                found.producer_at,
+                found.consumer_at,
+            )
+
+
+def _first_mismatch(readers: list[tuple[str, Boxes, BoxConvention]], size: ImageSize, truth_boxes: Boxes) -> str | None:
+    for reader, boxes, expected in readers:
+        for box in boxes:
+            reading = infer_convention(box, size, truth_boxes)
+            if reading is None:
+                continue  # model error: the box locates no object under any convention
+            if reads_as(box, expected, size, truth_boxes, reading.gt_index) < MATCH_IOU:
+                return f"value is {reading.convention} but {reader} reads {expected}"
+    return None
+
+
+def check_crop_misses_object(record: RunRecord) -> Iterator[Violation]:
+    """``coords.crop_misses_object``: a crop box holding < 90% of what its producing box held of its object.
+
+    The object is the one the producer's value locates under its inferred convention (model error skipped);
+    the crop box is read in the crop tool's true convention. The bar is 90% of the producing box's own
+    coverage of the object, so a slightly tight detection (model imprecision) cropped faithfully is not flagged.
+    """
+    size = image_size(record)
+    truth_boxes = gt_boxes(record)
+    for found in box_edges(record):
+        server = record.truth(found.consumer.server)
+        if server is None or server.kind != "cropping" or found.consumer_truth.box_convention is None:
+            continue
+        crops = to_canonical(found.sent, found.consumer_truth.box_convention, size)
+        for source, crop in zip(found.source, crops, strict=True):
+            reading = infer_convention(source, size, truth_boxes)
+            if reading is None:
+                continue
+            target = truth_boxes[reading.gt_index]
+            coverage = _coverage(crop, target)
+            located = _coverage(to_canonical(source.reshape(1, 4), reading.convention, size)[0], target)
+            if coverage < CROP_COVERAGE * located:
+                yield _violation(
+                    record,
+                    "coords.crop_misses_object",
+                    found.consumer,
+                    f"crop {crop.round(1).tolist()} holds {coverage:.0%} of "
+                    f"{record.started.ground_truth[reading.gt_index].class_name} {target.tolist()}",
+                    found.producer_at,
+                    found.consumer_at,
+                )
+                break
+
+
+def _coverage(crop: Boxes, target: Boxes) -> float:
+    width = max(0.0, min(crop[2], target[2]) - max(crop[0], target[0]))
+    height = max(0.0, min(crop[3], target[3]) - max(crop[1], target[1]))
+    area = (target[2] - target[0]) * (target[3] - target[1])
+    return float(width * height / area) if area > 0 else 1.0
+
+
+VALIDATORS = (
+    ValidatorSpec("coords.undeclared", ("coords.undeclared",), check_undeclared),
+    ValidatorSpec("coords.out_of_bounds", ("coords.out_of_bounds",), check_out_of_bounds),
+    ValidatorSpec("coords.mismatch", ("coords.mismatch",), check_mismatch),
+    ValidatorSpec("coords.crop_misses_object", ("coords.crop_misses_object",), check_crop_misses_object),
+)

@@ -1,0 +1,185 @@
+"""Mask-image consistency validators: mask grids of the wrong size, masks spilling out of their boxes.
+
+Masks are decoded through the truth manifest of the tool that returned them
+(its true encoding and resolution), never through what it declares.
+
+Model-resolution grid rule (``mask.size_mismatch``): the truth manifest does
+not record the model's input size, so a model-resolution mask is accepted when
+its grid is a letterbox of the image as Ultralytics builds one: both sides a
+multiple of the stride (32) and the scaled image filling one side (1 px). All
+masks of one result must share one grid.
+
+``mask.encoding_mismatch`` is not implemented: none of the reference servers
+reads masks, so no workflow edge passes masks to a consumer (untestable now).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from testbed.conventions import ImageSize, MaskEncoding, MaskPayloadError, MaskResolution, decode_masks, to_canonical
+from testbed.events import CallEvent, CallOutcomeKind, internalize
+from testbed.imaging import decode_base64_image
+from testbed.protocol import SemanticRole, ToolTruth
+from testbed.tasks import select_path, unletterbox_masks
+from testbed.validators._coords import as_boxes, image_size, tool_truth
+from testbed.validators._model import RunRecord, ValidatorSpec, Violation
+from testbed.workflow import BindingError
+
+STRIDE = 32
+"""The letterbox stride of a model-resolution grid."""
+OUTSIDE_BOX_FRACTION = 0.02
+"""Fraction of a mask's pixels that may lie outside its box."""
+BOX_TOLERANCE_PX = 1
+"""Pixels the box is grown by before counting mask pixels outside it."""
+
+_READ_ERRORS = (BindingError, ValueError, TypeError, KeyError, IndexError)
+
+
+def _violation(record: RunRecord, vid: str, at: int, call: CallEvent, detail: str) -> Violation:
+    return Violation(vid, record.started.run, call.server, call.node, call.item, detail, (at,))
+
+
+def _mask_calls(record: RunRecord) -> Iterator[tuple[int, CallEvent, ToolTruth, Any]]:
+    """Successful calls whose truth returns masks, with the mask payload at the truth path (internalized)."""
+    for at, call in record.calls():
+        truth = tool_truth(record, call)
+        if truth is None or truth.mask_encoding is None or SemanticRole.MASK not in truth.paths:
+            continue
+        if call.outcome is not CallOutcomeKind.OK:
+            continue
+        try:
+            payload = select_path(internalize(call.payload, record.blobs), truth.paths[SemanticRole.MASK])
+        except _READ_ERRORS:
+            continue
+        yield at, call, truth, payload
+
+
+def _png_grids(payload: Any) -> list[ImageSize]:
+    grids = []
+    for item in payload if isinstance(payload, list) else []:
+        if isinstance(item, str):
+            image = decode_base64_image(item, what="mask")
+            grids.append(ImageSize(width=int(image.shape[1]), height=int(image.shape[0])))
+    return grids
+
+
+def _sized_grids(payload: Any) -> list[ImageSize]:
+    """Grids written in ``size: [H, W]`` fields (coco_rle items, a label_map)."""
+    items = [payload] if isinstance(payload, dict) else payload if isinstance(payload, list) else []
+    grids = []
+    for item in items:
+        size = item.get("size") if isinstance(item, dict) else None
+        if isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size):
+            grids.append(ImageSize(width=size[1], height=size[0]))
+    return grids
+
+
+def mask_grids(payload: Any, encoding: MaskEncoding) -> list[ImageSize]:
+    """The grid each mask of a payload is written on, where the encoding states it (polygons do not)."""
+    if encoding is MaskEncoding.PNG_BASE64:
+        return _png_grids(payload)
+    if encoding in (MaskEncoding.COCO_RLE, MaskEncoding.LABEL_MAP):
+        return _sized_grids(payload)
+    return []
+
+
+def is_letterbox(grid: ImageSize, size: ImageSize) -> bool:
+    """Whether ``grid`` is a stride-aligned letterbox of an image of ``size``."""
+    if grid.width % STRIDE or grid.height % STRIDE:
+        return False
+    gain = min(grid.width / size.width, grid.height / size.height)
+    return abs(round(size.width * gain) - grid.width) <= 1 or abs(round(size.height * gain) - grid.height) <= 1
+
+
+def check_size_mismatch(record: RunRecord) -> Iterator[Violation]:
+    """``mask.size_mismatch``: a mask grid other than the image's (image resolution) or not a letterbox (model)."""
+    size = image_size(record)
+    for at, call, truth, payload in _mask_calls(record):
+        assert truth.mask_encoding is not None
+        try:
+            grids = mask_grids(payload, truth.mask_encoding)
+        except _READ_ERRORS:
+            continue
+        if not grids:
+            continue
+        distinct = sorted({(g.width, g.height) for g in grids})
+        where = f"{call.tool} {truth.mask_encoding.value} masks"
+        if len(distinct) > 1:
+            yield _violation(record, "mask.size_mismatch", at, call, f"{where} on several grids {distinct}")
+            continue
+        grid = grids[0]
+        if truth.mask_resolution is MaskResolution.MODEL:
+            if not is_letterbox(grid, size):
+                yield _violation(
+                    record,
+                    "mask.size_mismatch",
+                    at,
+                    call,
+                    f"{where} on a {grid.width}x{grid.height} grid, not a stride-{STRIDE} letterbox of the"
+                    f" {size.width}x{size.height} image",
+                )
+        elif grid != size:
+            yield _violation(
+                record,
+                "mask.size_mismatch",
+                at,
+                call,
+                f"{where} are {grid.width}x{grid.height}, the image is {size.width}x{size.height}",
+            )
+
+
+def check_outside_box(record: RunRecord) -> Iterator[Violation]:
+    """``mask.outside_box``: more than 2% of a mask's pixels outside its own box (both read in true conventions)."""
+    size = image_size(record)
+    for at, call, truth, payload in _mask_calls(record):
+        if truth.box_convention is None or truth.mask_encoding is None or SemanticRole.BOUNDING_BOX not in truth.paths:
+            continue
+        try:
+            boxes = as_boxes(
+                select_path(internalize(call.payload, record.blobs), truth.paths[SemanticRole.BOUNDING_BOX])
+            )
+            masks = _decode_at_image(payload, truth, size)
+        except (MaskPayloadError, *_READ_ERRORS):
+            continue  # unreadable masks are mask.size_mismatch's (or schema's) business
+        if boxes is None or len(boxes) != len(masks):
+            continue
+        canonical = to_canonical(boxes, truth.box_convention, size)
+        for index, (mask, box) in enumerate(zip(masks, canonical, strict=True)):
+            total = int(mask.sum())
+            if total == 0:
+                continue
+            x1, y1 = max(0, int(np.floor(box[0])) - BOX_TOLERANCE_PX), max(0, int(np.floor(box[1])) - BOX_TOLERANCE_PX)
+            x2, y2 = int(np.ceil(box[2])) + BOX_TOLERANCE_PX, int(np.ceil(box[3])) + BOX_TOLERANCE_PX
+            within = int(mask[y1 : max(y1, y2), x1 : max(x1, x2)].sum()) if x2 > 0 and y2 > 0 else 0
+            fraction = (total - within) / total
+            if fraction > OUTSIDE_BOX_FRACTION:
+                yield _violation(
+                    record,
+                    "mask.outside_box",
+                    at,
+                    call,
+                    f"{call.tool} mask {index}: {fraction:.0%} of {total} pixels outside its box"
+                    f" {box.round(1).tolist()} ({truth.box_convention})",
+                )
+                break
+
+
+def _decode_at_image(payload: Any, truth: ToolTruth, size: ImageSize) -> np.ndarray:
+    assert truth.mask_encoding is not None
+    if truth.mask_resolution is MaskResolution.MODEL:
+        grids = mask_grids(payload, truth.mask_encoding)
+        if not grids:
+            raise ValueError("model grid unknown")
+        decoded = decode_masks(payload, truth.mask_encoding, grids[0], normalized_polygons=truth.normalized_polygons)
+        return unletterbox_masks(decoded, size)
+    return decode_masks(payload, truth.mask_encoding, size, normalized_polygons=truth.normalized_polygons)
+
+
+VALIDATORS = (
+    ValidatorSpec("mask.size_mismatch", ("mask.size_mismatch",), check_size_mismatch),
+    ValidatorSpec("mask.outside_box", ("mask.outside_box",), check_outside_box),
+)

@@ -1,0 +1,104 @@
+"""The shapes every validator shares: catalog entries, violations, and what a validator reads.
+
+Validators are pure functions of one run's recorded events, its ground truth,
+the servers' truth manifests and tool schemas (all in ``events.jsonl``), so a
+replay recomputes exactly the same violations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from testbed.events import (
+    BlobStore,
+    CallEvent,
+    Event,
+    ExperimentHeader,
+    FaultEvent,
+    MessageEvent,
+    RunStarted,
+    ServerRecord,
+)
+from testbed.protocol import ServerTruth
+
+
+class Severity(StrEnum):
+    VIOLATION = "violation"
+    """The protocol or a declared contract is broken."""
+    WARNING = "warning"
+    """Risky but not forbidden (memory-scope warnings are counted per 100 executions)."""
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One stable violation ID."""
+
+    id: str
+    """Stable ID, ``<category>.<name>`` (category: schema, coords, mask, memory, perm, conn, proto)."""
+    behaviour: str
+    """One sentence: what is flagged."""
+    severity: Severity
+    source: str
+    """Where the rule comes from: an MCP spec section URL, the paper (arXiv 2509.22814 §...), or this project."""
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One occurrence of a catalogued violation in one run."""
+
+    id: str
+    run: int
+    server: str | None
+    """Server alias it is attributed to (None for run-level findings)."""
+    node: str | None
+    item: int | None
+    detail: str
+    """One line explaining this occurrence."""
+    evidence: tuple[int, ...] = ()
+    """Positions (in the run's event list) of the events that caused it."""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """Everything a validator may read about one run (all from the experiment directory)."""
+
+    header: ExperimentHeader
+    started: RunStarted
+    events: tuple[Event, ...]
+    """The run's events in recorded (deterministic) order, RunStarted first."""
+    blobs: BlobStore
+    servers: dict[str, ServerRecord] = field(default_factory=dict)
+    """By alias: what each server listed (tools, schemas) and its truth manifest as recorded."""
+
+    def truth(self, alias: str) -> ServerTruth | None:
+        record = self.servers.get(alias)
+        return ServerTruth.model_validate(record.truth) if record is not None and record.truth else None
+
+    def tools(self, alias: str) -> list[dict[str, Any]]:
+        record = self.servers.get(alias)
+        return list(record.tools) if record is not None else []
+
+    def calls(self) -> list[tuple[int, CallEvent]]:
+        return [(i, e) for i, e in enumerate(self.events) if isinstance(e, CallEvent)]
+
+    def messages(self) -> list[tuple[int, MessageEvent]]:
+        return [(i, e) for i, e in enumerate(self.events) if isinstance(e, MessageEvent)]
+
+    def faults(self) -> list[tuple[int, FaultEvent]]:
+        return [(i, e) for i, e in enumerate(self.events) if isinstance(e, FaultEvent)]
+
+
+Validator = Callable[[RunRecord], Iterable[Violation]]
+"""A validator: a pure function from one run to the violations it finds."""
+
+
+@dataclass(frozen=True)
+class ValidatorSpec:
+    """A registered validator and the IDs it may emit (checked against the catalog at registration)."""
+
+    name: str
+    emits: tuple[str, ...]
+    check: Validator

@@ -1,0 +1,109 @@
+"""Permission validators: calls outside the agent's grants, and file paths outside the run's sandbox.
+
+The experiment directory is not part of a :class:`RunRecord`, so the sandbox
+check is a rule on the path text alone (see :func:`path_outside_sandbox`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import PurePosixPath
+from typing import Any
+
+from testbed.events import CallOutcomeKind, internalize
+from testbed.protocol import SemanticRole
+from testbed.validators._model import RunRecord, ValidatorSpec, Violation
+
+__all__ = [
+    "PATH_ROLES",
+    "SANDBOX_DIR",
+    "VALIDATORS",
+    "check_path_outside_sandbox",
+    "check_tool_not_granted",
+    "path_outside_sandbox",
+]
+
+SANDBOX_DIR = "sandbox"
+"""The experiment directory's folder that holds every run's files (``<experiment dir>/sandbox``)."""
+
+PATH_ROLES = (SemanticRole.IMAGE_PATH,)
+"""Argument roles (from a server's truth manifest ``inputs``) whose value is a file path."""
+
+
+def grants(record: RunRecord) -> frozenset[str] | None:
+    """The ``alias.tool`` names the scenario's agent is granted, or ``None`` when every tool is."""
+    agent = record.header.scenario.get("agent")
+    granted = agent.get("grants") if isinstance(agent, dict) else None
+    return frozenset(str(name) for name in granted) if isinstance(granted, list | tuple) else None
+
+
+def check_tool_not_granted(record: RunRecord) -> Iterator[Violation]:
+    """``perm.tool_not_granted``: a call to an ``alias.tool`` that the scenario's ``agent.grants`` leaves out."""
+    granted = grants(record)
+    if granted is None:
+        return
+    for position, call in record.calls():
+        if call.outcome is CallOutcomeKind.SKIPPED or not call.tool:
+            continue
+        name = f"{call.server}.{call.tool}"
+        if name not in granted:
+            yield Violation(
+                id="perm.tool_not_granted",
+                run=record.started.run,
+                server=call.server,
+                node=call.node,
+                item=call.item,
+                detail=f"{name} is not granted to the agent (grants: {', '.join(sorted(granted)) or 'none'})",
+                evidence=(position,),
+            )
+
+
+def path_outside_sandbox(path: str) -> bool:
+    """Whether a path argument may resolve outside the run's sandbox.
+
+    The rule, on the text alone: any ``..`` component is rejected (it can climb
+    out of any folder), and an absolute path must lie under a ``/sandbox/``
+    folder. A relative path without ``..`` resolves inside the server's
+    sandbox, which servers treat as their working folder.
+    """
+    normalized = path.replace("\\", "/")
+    parts = PurePosixPath(normalized).parts
+    if ".." in parts:
+        return True
+    return normalized.startswith("/") and f"/{SANDBOX_DIR}/" not in normalized
+
+
+def check_path_outside_sandbox(record: RunRecord) -> Iterator[Violation]:
+    """``perm.path_outside_sandbox``: a file-path argument (role per the truth manifest) that leaves the sandbox."""
+    for position, call in record.calls():
+        if call.outcome is CallOutcomeKind.SKIPPED or not call.tool:
+            continue
+        for argument in _path_arguments(record, call.server, call.tool):
+            value: Any = internalize(call.arguments.get(argument), record.blobs)
+            if isinstance(value, str) and path_outside_sandbox(value):
+                yield Violation(
+                    id="perm.path_outside_sandbox",
+                    run=record.started.run,
+                    server=call.server,
+                    node=call.node,
+                    item=call.item,
+                    detail=f"{call.server}.{call.tool} argument {argument!r} = {value[:120]!r} is outside the sandbox",
+                    evidence=(position,),
+                )
+
+
+def _path_arguments(record: RunRecord, alias: str, tool: str) -> list[str]:
+    truth = record.truth(alias)
+    if truth is None:
+        return []
+    try:
+        inputs = truth.tool(tool).inputs
+    except KeyError:
+        return []
+    return [argument for role, argument in inputs.items() if role in PATH_ROLES]
+
+
+VALIDATORS: tuple[ValidatorSpec, ...] = (
+    ValidatorSpec("perm.tool_not_granted", ("perm.tool_not_granted",), check_tool_not_granted),
+    ValidatorSpec("perm.path_outside_sandbox", ("perm.path_outside_sandbox",), check_path_outside_sandbox),
+)

@@ -1,0 +1,296 @@
+"""Schema-format validators: output schemas (missing, loose, violated), arguments, error payloads, field names.
+
+A tool's schemas are read from the listing recorded in the header (what the
+server declared when the experiment started); results from the recorded
+``tools/call`` responses, with blob references resolved.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from testbed.events import CallEvent, CallOutcomeKind, Direction, internalize
+from testbed.validators._model import RunRecord, ValidatorSpec, Violation
+
+__all__ = [
+    "VALIDATORS",
+    "check_arguments_invalid",
+    "check_error_in_payload",
+    "check_field_name_divergence",
+    "check_output_schema_loose",
+    "check_output_schema_missing",
+    "check_structured_mismatch",
+    "check_text_json_without_schema",
+    "listed_tool",
+    "schema_errors",
+]
+
+_INDEX = re.compile(r"\[[^\]]*\]")
+
+
+def listed_tool(record: RunRecord, alias: str, tool: str) -> dict[str, Any] | None:
+    """The tool as its server listed it when the experiment started (blob references resolved), or ``None``."""
+    for listed in record.tools(alias):
+        if listed.get("name") == tool:
+            resolved = internalize(listed, record.blobs)
+            return resolved if isinstance(resolved, dict) else None
+    return None
+
+
+def schema_errors(value: Any, schema: dict[str, Any]) -> list[str]:
+    """Every way ``value`` fails JSON Schema (draft 2020-12) ``schema``, as ``path: message`` lines.
+
+    An invalid schema is itself reported as one error.
+    """
+    try:
+        validator = Draft202012Validator(schema)
+        errors = sorted(validator.iter_errors(value), key=lambda error: list(error.absolute_path))
+    except SchemaError as error:
+        return [f"invalid schema: {error.message}"]
+    return [f"{error.json_path}: {_short(error.message)}" for error in errors]
+
+
+def _short(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _called(record: RunRecord) -> list[tuple[int, CallEvent]]:
+    """Calls that reached a server (skipped calls name no tool)."""
+    return [(i, call) for i, call in record.calls() if call.outcome is not CallOutcomeKind.SKIPPED and call.tool]
+
+
+def _result(record: RunRecord, call: CallEvent) -> dict[str, Any] | None:
+    """The JSON-RPC result answering ``call`` (first response recorded for it), blob references resolved."""
+    for _, message in record.messages():
+        if (
+            message.direction is Direction.SERVER_TO_CLIENT
+            and (message.server, message.node, message.item) == (call.server, call.node, call.item)
+            and isinstance(message.message.get("result"), dict)
+        ):
+            result = internalize(message.message["result"], record.blobs)
+            return result if isinstance(result, dict) else None
+    return None
+
+
+def _text_json(result: dict[str, Any]) -> Any:
+    """The JSON object or array inside the result's first text block, or ``None``."""
+    for block in result.get("content") or []:
+        if isinstance(block, dict) and block.get("type") == "text":
+            try:
+                value = json.loads(str(block.get("text", "")))
+            except ValueError:
+                return None
+            return value if isinstance(value, dict | list) else None
+    return None
+
+
+def _by_tool(
+    record: RunRecord, calls: list[tuple[int, CallEvent]]
+) -> dict[tuple[str, str], list[tuple[int, CallEvent]]]:
+    grouped: dict[tuple[str, str], list[tuple[int, CallEvent]]] = {}
+    for position, call in calls:
+        grouped.setdefault((call.server, call.tool), []).append((position, call))
+    return grouped
+
+
+def _tool_violation(record: RunRecord, violation_id: str, calls: list[tuple[int, CallEvent]], detail: str) -> Violation:
+    first = calls[0][1]
+    return Violation(
+        id=violation_id,
+        run=record.started.run,
+        server=first.server,
+        node=first.node,
+        item=first.item,
+        detail=detail,
+        evidence=tuple(position for position, _ in calls),
+    )
+
+
+def check_output_schema_missing(record: RunRecord) -> Iterator[Violation]:
+    """``schema.output_schema_missing``: a tool returned structured data or JSON in text but lists no outputSchema.
+
+    Once per tool and run; the evidence is every such call.
+    """
+    returning = [
+        (i, call) for i, call in _called(record) if call.outcome is CallOutcomeKind.OK and call.payload is not None
+    ]
+    for (alias, tool), calls in _by_tool(record, returning).items():
+        listed = listed_tool(record, alias, tool)
+        if listed is not None and "outputSchema" not in listed:
+            detail = f"{alias}.{tool} returned structured results in {len(calls)} call(s) but lists no outputSchema"
+            yield _tool_violation(record, "schema.output_schema_missing", calls, detail)
+
+
+def check_output_schema_loose(record: RunRecord) -> Iterator[Violation]:
+    """``schema.output_schema_loose``: a called tool's outputSchema declares no properties. Once per tool and run."""
+    for (alias, tool), calls in _by_tool(record, _called(record)).items():
+        listed = listed_tool(record, alias, tool)
+        schema = listed.get("outputSchema") if listed is not None else None
+        if isinstance(schema, dict) and not schema.get("properties"):
+            detail = f"{alias}.{tool} outputSchema is {json.dumps(schema, sort_keys=True)[:80]} with no properties"
+            yield _tool_violation(record, "schema.output_schema_loose", calls, detail)
+
+
+def check_structured_mismatch(record: RunRecord) -> Iterator[Violation]:
+    """``schema.structured_mismatch``: a successful result's structuredContent fails the listed outputSchema.
+
+    A successful result with no structuredContent from a tool that lists an
+    outputSchema is a mismatch too (the spec requires it). One violation per call.
+    """
+    for position, call in _called(record):
+        if call.outcome is not CallOutcomeKind.OK:
+            continue
+        listed = listed_tool(record, call.server, call.tool)
+        schema = listed.get("outputSchema") if listed is not None else None
+        result = _result(record, call)
+        if not isinstance(schema, dict) or result is None:
+            continue
+        if "structuredContent" not in result:
+            problem = "no structuredContent"
+        else:
+            errors = schema_errors(result["structuredContent"], schema)
+            if not errors:
+                continue
+            problem = "; ".join(errors[:3]) + (f" (and {len(errors) - 3} more)" if len(errors) > 3 else "")
+        yield Violation(
+            id="schema.structured_mismatch",
+            run=record.started.run,
+            server=call.server,
+            node=call.node,
+            item=call.item,
+            detail=f"{call.server}.{call.tool} result does not match its outputSchema: {problem}",
+            evidence=(position,),
+        )
+
+
+def check_text_json_without_schema(record: RunRecord) -> Iterator[Violation]:
+    """``schema.text_json_without_schema``: a tool with no outputSchema returned JSON inside a text block.
+
+    Once per tool and run.
+    """
+    returning: list[tuple[int, CallEvent]] = []
+    for position, call in _called(record):
+        if call.outcome is not CallOutcomeKind.OK:
+            continue
+        result = _result(record, call)
+        if result is not None and "structuredContent" not in result and _text_json(result) is not None:
+            returning.append((position, call))
+    for (alias, tool), calls in _by_tool(record, returning).items():
+        listed = listed_tool(record, alias, tool)
+        if listed is not None and "outputSchema" not in listed:
+            detail = f"{alias}.{tool} returned JSON in a text block in {len(calls)} call(s) with no outputSchema"
+            yield _tool_violation(record, "schema.text_json_without_schema", calls, detail)
+
+
+def check_arguments_invalid(record: RunRecord) -> Iterator[Violation]:
+    """``schema.arguments_invalid``: a call's arguments (blobs resolved) fail the tool's listed inputSchema."""
+    for position, call in _called(record):
+        listed = listed_tool(record, call.server, call.tool)
+        schema = listed.get("inputSchema") if listed is not None else None
+        if not isinstance(schema, dict):
+            continue
+        errors = schema_errors(internalize(call.arguments, record.blobs), schema)
+        if errors:
+            yield Violation(
+                id="schema.arguments_invalid",
+                run=record.started.run,
+                server=call.server,
+                node=call.node,
+                item=call.item,
+                detail=f"{call.server}.{call.tool} arguments fail its inputSchema: {'; '.join(errors[:3])}",
+                evidence=(position,),
+            )
+
+
+def check_error_in_payload(record: RunRecord) -> Iterator[Violation]:
+    """``schema.error_in_payload``: a result not flagged isError whose payload is an object with an ``error`` key."""
+    for position, call in _called(record):
+        if call.outcome is CallOutcomeKind.OK and isinstance(call.payload, dict) and "error" in call.payload:
+            message = internalize(call.payload["error"], record.blobs)
+            yield Violation(
+                id="schema.error_in_payload",
+                run=record.started.run,
+                server=call.server,
+                node=call.node,
+                item=call.item,
+                detail=f"{call.server}.{call.tool} reported a failure as a payload: {_short(str(message), 80)}",
+                evidence=(position,),
+            )
+
+
+def check_field_name_divergence(record: RunRecord) -> Iterator[Violation]:
+    """``schema.field_name_divergence``: servers of the run name the same semantic role differently.
+
+    Field names come from each server's truth manifest (the last field of each
+    output path) and from ``semantic_role`` keywords declared in its outputSchemas.
+    One run-level violation (server ``None``) per divergent role, naming each server's fields.
+    """
+    names: dict[str, dict[str, set[str]]] = {}  # role -> alias -> field names
+    for alias in record.servers:
+        for role, field_name in _role_fields(record, alias):
+            names.setdefault(role, {}).setdefault(alias, set()).add(field_name)
+    for role, by_alias in sorted(names.items()):
+        distinct = set().union(*by_alias.values())
+        if len(by_alias) < 2 or len(distinct) < 2:
+            continue
+        listing = ", ".join(f"{alias}: {'/'.join(sorted(fields))}" for alias, fields in sorted(by_alias.items()))
+        yield Violation(
+            id="schema.field_name_divergence",
+            run=record.started.run,
+            server=None,
+            node=None,
+            item=None,
+            detail=f"role {role!r} has different field names across servers ({listing})",
+            evidence=(0,),
+        )
+
+
+def _role_fields(record: RunRecord, alias: str) -> Iterator[tuple[str, str]]:
+    truth = record.truth(alias)
+    if truth is not None:
+        for tool in truth.tools:
+            for role, path in tool.paths.items():
+                field_name = _last_field(path)
+                if field_name:
+                    yield role.value, field_name
+    for listed in record.tools(alias):
+        schema = listed.get("outputSchema")
+        if isinstance(schema, dict):
+            yield from _declared_roles(schema, None)
+
+
+def _last_field(path: str) -> str:
+    return _INDEX.sub("", path).rsplit(".", 1)[-1]
+
+
+def _declared_roles(schema: dict[str, Any], name: str | None) -> Iterator[tuple[str, str]]:
+    role = schema.get("semantic_role")
+    if isinstance(role, str) and name is not None:
+        yield role, name
+    properties = schema.get("properties")
+    if isinstance(properties, dict):
+        for child_name, child in properties.items():
+            if isinstance(child, dict):
+                yield from _declared_roles(child, str(child_name))
+    items = schema.get("items")
+    if isinstance(items, dict):
+        yield from _declared_roles(items, None)
+
+
+VALIDATORS: tuple[ValidatorSpec, ...] = (
+    ValidatorSpec("schema.output_schema_missing", ("schema.output_schema_missing",), check_output_schema_missing),
+    ValidatorSpec("schema.output_schema_loose", ("schema.output_schema_loose",), check_output_schema_loose),
+    ValidatorSpec("schema.structured_mismatch", ("schema.structured_mismatch",), check_structured_mismatch),
+    ValidatorSpec(
+        "schema.text_json_without_schema", ("schema.text_json_without_schema",), check_text_json_without_schema
+    ),
+    ValidatorSpec("schema.arguments_invalid", ("schema.arguments_invalid",), check_arguments_invalid),
+    ValidatorSpec("schema.error_in_payload", ("schema.error_in_payload",), check_error_in_payload),
+    ValidatorSpec("schema.field_name_divergence", ("schema.field_name_divergence",), check_field_name_divergence),
+)
