@@ -9,8 +9,11 @@ at once (:func:`check_out_of_scope`, :func:`check_unbounded_store`).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 from testbed.validators import _connection, _coords, _mask, _memory, _permission, _protocol, _schema
+from testbed.validators._apply import ValidationResult, ValidatorFailure, split_runs, validate_runs
+from testbed.validators._apply import validate_experiment as _validate_experiment
 from testbed.validators._catalog import CATALOG, CATEGORIES, entry
 from testbed.validators._memory import check_out_of_scope, check_unbounded_store
 from testbed.validators._model import CatalogEntry, RunRecord, Severity, Validator, ValidatorSpec, Violation
@@ -39,6 +42,12 @@ VALIDATORS: tuple[ValidatorSpec, ...] = _registered(
 )
 """Every per-run validator, in a fixed order."""
 
+
+def validate_experiment(directory: Path) -> ValidationResult:
+    """Validate every complete run of an experiment directory with every registered validator."""
+    return _validate_experiment(directory, VALIDATORS)
+
+
 __all__ = [
     "CATALOG",
     "CATEGORIES",
@@ -46,10 +55,15 @@ __all__ = [
     "CatalogEntry",
     "RunRecord",
     "Severity",
+    "ValidationResult",
     "Validator",
+    "ValidatorFailure",
     "ValidatorSpec",
     "Violation",
     "check_out_of_scope",
     "check_unbounded_store",
     "entry",
+    "split_runs",
+    "validate_experiment",
+    "validate_runs",
 ]

@@ -1,0 +1,86 @@
+"""Apply every validator to a recorded experiment: runs cut from the events, failures isolated."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from testbed.events import (
+    BLOBS_DIR,
+    BlobStore,
+    Event,
+    ExperimentHeader,
+    RunFinished,
+    RunStarted,
+    read_events,
+)
+from testbed.validators._memory import check_out_of_scope, check_unbounded_store
+from testbed.validators._model import RunRecord, ValidatorSpec, Violation
+
+
+@dataclass(frozen=True)
+class ValidatorFailure:
+    """A validator that raised on a run: reported on its own, the other validators still ran."""
+
+    validator: str
+    run: int | None
+    error: str
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    violations: tuple[Violation, ...]
+    failures: tuple[ValidatorFailure, ...]
+    runs: tuple[RunRecord, ...]
+
+
+def split_runs(events: Iterable[Event], blobs: BlobStore) -> list[RunRecord]:
+    """Cut an experiment's events into complete runs (RunStarted .. RunFinished)."""
+    header: ExperimentHeader | None = None
+    records: list[RunRecord] = []
+    current: list[Event] | None = None
+    for event in events:
+        if isinstance(event, ExperimentHeader):
+            header = event
+        elif isinstance(event, RunStarted):
+            current = [event]
+        elif current is not None:
+            current.append(event)
+            if isinstance(event, RunFinished) and header is not None and isinstance(current[0], RunStarted):
+                records.append(
+                    RunRecord(
+                        header=header,
+                        started=current[0],
+                        events=tuple(current),
+                        blobs=blobs,
+                        servers={server.alias: server for server in header.servers},
+                    )
+                )
+                current = None
+    return records
+
+
+def validate_runs(records: Sequence[RunRecord], validators: Sequence[ValidatorSpec]) -> ValidationResult:
+    """Run every validator on every run, and the cross-run memory checks on all of them."""
+    found: list[Violation] = []
+    failures: list[ValidatorFailure] = []
+    for record in records:
+        for spec in validators:
+            try:
+                found.extend(spec.check(record))
+            except Exception as error:  # one broken validator must not hide the others' findings
+                failures.append(ValidatorFailure(spec.name, record.started.run, f"{error.__class__.__name__}: {error}"))
+    for name, check in (("memory.out_of_scope", check_out_of_scope), ("memory.unbounded_store", check_unbounded_store)):
+        try:
+            found.extend(check(records))
+        except Exception as error:  # as above
+            failures.append(ValidatorFailure(name, None, f"{error.__class__.__name__}: {error}"))
+    found.sort(key=lambda v: (v.run, v.id, v.server or "", v.node or "", v.item if v.item is not None else -1))
+    return ValidationResult(violations=tuple(found), failures=tuple(failures), runs=tuple(records))
+
+
+def validate_experiment(directory: Path, validators: Sequence[ValidatorSpec]) -> ValidationResult:
+    """Read an experiment directory and validate its complete runs."""
+    log = read_events(directory)
+    return validate_runs(split_runs(log.events, BlobStore(directory / BLOBS_DIR)), validators)
