@@ -9,6 +9,7 @@ from testbed.cli._demo import demo
 from testbed.cli._errors import TestbedGroup
 from testbed.cli._models import models
 from testbed.cli._replay import replay
+from testbed.cli._report import report, show
 from testbed.cli._run import run
 from testbed.cli._scenario import scenario
 from testbed.cli._servers import list_servers, serve
@@ -24,6 +25,8 @@ main.add_command(demo)
 main.add_command(models)
 main.add_command(run)
 main.add_command(replay)
+main.add_command(report)
+main.add_command(show)
 main.add_command(scenario)
 main.add_command(list_servers)
 main.add_command(serve)

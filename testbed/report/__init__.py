@@ -1,0 +1,31 @@
+"""Reports of violation rates: terminal tables, CSV/Parquet, Markdown, HTML with plots, and run timelines."""
+
+from __future__ import annotations
+
+from testbed.report._files import (
+    CSV_FIELDS,
+    CSV_FILE,
+    HTML_FILE,
+    MARKDOWN_FILE,
+    PARQUET_FILE,
+    PLOTS_DIR,
+    ReportFiles,
+    write_report,
+)
+from testbed.report._terminal import render_terminal
+from testbed.report._timeline import find_run, render_run, show_run
+
+__all__ = [
+    "CSV_FIELDS",
+    "CSV_FILE",
+    "HTML_FILE",
+    "MARKDOWN_FILE",
+    "PARQUET_FILE",
+    "PLOTS_DIR",
+    "ReportFiles",
+    "find_run",
+    "render_run",
+    "render_terminal",
+    "show_run",
+    "write_report",
+]
