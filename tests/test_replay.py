@@ -140,3 +140,14 @@ def test_timed_out_calls_record_whether_the_server_honoured_the_cancellation(tmp
     assert detect.cancel_honoured is True
     others = [e for e in read_events(tmp_path).events if isinstance(e, CallEvent) and e.outcome.value == "ok"]
     assert all(e.cancel_honoured is None for e in others)
+
+
+def test_replay_recomputes_the_same_violations(tmp_path: Path) -> None:
+    from testbed.validators import validate_experiment
+
+    _record("detect_crop_incompatible", tmp_path, runs=3)
+    report = anyio.run(lambda: replay_experiment(tmp_path))
+    assert report.divergence is None, str(report.divergence)
+    recorded = validate_experiment(tmp_path).violations
+    assert report.violations == len(recorded) > 0
+    assert "coords.mismatch" in {v.id for v in recorded}

@@ -24,6 +24,7 @@ def replay(directory: Path, live: bool, device: str) -> None:
         console.print(f"{directory}: {report.divergence}")
         raise click.exceptions.Exit(1)
     console.print(
-        f"{directory}: reproduced {report.runs} runs ({report.events} events) against {mode} "
+        f"{directory}: reproduced {report.runs} runs ({report.events} events, {report.violations} violations) "
+        f"against {mode} "
         f"in {report.seconds:.1f} s ({report.runs / max(report.seconds, 1e-9):.1f} runs/s)"
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +50,7 @@ from testbed.scenario import Scenario
 from testbed.scenes import SHAPE_CLASSES, GroundTruthObject, Scene
 from testbed.transport import Item, ReplayTransport, recordings_by_server
 from testbed.transport._recorder import current_call
+from testbed.validators import VALIDATORS, Violation, split_runs, validate_runs
 
 _FAST_TIMEOUT_S = 0.05
 """Replay answers a call recorded as timed out by timing it out at once, not after its real deadline."""
@@ -84,6 +85,8 @@ class ReplayReport:
     divergence: Divergence | None
     seconds: float
     live: bool
+    violations: int = 0
+    """Violations the validators found in the recording (recomputed from the replay and compared)."""
 
 
 def _short(value: Any) -> str:
@@ -241,13 +244,39 @@ async def replay_experiment(directory: Path, *, live: bool = False, device: str 
             kind = next(iter(set(transports.values()))) if len(set(transports.values())) == 1 else None
             await run_experiment(scenario, out_dir=out / "live", transport=kind, device=device)  # type: ignore[arg-type]
             replayed = read_events(out / "live").events
+            replayed_blobs = BlobStore(out / "live" / "blobs")
         else:
             replayed = await _replay_offline(directory, recorded, scenario, out)
-    compared, divergence = first_divergence(recorded, replayed)
+            replayed_blobs = BlobStore(out / "replayed" / "blobs")
+        compared, divergence = first_divergence(recorded, replayed)
+        found = validate_runs(split_runs(recorded, BlobStore(directory / "blobs")), VALIDATORS)
+        if divergence is None:
+            again = validate_runs(split_runs(replayed, replayed_blobs), VALIDATORS)
+            divergence = _violation_divergence(found.violations, again.violations)
     runs = sum(isinstance(event, RunFinished) for event in recorded)
     return ReplayReport(
-        runs=runs, events=compared, divergence=divergence, seconds=time.perf_counter() - started, live=live
+        runs=runs,
+        events=compared,
+        divergence=divergence,
+        seconds=time.perf_counter() - started,
+        live=live,
+        violations=len(found.violations),
     )
+
+
+def _violation_divergence(recorded: Sequence[Violation], replayed: Sequence[Violation]) -> Divergence | None:
+    def key(violation: Violation) -> tuple[Any, ...]:
+        return (violation.run, violation.id, violation.server, violation.node, violation.item, violation.detail)
+
+    left, right = [key(v) for v in recorded], [key(v) for v in replayed]
+    for position, (a, b) in enumerate(zip(left, right, strict=False)):
+        if a != b:
+            return Divergence(position, a[0], f"violation {a[1]}", "violation", a, b)
+    if len(left) != len(right):
+        position = min(len(left), len(right))
+        extra = left[position] if len(left) > position else right[position]
+        return Divergence(position, extra[0], f"violation {extra[1]}", "(missing violation)", len(left), len(right))
+    return None
 
 
 async def _replay_offline(directory: Path, recorded: list[Event], scenario: Scenario, out: Path) -> list[Event]:
