@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from testbed import __version__
+from testbed.cli._check import check
 from testbed.cli._demo import demo
 from testbed.cli._errors import TestbedGroup
 from testbed.cli._models import models
@@ -22,6 +23,7 @@ def main() -> None:
 
 
 main.add_command(demo)
+main.add_command(check)
 main.add_command(models)
 main.add_command(run)
 main.add_command(replay)

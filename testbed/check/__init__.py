@@ -1,0 +1,44 @@
+"""Self-checks of the testbed: scenarios give exactly their ``expect`` on a fault-free stack, every
+configured fault is detected, and validator accuracy (recall, false positives) per fault kind."""
+
+from testbed.check._accuracy import (
+    AccuracyRow,
+    AccuracyTable,
+    RunObservation,
+    fault_for,
+    measure_accuracy,
+    observe,
+    score,
+)
+from testbed.check._runner import RunResult, in_process, run_and_validate, with_deadline, with_faults
+from testbed.check._suite import (
+    CheckReport,
+    FaultCheck,
+    ScenarioCheck,
+    check_faults,
+    check_scenario,
+    check_suite,
+    scenario_paths,
+)
+
+__all__ = [
+    "AccuracyRow",
+    "AccuracyTable",
+    "CheckReport",
+    "FaultCheck",
+    "RunObservation",
+    "RunResult",
+    "ScenarioCheck",
+    "check_faults",
+    "check_scenario",
+    "check_suite",
+    "fault_for",
+    "in_process",
+    "measure_accuracy",
+    "observe",
+    "run_and_validate",
+    "scenario_paths",
+    "score",
+    "with_deadline",
+    "with_faults",
+]

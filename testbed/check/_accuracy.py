@@ -1,0 +1,173 @@
+"""Validator accuracy against injected ground truth: recall and false positives per fault kind and violation ID."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from testbed._errors import TestbedError
+from testbed.check._runner import TIMEOUT_KINDS, RunResult, run_and_validate, with_deadline, with_faults
+from testbed.faults import FAULT_CATALOG, FaultSpec
+from testbed.scenario import Scenario
+from testbed.validators import Violation
+
+ViolationKey = tuple[str, str | None, str | None, int | None]
+"""A violation's identity within a run: (ID, server, node, item)."""
+
+
+@dataclass(frozen=True)
+class RunObservation:
+    """What one run of a fault's experiment showed."""
+
+    run: int
+    applied: bool
+    """Whether the fault altered something in this run."""
+    new_ids: frozenset[str]
+    """Violation IDs found beyond the same run's fault-free baseline."""
+
+
+@dataclass(frozen=True)
+class AccuracyRow:
+    """Recall and false-positive rate of one violation ID for one fault kind."""
+
+    kind: str
+    violation_id: str
+    applied_runs: int
+    detected_runs: int
+    """Runs where the fault applied and the ID was found beyond the baseline."""
+    clean_runs: int
+    """Runs where the fault did not apply."""
+    false_positive_runs: int
+    """Runs where the fault did not apply but the ID was found beyond the baseline."""
+
+    @property
+    def recall(self) -> float | None:
+        """``detected_runs / applied_runs``; ``None`` when the fault never applied."""
+        return self.detected_runs / self.applied_runs if self.applied_runs else None
+
+    @property
+    def false_positive_rate(self) -> float | None:
+        """``false_positive_runs / clean_runs``; ``None`` when the fault applied in every run."""
+        return self.false_positive_runs / self.clean_runs if self.clean_runs else None
+
+
+@dataclass(frozen=True)
+class AccuracyTable:
+    """The fault matrix: one row per (fault kind, expected violation ID)."""
+
+    scenario: str
+    runs: int
+    probability: float
+    rows: tuple[AccuracyRow, ...]
+
+    def row(self, kind: str, violation_id: str) -> AccuracyRow:
+        """The row of ``kind`` and ``violation_id``.
+
+        Raises:
+            KeyError: there is no such row.
+        """
+        for row in self.rows:
+            if row.kind == kind and row.violation_id == violation_id:
+                return row
+        raise KeyError((kind, violation_id))
+
+
+def score(kind: str, expected: Iterable[str], observations: Sequence[RunObservation]) -> list[AccuracyRow]:
+    """Score one fault kind's runs: per expected ID, recall over applied runs and false positives over the rest."""
+    applied = [o for o in observations if o.applied]
+    clean = [o for o in observations if not o.applied]
+    return [
+        AccuracyRow(
+            kind=kind,
+            violation_id=violation_id,
+            applied_runs=len(applied),
+            detected_runs=sum(violation_id in o.new_ids for o in applied),
+            clean_runs=len(clean),
+            false_positive_runs=sum(violation_id in o.new_ids for o in clean),
+        )
+        for violation_id in expected
+    ]
+
+
+def _keys(violations: Iterable[Violation]) -> set[ViolationKey]:
+    return {(v.id, v.server, v.node, v.item) for v in violations}
+
+
+def observe(result: RunResult, baseline: RunResult, *, index: int = 0) -> list[RunObservation]:
+    """Per run of ``result``: did fault ``index`` apply, and which IDs appeared beyond ``baseline``'s same run."""
+    applied_runs = {event.run for event in result.applied if event.index == index}
+    observations = []
+    for run in result.run_indices:
+        new = _keys(result.violations_of(run)) - _keys(baseline.violations_of(run))
+        observations.append(
+            RunObservation(run=run, applied=run in applied_runs, new_ids=frozenset(key[0] for key in new))
+        )
+    return observations
+
+
+def fault_for(scenario: Scenario, kind: str, *, probability: float) -> FaultSpec:
+    """The first fault of ``kind`` in ``scenario``'s list, in every run and at ``probability``.
+
+    Raises:
+        TestbedError: the scenario configures no fault of ``kind``.
+    """
+    for fault in scenario.faults:
+        if fault.kind == kind:
+            return fault.model_copy(update={"probability": probability, "runs": None})
+    raise TestbedError(f"scenario {scenario.name!r} configures no {kind!r} fault to take a target from")
+
+
+def measure_accuracy(
+    scenario: Scenario,
+    kinds: Sequence[str] | None = None,
+    runs: int = 20,
+    *,
+    probability: float = 0.5,
+    device: str = "cpu",
+    deadline_s: float = 0.3,
+    progress: Callable[[str], None] | None = None,
+) -> AccuracyTable:
+    """Measure validator recall and false positives per fault kind, against a fault-free baseline.
+
+    Each kind's fault (its target taken from ``scenario``'s own fault list) is injected at
+    ``probability`` in ``runs`` in-process runs; a run counts for an ID when the ID appears beyond
+    the same run of a fault-free baseline.
+
+    Args:
+        scenario: a scenario that configures a fault of each kind.
+        kinds: fault kinds to measure; by default every configured kind that expects violations.
+        runs: runs per kind (and in the baseline).
+        probability: the chance that the fault applies to one matching call.
+        device: compute device for the servers' models.
+        deadline_s: every call's deadline for kinds detected by waiting (timeout, drop).
+        progress: called with one line before each experiment.
+
+    Raises:
+        TestbedError: a kind is unknown or not configured in ``scenario``.
+    """
+    if kinds is None:
+        kinds = list(dict.fromkeys(f.kind for f in scenario.faults if f.expected))
+    for kind in kinds:
+        if kind not in FAULT_CATALOG:
+            raise TestbedError(f"unknown fault kind {kind!r}; known: {', '.join(FAULT_CATALOG)}")
+    if progress is not None:
+        progress(f"{scenario.name}: {runs} fault-free baseline runs")
+    baseline = run_and_validate(with_faults(scenario, (), runs=runs), device=device)
+    short_baseline: RunResult | None = None
+    rows: list[AccuracyRow] = []
+    for kind in kinds:
+        fault = fault_for(scenario, kind, probability=probability)
+        variant = with_faults(scenario, (fault,), runs=runs)
+        reference = baseline
+        if kind in TIMEOUT_KINDS:
+            variant = with_deadline(variant, deadline_s)
+            if short_baseline is None:
+                short_baseline = run_and_validate(
+                    with_deadline(with_faults(scenario, (), runs=runs), deadline_s), device=device
+                )
+            reference = short_baseline
+        if progress is not None:
+            progress(f"{scenario.name}: {kind} at p={probability}, {runs} runs")
+        result = run_and_validate(variant, device=device)
+        rows.extend(score(kind, fault.expected, observe(result, reference)))
+    return AccuracyTable(scenario=scenario.name, runs=runs, probability=probability, rows=tuple(rows))
