@@ -15,16 +15,13 @@ from testbed.events import (
     BlobStore,
     Direction,
     Event,
-    ExperimentHeader,
     MessageEvent,
-    RunFinished,
-    RunStarted,
     read_events,
 )
 from testbed.faults import load_faults
 from testbed.orchestrator import run_experiment
 from testbed.scenario import Scenario, load_scenario
-from testbed.validators import RunRecord, ValidatorSpec, Violation
+from testbed.validators import RunRecord, ValidatorSpec, Violation, split_runs
 from testbed.validators._protocol import VALIDATORS
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios" / "v1"
@@ -54,34 +51,6 @@ def record_runs(scenario: Scenario, out_dir: Path) -> list[RunRecord]:
 
     anyio.run(run)
     return split_runs(read_events(out_dir).events, BlobStore(out_dir / BLOBS_DIR))
-
-
-def split_runs(events: Iterable[Event], blobs: BlobStore) -> list[RunRecord]:
-    """Cut an experiment's events into runs (RunStarted .. RunFinished), servers keyed by alias."""
-    header: ExperimentHeader | None = None
-    records: list[RunRecord] = []
-    current: list[Event] | None = None
-    for event in events:
-        if isinstance(event, ExperimentHeader):
-            header = event
-        elif isinstance(event, RunStarted):
-            current = [event]
-        elif current is not None:
-            current.append(event)
-            if isinstance(event, RunFinished):
-                assert header is not None
-                assert isinstance(current[0], RunStarted)
-                records.append(
-                    RunRecord(
-                        header=header,
-                        started=current[0],
-                        events=tuple(current),
-                        blobs=blobs,
-                        servers={server.alias: server for server in header.servers},
-                    )
-                )
-                current = None
-    return records
 
 
 def violations(record: RunRecord, specs: Iterable[ValidatorSpec]) -> list[Violation]:

@@ -9,11 +9,11 @@ from typing import Any
 import anyio
 import pytest
 
-from testbed.events import BLOBS_DIR, BlobStore, Event, ExperimentHeader, RunFinished, RunStarted, read_events
+from testbed.events import BLOBS_DIR, BlobStore, read_events
 from testbed.faults import load_faults
 from testbed.orchestrator import run_experiment
 from testbed.scenario import load_scenario
-from testbed.validators import RunRecord, Violation
+from testbed.validators import RunRecord, Violation, split_runs
 from testbed.validators._coords import VALIDATORS as COORDS
 from testbed.validators._mask import VALIDATORS as MASK
 from testbed.validators._memory import VALIDATORS as MEMORY
@@ -25,24 +25,7 @@ ALL = (*COORDS, *MASK, *MEMORY)
 
 def run_records(directory: Path) -> list[RunRecord]:
     """One RunRecord per run of an experiment directory (RunStarted..RunFinished)."""
-    events = read_events(directory).events
-    header = events[0]
-    assert isinstance(header, ExperimentHeader)
-    servers = {server.alias: server for server in header.servers}
-    blobs = BlobStore(directory / BLOBS_DIR)
-    records: list[RunRecord] = []
-    current: list[Event] = []
-    for event in events[1:]:
-        if isinstance(event, RunStarted):
-            current = [event]
-        elif current:
-            current.append(event)
-            if isinstance(event, RunFinished):
-                started = current[0]
-                assert isinstance(started, RunStarted)
-                records.append(RunRecord(header, started, tuple(current), blobs, servers))
-                current = []
-    return records
+    return split_runs(read_events(directory).events, BlobStore(directory / BLOBS_DIR))
 
 
 def _experiment(out: Path, name: str, runs: int, faults: list[dict[str, Any]] | None = None) -> list[RunRecord]:
