@@ -7,22 +7,18 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-import anyio
 import pytest
 
 from testbed.events import CallEvent, RunFinished, RunStarted
 from testbed.metrics import OVERALL, GroupKind, poisson_interval, summarize, wilson_interval
-from testbed.orchestrator import run_experiment
-from testbed.scenario import load_scenario
 from testbed.validators import ValidationResult, validate_experiment
+from tests._experiments import record_v1
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios" / "v1"
 
 
 def record_experiment(name: str, out: Path, runs: int = 10) -> Path:
-    scenario = load_scenario(SCENARIOS / f"{name}.yaml").model_copy(update={"runs": runs})
-    anyio.run(lambda: run_experiment(scenario, out_dir=out, device="cpu"))
-    return out
+    return record_v1(name, out, runs)
 
 
 @pytest.fixture(scope="module")

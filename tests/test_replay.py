@@ -16,13 +16,13 @@ from testbed.events import CallEvent, FaultEvent, RunFinished, read_events
 from testbed.faults import load_faults
 from testbed.orchestrator import replay_experiment, run_experiment
 from testbed.scenario import load_scenario
+from tests._experiments import record_v1
 
 V1 = Path(__file__).resolve().parent.parent / "scenarios" / "v1"
 
 
 def _record(name: str, out: Path, runs: int, **updates: object) -> None:
-    scenario = load_scenario(V1 / f"{name}.yaml").model_copy(update={"runs": runs, **updates})
-    anyio.run(lambda: run_experiment(scenario, out_dir=out, device="cpu"))
+    record_v1(name, out, runs, **updates)
 
 
 def test_fault_free_experiment_replays_identically_without_loading_a_model(

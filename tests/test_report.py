@@ -6,7 +6,6 @@ import csv
 import io
 from pathlib import Path
 
-import anyio
 import pytest
 from click.testing import CliRunner
 from rich.console import Console
@@ -15,18 +14,15 @@ from testbed._errors import TestbedError
 from testbed.cli._report import report, show
 from testbed.events import EVENTS_FILE
 from testbed.metrics import summarize
-from testbed.orchestrator import run_experiment
 from testbed.report import CSV_FIELDS, render_terminal, show_run, write_report
-from testbed.scenario import load_scenario
 from testbed.validators import validate_experiment
+from tests._experiments import record_v1
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios" / "v1"
 
 
 def record_experiment(name: str, out: Path, runs: int = 6) -> Path:
-    scenario = load_scenario(SCENARIOS / f"{name}.yaml").model_copy(update={"runs": runs})
-    anyio.run(lambda: run_experiment(scenario, out_dir=out, device="cpu"))
-    return out
+    return record_v1(name, out, runs)
 
 
 @pytest.fixture(scope="module")

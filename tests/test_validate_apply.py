@@ -5,10 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import anyio
-
-from testbed.orchestrator import run_experiment
-from testbed.scenario import load_scenario
 from testbed.validators import (
     VALIDATORS,
     RunRecord,
@@ -18,13 +14,13 @@ from testbed.validators import (
     validate_experiment,
     validate_runs,
 )
+from tests._experiments import record_v1
 
 V1 = Path(__file__).resolve().parent.parent / "scenarios" / "v1"
 
 
 def _record(name: str, out: Path, runs: int) -> None:
-    scenario = load_scenario(V1 / f"{name}.yaml").model_copy(update={"runs": runs})
-    anyio.run(lambda: run_experiment(scenario, out_dir=out, device="cpu"))
+    record_v1(name, out, runs)
 
 
 def test_compatible_pipeline_has_no_violations_and_incompatible_one_has_coords_mismatch(tmp_path: Path) -> None:

@@ -116,14 +116,12 @@ def check_type_incompatible(record: RunRecord) -> Iterator[Violation]:
                 continue
             rejected = _type_errors(internalize(call.arguments[argument], record.blobs), schema)
             if rejected:
-                yield Violation(
-                    id="conn.type_incompatible",
-                    run=record.started.run,
-                    server=call.server,
-                    node=call.node,
-                    item=call.item,
-                    detail=f"{_describe(edge)}: {'; '.join(rejected[:3])}",
-                    evidence=(position,),
+                yield Violation.at_call(
+                    "conn.type_incompatible",
+                    record.started.run,
+                    position,
+                    call,
+                    f"{_describe(edge)}: {'; '.join(rejected[:3])}",
                 )
 
 

@@ -60,6 +60,19 @@ class Violation:
     evidence: tuple[int, ...] = ()
     """Positions (in the run's event list) of the events that caused it."""
 
+    @classmethod
+    def at_call(cls, violation_id: str, run: int, position: int, call: CallEvent, detail: str) -> Violation:
+        """A violation attributed to one recorded call (its server, node and item), with the call as evidence."""
+        return cls(
+            id=violation_id,
+            run=run,
+            server=call.server,
+            node=call.node,
+            item=call.item,
+            detail=detail,
+            evidence=(position,),
+        )
+
 
 @dataclass(frozen=True)
 class RunRecord:

@@ -47,14 +47,12 @@ def check_tool_not_granted(record: RunRecord) -> Iterator[Violation]:
             continue
         name = f"{call.server}.{call.tool}"
         if name not in granted:
-            yield Violation(
-                id="perm.tool_not_granted",
-                run=record.started.run,
-                server=call.server,
-                node=call.node,
-                item=call.item,
-                detail=f"{name} is not granted to the agent (grants: {', '.join(sorted(granted)) or 'none'})",
-                evidence=(position,),
+            yield Violation.at_call(
+                "perm.tool_not_granted",
+                record.started.run,
+                position,
+                call,
+                f"{name} is not granted to the agent (grants: {', '.join(sorted(granted)) or 'none'})",
             )
 
 
@@ -81,14 +79,12 @@ def check_path_outside_sandbox(record: RunRecord) -> Iterator[Violation]:
         for argument in _path_arguments(record, call.server, call.tool):
             value: Any = internalize(call.arguments.get(argument), record.blobs)
             if isinstance(value, str) and path_outside_sandbox(value):
-                yield Violation(
-                    id="perm.path_outside_sandbox",
-                    run=record.started.run,
-                    server=call.server,
-                    node=call.node,
-                    item=call.item,
-                    detail=f"{call.server}.{call.tool} argument {argument!r} = {value[:120]!r} is outside the sandbox",
-                    evidence=(position,),
+                yield Violation.at_call(
+                    "perm.path_outside_sandbox",
+                    record.started.run,
+                    position,
+                    call,
+                    f"{call.server}.{call.tool} argument {argument!r} = {value[:120]!r} is outside the sandbox",
                 )
 
 

@@ -42,14 +42,12 @@ def check_transport_closed(record: RunRecord) -> Iterator[Violation]:
 def _calls_with_outcome(record: RunRecord, outcome: CallOutcomeKind, violation_id: str) -> Iterator[Violation]:
     for position, call in record.calls():
         if call.outcome is outcome:
-            yield Violation(
-                id=violation_id,
-                run=record.started.run,
-                server=call.server,
-                node=call.node,
-                item=call.item,
-                detail=f"{call.server}.{call.tool}: {call.error or outcome.value}",
-                evidence=(position,),
+            yield Violation.at_call(
+                violation_id,
+                record.started.run,
+                position,
+                call,
+                f"{call.server}.{call.tool}: {call.error or outcome.value}",
             )
 
 

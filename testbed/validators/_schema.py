@@ -158,14 +158,12 @@ def check_structured_mismatch(record: RunRecord) -> Iterator[Violation]:
             if not errors:
                 continue
             problem = "; ".join(errors[:3]) + (f" (and {len(errors) - 3} more)" if len(errors) > 3 else "")
-        yield Violation(
-            id="schema.structured_mismatch",
-            run=record.started.run,
-            server=call.server,
-            node=call.node,
-            item=call.item,
-            detail=f"{call.server}.{call.tool} result does not match its outputSchema: {problem}",
-            evidence=(position,),
+        yield Violation.at_call(
+            "schema.structured_mismatch",
+            record.started.run,
+            position,
+            call,
+            f"{call.server}.{call.tool} result does not match its outputSchema: {problem}",
         )
 
 
@@ -197,14 +195,12 @@ def check_arguments_invalid(record: RunRecord) -> Iterator[Violation]:
             continue
         errors = schema_errors(internalize(call.arguments, record.blobs), schema)
         if errors:
-            yield Violation(
-                id="schema.arguments_invalid",
-                run=record.started.run,
-                server=call.server,
-                node=call.node,
-                item=call.item,
-                detail=f"{call.server}.{call.tool} arguments fail its inputSchema: {'; '.join(errors[:3])}",
-                evidence=(position,),
+            yield Violation.at_call(
+                "schema.arguments_invalid",
+                record.started.run,
+                position,
+                call,
+                f"{call.server}.{call.tool} arguments fail its inputSchema: {'; '.join(errors[:3])}",
             )
 
 
@@ -213,14 +209,12 @@ def check_error_in_payload(record: RunRecord) -> Iterator[Violation]:
     for position, call in _called(record):
         if call.outcome is CallOutcomeKind.OK and isinstance(call.payload, dict) and "error" in call.payload:
             message = internalize(call.payload["error"], record.blobs)
-            yield Violation(
-                id="schema.error_in_payload",
-                run=record.started.run,
-                server=call.server,
-                node=call.node,
-                item=call.item,
-                detail=f"{call.server}.{call.tool} reported a failure as a payload: {_short(str(message), 80)}",
-                evidence=(position,),
+            yield Violation.at_call(
+                "schema.error_in_payload",
+                record.started.run,
+                position,
+                call,
+                f"{call.server}.{call.tool} reported a failure as a payload: {_short(str(message), 80)}",
             )
 
 
