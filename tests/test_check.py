@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 from click.testing import CliRunner
 
-from testbed.check import RunObservation, check_faults, check_suite, scenario_paths, score
+from testbed.check import RunObservation, check_faults, check_suite, scenario_paths, score, with_clean_runs_from
 from testbed.cli._check import check
 from testbed.scenario import load_scenario
 
@@ -61,7 +61,7 @@ def test_recall_counts_applied_runs_and_false_positives_count_the_rest() -> None
 
     (row,) = score("timeout", ["proto.timeout"], observations)
 
-    assert (row.applied_runs, row.detected_runs, row.recall) == (2, 1, 0.5)
+    assert (row.applied_runs, row.detected_runs, row.recall, row.missed) == (2, 1, 0.5, (1,))
     assert (row.clean_runs, row.false_positive_runs, row.false_positive_rate) == (4, 1, 0.25)
 
 
@@ -104,3 +104,18 @@ def test_check_command_reports_a_missing_path_as_one_line(tmp_path: Path) -> Non
 
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [f"Error: {tmp_path / 'nope.yaml'}: no such file or folder"]
+
+
+def test_a_slow_call_in_the_short_baseline_does_not_hide_an_injected_timeout() -> None:
+    against_long = [
+        RunObservation(run=0, applied=True, new_ids=frozenset({"proto.timeout"})),
+        RunObservation(run=1, applied=False, new_ids=frozenset({"proto.timeout"})),
+    ]
+    against_short = [
+        RunObservation(run=0, applied=True, new_ids=frozenset()),
+        RunObservation(run=1, applied=False, new_ids=frozenset()),
+    ]
+
+    (row,) = score("timeout", ["proto.timeout"], with_clean_runs_from(against_long, against_short))
+
+    assert (row.recall, row.false_positive_rate) == (1.0, 0.0)

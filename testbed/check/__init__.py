@@ -9,6 +9,7 @@ from testbed.check._accuracy import (
     measure_accuracy,
     observe,
     score,
+    with_clean_runs_from,
 )
 from testbed.check._runner import RunResult, in_process, run_and_validate, with_deadline, with_faults
 from testbed.check._suite import (
@@ -39,6 +40,7 @@ __all__ = [
     "run_and_validate",
     "scenario_paths",
     "score",
+    "with_clean_runs_from",
     "with_deadline",
     "with_faults",
 ]
