@@ -15,6 +15,8 @@ from typing import Any, Protocol
 
 import mcp.types as types
 
+from testbed.events import Event
+
 
 @dataclass(frozen=True)
 class PlannedCall:
@@ -36,6 +38,8 @@ class PlannedCall:
     """Per-call deadline; None means the scenario default."""
     fan_out: bool = False
     """Whether the node runs once per item of a list (its payload is then a list, even of one)."""
+    agent: str = ""
+    """The agent making the call (a worker's name in multi-agent runs; empty for a single agent)."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,8 @@ class RunView:
     results: dict[str, NodeResult] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     """Nodes the agent gave up on, with the reason."""
+    agent_events: list[Event] = field(default_factory=list)
+    """Events the agent records about itself (its plans), added to the run's record."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,8 @@ class Step:
     skipped: tuple[tuple[str, str], ...] = ()
     empty: tuple[str, ...] = ()
     """Fan-out nodes whose list was empty: complete, with no calls."""
+    error: str | None = None
+    """Why the agent cannot go on (its model failed, its plan is unusable): the run ends with this error."""
 
     @property
     def done(self) -> bool:

@@ -143,6 +143,8 @@ class CallEvent(_Event):
     cancel_honoured: bool | None = None
     """For a timeout: whether the server stayed silent after the client's cancellation notice
     (False when a late response arrived before the run ended); None for other outcomes."""
+    agent: str = ""
+    """The agent that made the call (multi-agent runs name each worker; empty for a single agent)."""
     duration_s: float
 
 
@@ -161,6 +163,65 @@ class FaultEvent(_Event):
     expected: list[str]
     """Violation IDs this fault should cause; empty for faults a correct pipeline tolerates."""
     detail: str
+
+
+class LLMEvent(_Event):
+    """One request to a language model and its reply (or the classified failure), so replay needs no model."""
+
+    event: Literal["llm"] = "llm"
+    run: int
+    agent: str
+    """The agent that asked."""
+    seq: int
+    """The request's position among this agent's requests in the run."""
+    backend: str
+    """embedded or openai."""
+    model: str
+    request: dict[str, Any]
+    """Messages, the reply's JSON schema, and decoding settings, as sent."""
+    outcome: str
+    """ok, or the failure: unreachable, auth, http_error, timeout, backend_error."""
+    reply: str | None = None
+    """The raw reply text (None when the request failed)."""
+    error: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    duration_s: float
+
+
+class PlanEvent(_Event):
+    """One planning decision of an agent that plans for itself: what it chose, and whether the plan is valid.
+
+    A plan is valid when it parses and every call it makes names a listed tool and matches its input schema.
+    """
+
+    event: Literal["plan"] = "plan"
+    run: int
+    agent: str
+    seq: int
+    """The decision's position among this agent's decisions in the run."""
+    kind: str
+    """The agent kind: retrieval, llm or multi."""
+    valid: bool
+    problems: list[str] = []
+    """Why the plan is not valid (empty when it is)."""
+    plan: dict[str, Any]
+    """What was decided: the nodes chosen (call, args, for_each), or ``{"finish": true}``."""
+
+
+class RetrievalEvent(_Event):
+    """Similarities an embedding model computed between queries and tool descriptions (replay reads them back)."""
+
+    event: Literal["retrieval"] = "retrieval"
+    run: int
+    agent: str
+    seq: int
+    model: str
+    queries: list[str]
+    documents: list[str]
+    scores: list[list[float]]
+    """Cosine similarity of each query (row) with each document (column)."""
+    duration_s: float
 
 
 class ServerEvent(_Event):
@@ -197,6 +258,9 @@ Event = Annotated[
     | MessageEvent
     | CallEvent
     | FaultEvent
+    | LLMEvent
+    | PlanEvent
+    | RetrievalEvent
     | ServerEvent
     | RunFinished
     | ExperimentFinished,

@@ -33,7 +33,7 @@ from testbed.faults import CallSite, current_site
 from testbed.imaging import encode_png
 from testbed.orchestrator._call import CallOutcome, call_tool
 from testbed.orchestrator._pool import ServerPool
-from testbed.protocol import CLOCK_META_KEY, SCOPE_META_KEY
+from testbed.protocol import AGENT_META_KEY, CLOCK_META_KEY, SCOPE_META_KEY
 from testbed.scenes import Scene
 from testbed.transport import CallContext, Connection, current_call
 
@@ -119,10 +119,12 @@ async def execute_run(
     fault_events: list[FaultEvent],
     deadline_override: DeadlineOverride | None = None,
     scene_png: bytes | None = None,
+    model_events: Callable[[int], list[Event]] | None = None,
 ) -> RunOutcome:
     """Run one scene through the agent; return its events in deterministic order.
 
     ``scene_png`` is the scene image already encoded (replay has it from the recording).
+    ``model_events`` hands over what the agent's models (LLM, embeddings) recorded in a run.
     """
     scope = f"run-{run}"
     size = ImageSize(width=scene.width, height=scene.height)
@@ -157,6 +159,9 @@ async def execute_run(
     agent.start(view)
     for step_index in range(MAX_STEPS):
         step = await agent.step(view)
+        if step.error is not None:
+            error = step.error
+            break
         for node, reason in step.skipped:
             view.skipped[node] = reason
             call_events.append(_skipped_event(run, node, reason, step_index * CLOCK_STEP_S))
@@ -200,7 +205,7 @@ async def execute_run(
                         connection,
                         call.tool,
                         call.arguments,
-                        meta={SCOPE_META_KEY: scope, CLOCK_META_KEY: clock},
+                        meta=_meta(scope, clock, call.agent),
                         deadline_s=deadline,
                         nominal_deadline_s=nominal,
                     )
@@ -241,8 +246,29 @@ async def execute_run(
         (event for event in fault_events if event.run == run), key=lambda f: (f.node, f.item, f.server, f.index, f.kind)
     )
     fault_events[:] = [event for event in fault_events if event.run != run]
-    events: list[Event] = [started, *ordered_messages, *faults, *ordered_calls, *server_events, finished]
+    agent_events = [*view.agent_events, *(model_events(run) if model_events is not None else [])]
+    ordered_agent_events = sorted(agent_events, key=_agent_event_order)
+    events: list[Event] = [
+        started,
+        *ordered_messages,
+        *faults,
+        *ordered_agent_events,
+        *ordered_calls,
+        *server_events,
+        finished,
+    ]
     return RunOutcome(events=events, calls=finished.calls, failed_calls=failed, task_passed=passed)
+
+
+def _meta(scope: str, clock: float, agent: str) -> dict[str, object]:
+    meta: dict[str, object] = {SCOPE_META_KEY: scope, CLOCK_META_KEY: clock}
+    if agent:
+        meta[AGENT_META_KEY] = agent
+    return meta
+
+
+def _agent_event_order(event: Event) -> tuple[str, str, int]:
+    return (getattr(event, "agent", ""), event.event, getattr(event, "seq", 0))
 
 
 def _mark_cancellations(calls: list[CallEvent], messages: list[MessageEvent]) -> list[CallEvent]:
@@ -305,6 +331,7 @@ def _collect(
                     payload=externalize(outcome.payload, blobs),
                     content_types=[block.get("type", "?") for block in outcome.content],
                     error=outcome.error,
+                    agent=call.agent,
                     duration_s=outcome.duration_s,
                 )
             )

@@ -1,0 +1,133 @@
+"""Turning workflow nodes into calls: shared by every agent, whether its nodes are scripted or planned at run time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from agents._interface import PlannedCall, RunView
+from testbed.conventions import ImageSize
+from testbed.workflow import (
+    AdapterError,
+    BindingContext,
+    BindingError,
+    WorkflowNode,
+    apply_adapters,
+    bind_arguments,
+    resolve_for_each,
+)
+
+MAX_REFERENCES = 48
+"""Most references offered to a planner at one step (the rest are left out, deepest first)."""
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    """What one node comes to at this step: calls, an empty fan-out, or the reason it cannot run."""
+
+    calls: tuple[PlannedCall, ...] = ()
+    empty: bool = False
+    skipped: str | None = None
+
+
+def binding_context(view: RunView) -> BindingContext:
+    """What references resolve against in ``view``: the scene and every finished node's results."""
+    return BindingContext(
+        scene=asdict(view.scene),
+        payloads={node: result.payload for node, result in view.results.items()},
+        contents={node: result.content for node, result in view.results.items()},
+    )
+
+
+def plan_node(node: WorkflowNode, view: RunView, *, agent: str = "") -> NodePlan:
+    """Bind ``node``'s arguments against ``view`` and apply its declared adapters: one call per item."""
+    context = binding_context(view)
+    size = ImageSize(width=view.scene.width, height=view.scene.height)
+    adapters = tuple(f"{name}: {adapter}" for name, adapter in node.adapters.items())
+    calls: list[PlannedCall] = []
+    try:
+        items = resolve_for_each(node, context)
+        if items is None:
+            arguments = apply_adapters(node, bind_arguments(node, context), image_size=size)
+            calls.append(_call(node, 0, arguments, adapters, fan_out=False, agent=agent))
+        elif not items:
+            return NodePlan(empty=True)
+        else:
+            for index, item in enumerate(items):
+                arguments = apply_adapters(node, bind_arguments(node, context.with_item(item)), image_size=size)
+                calls.append(_call(node, index, arguments, adapters, fan_out=True, agent=agent))
+    except (BindingError, AdapterError) as error:
+        return NodePlan(skipped=str(error))
+    return NodePlan(calls=tuple(calls))
+
+
+def _call(
+    node: WorkflowNode,
+    item: int,
+    arguments: dict[str, object],
+    adapters: tuple[str, ...],
+    *,
+    fan_out: bool,
+    agent: str,
+) -> PlannedCall:
+    return PlannedCall(
+        node=node.id,
+        item=item,
+        server=node.server,
+        tool=node.tool,
+        arguments=dict(arguments),
+        adapters=adapters,
+        deadline_s=node.deadline_s,
+        fan_out=fan_out,
+        agent=agent,
+    )
+
+
+def failed_producers(producers: Iterator[str] | list[str], view: RunView) -> list[str]:
+    """Those of ``producers`` that were skipped or had a call that did not succeed."""
+    return sorted(p for p in producers if p in view.skipped or (p in view.results and not view.results[p].succeeded))
+
+
+def payload_references(view: RunView) -> tuple[list[str], list[str]]:
+    """References a planner may use now: ``(values, lists)``.
+
+    ``values`` are the scene's fields and every leaf path of each finished node's payload (lists
+    walked with ``[*]``); ``lists`` are the paths that point at lists, usable as ``for_each``.
+    """
+    values = ["$scene.image", "$scene.image_path", "$scene.width", "$scene.height"]
+    lists: list[str] = []
+    for node, result in view.results.items():
+        if result.succeeded:
+            _walk_paths(f"${node}", result.payload, values, lists, depth=0)
+    return values[:MAX_REFERENCES], lists[:MAX_REFERENCES]
+
+
+def item_references(view: RunView, list_reference: str) -> list[str]:
+    """The ``$item`` references into the elements of the list ``list_reference`` points at."""
+    from testbed.workflow import parse_reference, resolve
+
+    try:
+        value = resolve(parse_reference(list_reference), binding_context(view))
+    except (BindingError, ValueError):
+        return []
+    if not isinstance(value, list) or not value:
+        return []
+    values: list[str] = []
+    _walk_paths("$item", value[0], values, [], depth=0)
+    return values[:MAX_REFERENCES]
+
+
+def _walk_paths(prefix: str, value: Any, values: list[str], lists: list[str], *, depth: int) -> None:
+    if depth > 4:
+        return
+    if isinstance(value, dict):
+        for key, child in value.items():
+            if isinstance(key, str) and key.isidentifier():
+                _walk_paths(f"{prefix}.{key}", child, values, lists, depth=depth + 1)
+        return
+    values.append(prefix)
+    if isinstance(value, list) and value:
+        lists.append(prefix)
+        if isinstance(value[0], dict):
+            _walk_paths(f"{prefix}[*]", value[0], values, [], depth=depth + 1)
