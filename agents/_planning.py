@@ -131,3 +131,14 @@ def _walk_paths(prefix: str, value: Any, values: list[str], lists: list[str], *,
         lists.append(prefix)
         if isinstance(value[0], dict):
             _walk_paths(f"{prefix}[*]", value[0], values, [], depth=depth + 1)
+
+
+def unique_node_id(base: str, taken: list[str]) -> str:
+    """A node id made from ``base`` (a tool name) that is not in ``taken``: ``crop``, ``crop_2``, ..."""
+    name = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in base) or "step"
+    if not name[0].isalpha():
+        name = f"n_{name}"
+    candidate, index = name, 2
+    while candidate in taken:
+        candidate, index = f"{name}_{index}", index + 1
+    return candidate

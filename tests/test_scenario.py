@@ -95,7 +95,8 @@ def test_a_valid_scenario_loads_into_frozen_models() -> None:
 
 def test_a_node_without_a_deadline_uses_the_scenario_default() -> None:
     scenario = load_scenario_text(VALID)
-    workflow = scenario.agent.workflow
+    workflow = scenario.workflow
+    assert workflow is not None
 
     assert scenario.call_deadline_s(workflow.node("detect")) == 30.0
     assert scenario.call_deadline_s(workflow.node("crop")) == 45.0

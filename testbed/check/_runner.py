@@ -11,7 +11,7 @@ import anyio
 
 from testbed.events import FaultEvent
 from testbed.faults import FaultSpec
-from testbed.orchestrator import run_experiment
+from testbed.orchestrator import replay_experiment, run_experiment
 from testbed.scenario import Scenario
 from testbed.validators import ValidationResult, Violation, validate_experiment
 
@@ -29,6 +29,8 @@ class RunResult:
     validation: ValidationResult
     applied: tuple[FaultEvent, ...]
     """Fault events whose fault altered a message (not the "not applicable" ones)."""
+    replay: str | None = None
+    """When replayed: ``"reproduced"`` or the first difference; ``None`` when not replayed."""
 
     def violations_of(self, run: int) -> tuple[Violation, ...]:
         """The violations found in ``run``."""
@@ -53,7 +55,9 @@ def with_faults(scenario: Scenario, faults: Iterable[FaultSpec], *, runs: int) -
 
 def with_deadline(scenario: Scenario, seconds: float) -> Scenario:
     """``scenario`` with every call's deadline set to ``seconds`` (the scenario's and each node's)."""
-    workflow = scenario.agent.workflow
+    workflow = scenario.workflow
+    if workflow is None:
+        return scenario.model_copy(update={"deadline_s": seconds})
     nodes = tuple(node.model_copy(update={"deadline_s": seconds}) for node in workflow.nodes)
     agent = scenario.agent.model_copy(update={"workflow": workflow.model_copy(update={"nodes": nodes})})
     return scenario.model_copy(update={"deadline_s": seconds, "agent": agent})
@@ -69,8 +73,8 @@ def applied_faults(validation: ValidationResult) -> tuple[FaultEvent, ...]:
     )
 
 
-def run_and_validate(scenario: Scenario, *, device: str = "cpu") -> RunResult:
-    """Run every run of ``scenario`` into a temporary directory and validate it.
+def run_and_validate(scenario: Scenario, *, device: str = "cpu", replay: bool = False) -> RunResult:
+    """Run every run of ``scenario`` into a temporary directory and validate it (and replay it, if asked).
 
     Raises:
         TestbedError: a server cannot start, or the scenario is invalid.
@@ -78,9 +82,13 @@ def run_and_validate(scenario: Scenario, *, device: str = "cpu") -> RunResult:
     with tempfile.TemporaryDirectory(prefix="testbed-check-") as tmp:
         out_dir = Path(tmp) / scenario.name
 
-        async def main() -> None:
+        async def main() -> str | None:
             await run_experiment(scenario, out_dir=out_dir, device=device)
+            if not replay:
+                return None
+            report = await replay_experiment(out_dir)
+            return "reproduced" if report.divergence is None else str(report.divergence)
 
-        anyio.run(main)
+        replayed = anyio.run(main)
         validation = validate_experiment(out_dir)
-    return RunResult(validation=validation, applied=applied_faults(validation))
+    return RunResult(validation=validation, applied=applied_faults(validation), replay=replayed)

@@ -29,21 +29,28 @@ class ScenarioCheck:
     found: frozenset[str]
     validator_failures: tuple[str, ...] = ()
     """Validators that raised, as ``name (run N): error``."""
+    measured: bool = False
+    """The agent plans for itself: the found IDs are the measurement, and the check is that the
+    scenario runs, records and replays."""
+    replay: str | None = None
+    """For measured scenarios: ``"reproduced"``, or the first event that did not."""
 
     @property
     def missing(self) -> frozenset[str]:
-        """Expected IDs no run produced."""
-        return self.expected - self.found
+        """Expected IDs no run produced (none for measured scenarios)."""
+        return frozenset() if self.measured else self.expected - self.found
 
     @property
     def unexpected(self) -> frozenset[str]:
-        """IDs some run produced that ``expect`` does not list."""
-        return self.found - self.expected
+        """IDs some run produced that ``expect`` does not list (none for measured scenarios)."""
+        return frozenset() if self.measured else self.found - self.expected
 
     @property
     def ok(self) -> bool:
-        """Whether the found IDs equal the expected ones and no validator failed."""
-        return not self.missing and not self.unexpected and not self.validator_failures
+        """Whether the found IDs equal the expected ones (or, measured, the replay reproduced) and no validator
+        failed."""
+        replayed = not self.measured or self.replay == "reproduced"
+        return not self.missing and not self.unexpected and not self.validator_failures and replayed
 
 
 @dataclass(frozen=True)
@@ -101,7 +108,9 @@ def scenario_paths(paths: Iterable[Path]) -> list[Path]:
 
 def downstream(scenario: Scenario) -> dict[str, frozenset[str]]:
     """Per workflow node: itself and every node that consumes its results, directly or not."""
-    graph = build_graph(scenario.agent.workflow)
+    if scenario.workflow is None:
+        return {}
+    graph = build_graph(scenario.workflow)
     return {node: frozenset({node, *nx.descendants(graph, node)}) for node in graph.nodes}
 
 
@@ -122,7 +131,8 @@ def undetected(event: FaultEvent, result: RunResult, reach: dict[str, frozenset[
 
 def check_scenario(path: Path, scenario: Scenario, *, runs: int, device: str = "cpu") -> ScenarioCheck:
     """Run ``scenario`` fault-free in process and compare the violation IDs found with its ``expect``."""
-    result = run_and_validate(with_faults(scenario, (), runs=runs), device=device)
+    measured = scenario.plans_for_itself
+    result = run_and_validate(with_faults(scenario, (), runs=runs), device=device, replay=measured)
     return ScenarioCheck(
         path=path,
         name=scenario.name,
@@ -132,6 +142,8 @@ def check_scenario(path: Path, scenario: Scenario, *, runs: int, device: str = "
         validator_failures=tuple(
             f"{failure.validator} (run {failure.run}): {failure.error}" for failure in result.validation.failures
         ),
+        measured=measured,
+        replay=result.replay,
     )
 
 

@@ -32,7 +32,12 @@ def _print_report(console: Console, report: CheckReport) -> None:
             expected = violation_id in scenario.expected
             found = violation_id in scenario.found
             status = "OK" if expected == found else ("FAIL: missing" if expected else "FAIL: unexpected")
+            if scenario.measured:
+                expected, status = False, "measured"
             table.add_row(violation_id, "yes" if expected else "no", "yes" if found else "no", status)
+        if scenario.measured:
+            replayed = "OK" if scenario.replay == "reproduced" else f"FAIL: {scenario.replay}"
+            table.add_row("(replay without models)", "", "", replayed)
         for failure in scenario.validator_failures:
             table.add_row(failure, "", "", "FAIL: validator raised")
         if not (scenario.expected or scenario.found or scenario.validator_failures):

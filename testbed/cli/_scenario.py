@@ -39,6 +39,7 @@ def check(files: tuple[Path, ...]) -> None:
             click.echo(str(error), err=True)
             failed += 1
             continue
-        click.echo(f"{file}: ok ({loaded.name} v{loaded.version}, {len(loaded.agent.workflow.nodes)} nodes)")
+        shape = f"{len(loaded.workflow.nodes)} nodes" if loaded.workflow else "plans at run time"
+        click.echo(f"{file}: ok ({loaded.name} v{loaded.version}, {loaded.agent.kind} agent, {shape})")
     if failed:
         raise click.ClickException(f"{failed} of {len(files)} scenario file(s) are invalid")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from agents import NodeResult, build_agent
+from agents import AgentModels, NodeResult, build_agent, live_models
 from testbed._errors import TestbedError
 from testbed._seeding import derive_seed_sequence
 from testbed.events import (
@@ -201,6 +201,7 @@ async def run_experiment(
     transport: TransportKind | None = None,
     device: str = "auto",
     progress: ProgressCallback | None = None,
+    models: AgentModels | None = None,
 ) -> ExperimentSummary:
     """Run every run of ``scenario`` and record it under ``out_dir``, continuing a killed experiment there.
 
@@ -211,6 +212,7 @@ async def run_experiment(
         transport: override every server's transport.
         device: compute device for the servers' models.
         progress: called with (runs done, runs total) after each run.
+        models: the agent's model clients (by default live ones for the scenario's agent, recording).
 
     Raises:
         TestbedError: the directory holds another experiment or is finished, or a server cannot start.
@@ -259,7 +261,8 @@ async def run_experiment(
                 started_at=time.time(),
             )
             log.append([header, *handshake])
-        agent = build_agent(scenario)
+        models = models if models is not None else live_models(scenario)
+        agent = build_agent(scenario, models)
         if progress is not None:
             progress(len(done), scenario.runs)
         for run in range(scenario.runs):
@@ -275,6 +278,7 @@ async def run_experiment(
                 default_deadline_s=scenario.deadline_s,
                 check_task=task_checker(scenario),
                 fault_events=fault_events,
+                model_events=models.take_run,
             )
             log.append(outcome.events)
             _tally(summary, outcome)
@@ -304,9 +308,14 @@ def task_checker(scenario: Scenario) -> TaskChecker:
     def check(
         scene: Scene, results: dict[str, NodeResult], connections: dict[str, Connection]
     ) -> tuple[bool | None, str]:
+        nodes = task.nodes
+        if task.tool is not None:
+            nodes = tuple(node for node, result in results.items() if f"{result.server}.{result.tool}" == task.tool)
+            if not nodes and task.kind != "none":
+                return False, f"no node called {task.tool}"
         return check_task(
             task.kind,
-            nodes=task.nodes,
+            nodes=nodes,
             class_name=task.class_name,
             scene=scene,
             results=results,

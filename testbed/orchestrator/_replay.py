@@ -22,7 +22,7 @@ import mcp.types as types
 import numpy as np
 from pycocotools import mask as coco_mask
 
-from agents import build_agent
+from agents import build_agent, replay_models
 from testbed._errors import TestbedError
 from testbed.events import (
     EVENTS_FORMAT_VERSION,
@@ -314,7 +314,8 @@ async def _replay_offline(directory: Path, recorded: list[Event], scenario: Scen
             recorder.take(None)
         log = EventLog(out / "replayed")
         stack.callback(log.close)
-        agent = build_agent(scenario)
+        models = replay_models(scenario, recorded)
+        agent = build_agent(scenario, models)
         for run in runs:
             token = current_call.set(None)
             try:
@@ -331,6 +332,7 @@ async def _replay_offline(directory: Path, recorded: list[Event], scenario: Scen
                     check_task=task_checker(scenario),
                     fault_events=fault_events,
                     deadline_override=deadline,
+                    model_events=models.take_run,
                 )
             finally:
                 current_call.reset(token)

@@ -9,6 +9,9 @@ from testbed.scenario._load import ScenarioError, load_scenario, load_scenario_t
 from testbed.scenario._model import (
     AgentSpec,
     ImageSet,
+    LLMAgent,
+    MultiAgent,
+    RetrievalAgent,
     Scenario,
     SceneSource,
     ScriptedAgent,
@@ -18,12 +21,16 @@ from testbed.scenario._model import (
     TaskKind,
     Transport,
     ViolationId,
+    Worker,
 )
 from testbed.scenario._schema import scenario_json_schema, write_json_schema
 
 __all__ = [
     "AgentSpec",
     "ImageSet",
+    "LLMAgent",
+    "MultiAgent",
+    "RetrievalAgent",
     "Scenario",
     "ScenarioError",
     "SceneSource",
@@ -34,6 +41,7 @@ __all__ = [
     "TaskKind",
     "Transport",
     "ViolationId",
+    "Worker",
     "load_scenario",
     "load_scenario_text",
     "scenario_json_schema",

@@ -26,6 +26,7 @@ from pydantic import (
 
 from testbed._errors import TestbedError
 from testbed.faults import FaultSpec
+from testbed.llm._spec import EmbeddedLLM, LLMSpec
 from testbed.scenes import SceneSpec
 from testbed.workflow import (
     IDENTIFIER_JSON_SCHEMA,
@@ -192,7 +193,10 @@ class Task(BaseModel):
     kind: TaskKind
     """What is checked."""
     node: str | None = None
-    """The workflow node whose results are checked; required unless ``kind`` is ``none``."""
+    """The workflow node whose results are checked; give it or ``tool`` unless ``kind`` is ``none``."""
+    tool: str | None = None
+    """For agents that plan for themselves: check the results of every node that called this
+    ``alias.tool`` (their node names are the agent's own)."""
     class_name: str | None = None
     """The object class the task is about; required by ``crop_every``."""
     merge: tuple[str, ...] = ()
@@ -205,8 +209,11 @@ class Task(BaseModel):
 
     @model_validator(mode="after")
     def _check_fields(self) -> Self:
-        if self.kind is not TaskKind.NONE and self.node is None:
-            raise FieldError(f"task {self.kind.value!r} needs the node whose results are checked", loc=("node",))
+        if self.kind is not TaskKind.NONE and (self.node is None) == (self.tool is None):
+            raise FieldError(
+                f"task {self.kind.value!r} needs exactly one of node (a workflow node) or tool (alias.tool)",
+                loc=("node",),
+            )
         if self.kind is TaskKind.CROP_EVERY and not self.class_name:
             raise FieldError("task 'crop_every' needs class_name (which objects to crop)", loc=("class_name",))
         return self
@@ -234,8 +241,97 @@ class ScriptedAgent(BaseModel):
         return grants
 
 
-AgentSpec = Annotated[ScriptedAgent, Field(discriminator="kind")]
-"""The agent that plans and makes the calls, selected by ``kind`` (more kinds arrive with their agents)."""
+class RetrievalAgent(BaseModel):
+    """Retrieval-augmented selection: for each step, the listed tool whose description is most similar to it.
+
+    Arguments are wired from the scene and earlier results by declared semantic roles, else by name;
+    box conventions the two sides declare differently are converted by the agent itself (bridging no
+    adapter declares).
+    """
+
+    model_config = _MODEL_CONFIG
+
+    kind: Literal["retrieval"] = "retrieval"
+    """Discriminator."""
+    steps: tuple[str, ...] = Field(min_length=1)
+    """The subtasks in order, in plain language (each becomes one node)."""
+    grants: tuple[str, ...] | None = None
+    """Tools the agent may call, as ``alias.tool``; ``None`` grants every tool."""
+
+
+class LLMAgent(BaseModel):
+    """Dynamic orchestration: a language model picks each next call from the catalog, step by step."""
+
+    model_config = _MODEL_CONFIG
+
+    kind: Literal["llm"] = "llm"
+    """Discriminator."""
+    goal: str = Field(min_length=1)
+    """What to achieve, in plain language (the model's instructions)."""
+    llm: LLMSpec = EmbeddedLLM()
+    """The model: the embedded SmolLM2 (default, offline) or an OpenAI-compatible endpoint."""
+    max_calls: int = Field(default=4, ge=1, le=32)
+    """Most nodes the model may add in one run."""
+    max_tokens: int = Field(default=160, ge=16)
+    """Most tokens per reply."""
+    grants: tuple[str, ...] | None = None
+    """Tools the agent may call, as ``alias.tool``; ``None`` grants every tool."""
+
+
+class Worker(BaseModel):
+    """One worker agent of a multi-agent team."""
+
+    model_config = _MODEL_CONFIG
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
+    """Its name (recorded on every call it makes and sent to servers in ``_meta``)."""
+    tools: tuple[str, ...] = Field(min_length=1)
+    """The ``alias.tool``s it handles; the planner delegates each node to the worker that handles its tool."""
+
+
+class MultiAgent(BaseModel):
+    """Multi-agent coordination: a planner delegates the workflow's nodes to workers that run concurrently
+    against shared servers, passing results (and handles) through a shared blackboard."""
+
+    model_config = _MODEL_CONFIG
+
+    kind: Literal["multi"] = "multi"
+    """Discriminator."""
+    workers: tuple[Worker, ...] = Field(min_length=2)
+    """The team; worker names are unique and no tool is handled by two workers."""
+    workflow: Workflow
+    """The subtasks the planner delegates."""
+    grants: tuple[str, ...] | None = None
+    """Tools the team may call, as ``alias.tool``; ``None`` grants every tool."""
+
+    @model_validator(mode="after")
+    def _check_workers(self) -> Self:
+        owners: dict[str, str] = {}
+        for index, worker in enumerate(self.workers):
+            if any(other.name == worker.name for other in self.workers[:index]):
+                raise FieldError(f"duplicate worker name {worker.name!r}", loc=("workers", index, "name"))
+            for tool in worker.tools:
+                if tool in owners:
+                    raise FieldError(
+                        f"tool {tool!r} is handled by both {owners[tool]!r} and {worker.name!r}",
+                        loc=("workers", index, "tools"),
+                    )
+                owners[tool] = worker.name
+        for index, node in enumerate(self.workflow.nodes):
+            if node.call not in owners:
+                raise FieldError(
+                    f"node {node.id!r} calls {node.call!r}, which no worker handles (workers handle: "
+                    f"{', '.join(owners)})",
+                    loc=("workflow", "nodes", index, "call"),
+                )
+        return self
+
+
+PLANNING_AGENT_KINDS: Final = frozenset({"retrieval", "llm"})
+"""Agent kinds that choose their own calls: their scenarios are measurements with no ``expect`` list."""
+
+AgentSpec = Annotated[ScriptedAgent | RetrievalAgent | LLMAgent | MultiAgent, Field(discriminator="kind")]
+"""The agent that plans and makes the calls, selected by ``kind``."""
 
 
 class Scenario(BaseModel):
@@ -270,15 +366,30 @@ class Scenario(BaseModel):
     deadline_s: float = Field(default=60.0, gt=0)
     """Default deadline of each tool call in seconds (a node's ``deadline_s`` overrides it)."""
 
+    @property
+    def workflow(self) -> Workflow | None:
+        """The agent's fixed workflow (scripted and multi-agent), or ``None`` for agents that plan at run time."""
+        return getattr(self.agent, "workflow", None)
+
+    @property
+    def plans_for_itself(self) -> bool:
+        """Whether the agent chooses its own calls (then ``expect`` must be empty: what it causes is measured)."""
+        return self.agent.kind in PLANNING_AGENT_KINDS
+
     @model_validator(mode="after")
     def _check_references(self) -> Self:
-        if not isinstance(self.agent, ScriptedAgent):  # later agent kinds plan at run time: nothing static to check
-            return self
-        workflow = self.agent.workflow
-        try:
-            check_server_aliases(workflow, self.servers)
-        except WorkflowError as error:
-            raise FieldError(error.message, loc=("agent", "workflow", *error.loc)) from None
+        if self.plans_for_itself and self.expect:
+            raise FieldError(
+                f"a {self.agent.kind} agent plans for itself, so the scenario cannot promise violations: "
+                "leave expect empty (its violations are the measurement)",
+                loc=("expect",),
+            )
+        if self.task.tool is not None:
+            alias = self.task.tool.partition(".")[0]
+            if alias not in self.servers:
+                raise FieldError(
+                    f"task tool {self.task.tool!r} names unknown server alias {alias!r}", loc=("task", "tool")
+                )
         for index, grant in enumerate(self.agent.grants or ()):
             alias = grant.partition(".")[0]
             if alias not in self.servers:
@@ -293,6 +404,18 @@ class Scenario(BaseModel):
                     f"(servers: {', '.join(self.servers)})",
                     loc=("faults", index, "target", "server"),
                 )
+        workflow = self.workflow
+        if workflow is None:
+            if self.task.node is not None or self.task.merge:
+                raise FieldError(
+                    f"a {self.agent.kind} agent names its own nodes: check its results by task.tool, not task.node",
+                    loc=("task", "node"),
+                )
+            return self
+        try:
+            check_server_aliases(workflow, self.servers)
+        except WorkflowError as error:
+            raise FieldError(error.message, loc=("agent", "workflow", *error.loc)) from None
         for index, merged in enumerate(self.task.merge):
             if merged not in workflow.node_ids:
                 raise FieldError(

@@ -25,6 +25,7 @@ from jsonschema.exceptions import SchemaError
 from testbed.events import CallOutcomeKind, internalize
 from testbed.validators._model import RunRecord, ValidatorSpec, Violation
 from testbed.validators._schema import listed_tool
+from testbed.validators._workflow import run_workflow
 from testbed.workflow import FOR_EACH_ARG, Edge, Workflow, build_graph, graph_edges
 
 __all__ = ["VALIDATORS", "check_type_incompatible", "check_untyped_edge", "top_argument", "workflow_of"]
@@ -33,10 +34,8 @@ _TOP_ARGUMENT = re.compile(r"^[^.\[]+")
 
 
 def workflow_of(record: RunRecord) -> Workflow | None:
-    """The scenario's workflow, or ``None`` when its agent has none (agents that plan at run time)."""
-    agent = record.header.scenario.get("agent")
-    workflow = agent.get("workflow") if isinstance(agent, dict) else None
-    return Workflow.model_validate(workflow) if isinstance(workflow, dict) else None
+    """The run's workflow: the scenario's, or the one its agent planned (see :func:`run_workflow`)."""
+    return run_workflow(record)
 
 
 def top_argument(target_arg: str) -> str:

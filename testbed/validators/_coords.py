@@ -25,7 +25,8 @@ from testbed.events import CallEvent, CallOutcomeKind, internalize
 from testbed.protocol import SemanticRole, ToolTruth, declared_box_convention
 from testbed.tasks import select_path
 from testbed.validators._model import RunRecord, ValidatorSpec, Violation
-from testbed.workflow import BindingError, BoxAdapter, Edge, Workflow, WorkflowError, build_graph, graph_edges
+from testbed.validators._workflow import run_workflow
+from testbed.workflow import BindingError, BoxAdapter, Edge, WorkflowError, build_graph, graph_edges
 
 MATCH_IOU = 0.5
 """IoU at which a box is taken to locate a ground-truth object."""
@@ -108,12 +109,11 @@ def reads_as(box: Boxes, convention: BoxConvention, size: ImageSize, truth_boxes
 
 def workflow_edges(record: RunRecord) -> list[Edge]:
     """The node-to-node edges of the run's workflow (empty when the scenario has none)."""
-    agent = record.header.scenario.get("agent") or {}
-    raw = agent.get("workflow") if isinstance(agent, dict) else None
-    if raw is None:
+    workflow = run_workflow(record)
+    if workflow is None:
         return []
     try:
-        return graph_edges(build_graph(Workflow.model_validate(raw)))
+        return graph_edges(build_graph(workflow))
     except (WorkflowError, ValueError):
         return []
 

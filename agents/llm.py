@@ -1,0 +1,211 @@
+"""The LLM agent (dynamic orchestration): a language model picks each next call, step by step.
+
+At each step the model sees the goal, the granted tools, what has run so far
+and the references it may pass, and answers one JSON object: the next call
+(tool, an optional list to repeat it over, and arguments chosen among the
+references) or ``finish``. Decoding is constrained by a JSON schema built
+from the catalog, with every string an enumerated reference, so the reply is
+short and bounded. Each reply becomes a workflow node bound by the same
+machinery as a scripted node; the agent records every decision as a
+:class:`~testbed.events.PlanEvent` (valid when it parses and every call
+matches its tool's input schema).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from pydantic import ValidationError
+
+from agents._catalog import argument_problems, granted_tools, required_inputs
+from agents._interface import RunView, Step
+from agents._planning import item_references, payload_references, plan_node, unique_node_id
+from testbed.events import PlanEvent
+from testbed.llm import ChatMessage, LLMClient, LLMError, LLMRequest
+from testbed.scenario import LLMAgent as LLMAgentSpec
+from testbed.workflow import WorkflowError, WorkflowNode
+
+AGENT_NAME = "llm"
+FINISH = "finish"
+SYSTEM_PROMPT = (
+    "You plan calls to vision tools. Reply with one JSON object: the next tool call, "
+    'or {"tool": "finish"} once the goal is reached.'
+)
+_SUMMARY_STRING = 32
+
+
+class LLMAgent:
+    """Asks its model for one node at a time until the model says finish or ``max_calls`` nodes ran."""
+
+    kind = "llm"
+
+    def __init__(self, spec: LLMAgentSpec, llm: LLMClient, *, seed: int) -> None:
+        self.spec = spec
+        self.llm = llm
+        self.seed = seed
+        self._nodes: list[str] = []
+        self._seq = 0
+
+    def start(self, view: RunView) -> None:
+        self._nodes = []
+        self._seq = 0
+
+    async def step(self, view: RunView) -> Step:
+        if len(self._nodes) >= self.spec.max_calls:
+            return Step()
+        tools = granted_tools(view, self.spec.grants)
+        if not tools:
+            return Step(error="llm agent: no granted tool is listed")
+        values, lists = payload_references(view)
+        items = sorted({ref for source in lists for ref in item_references(view, source)})
+        schema = plan_schema(tools, values, lists, items)
+        request = LLMRequest(
+            messages=(
+                ChatMessage(role="system", content=SYSTEM_PROMPT),
+                ChatMessage(role="user", content=self._prompt(view, tools, values, lists, items)),
+            ),
+            schema=schema,
+            max_tokens=self.spec.max_tokens,
+            temperature=0.0,
+            seed=self.seed + view.run,
+        )
+        try:
+            reply = await self.llm.complete(request, run=view.run, agent=AGENT_NAME)
+        except LLMError as error:
+            self._record(view, valid=False, problems=[str(error)], plan={})
+            return Step(error=f"llm {error.failure.value}: {error.detail}")
+        decision, problems = parse_reply(reply.text, schema)
+        if decision is None:
+            self._record(view, valid=False, problems=problems, plan={"reply": reply.text[:200]})
+            return Step(error=f"llm invalid_plan: {problems[0]}")
+        if decision.get("tool") == FINISH:
+            self._record(view, valid=True, problems=[], plan={"finish": True})
+            return Step()
+        return self._node_step(view, tools, decision)
+
+    def _node_step(self, view: RunView, tools: dict[str, Any], decision: dict[str, Any]) -> Step:
+        call = str(decision["tool"])
+        node_id = unique_node_id(call.partition(".")[2], self._nodes)
+        self._nodes.append(node_id)
+        raw = {"id": node_id, "call": call, "args": decision.get("arguments") or {}}
+        if decision.get("for_each"):
+            raw["for_each"] = decision["for_each"]
+        try:
+            node = WorkflowNode.model_validate(raw)
+        except (ValidationError, WorkflowError) as error:
+            problem = str(error).splitlines()[0]
+            self._record(view, valid=False, problems=[problem], plan={"node": raw})
+            return Step(skipped=((node_id, f"invalid plan: {problem}"),))
+        plan = plan_node(node, view)
+        node_record = node.model_dump(mode="json", exclude_defaults=True)
+        if plan.skipped is not None:
+            self._record(view, valid=False, problems=[plan.skipped], plan={"node": node_record})
+            return Step(skipped=((node_id, plan.skipped),))
+        problems = [p for planned in plan.calls for p in argument_problems(tools[call], planned.arguments)]
+        self._record(view, valid=not problems, problems=problems, plan={"node": node_record})
+        return Step(calls=plan.calls, empty=(node_id,) if plan.empty else ())
+
+    def _record(self, view: RunView, *, valid: bool, problems: list[str], plan: dict[str, Any]) -> None:
+        view.agent_events.append(
+            PlanEvent(
+                time=time.time(),
+                run=view.run,
+                agent=AGENT_NAME,
+                seq=self._seq,
+                kind=self.kind,
+                valid=valid,
+                problems=problems,
+                plan=plan,
+            )
+        )
+        self._seq += 1
+
+    def _prompt(
+        self, view: RunView, tools: dict[str, Any], values: list[str], lists: list[str], items: list[str]
+    ) -> str:
+        lines = [f"Goal: {self.spec.goal}", "Tools:"]
+        for name, tool in tools.items():
+            lines.append(f"- {name}: {tool.description or ''} Arguments: {', '.join(required_inputs(tool))}.")
+        lines.append("Done so far:")
+        done = [node for node in self._nodes if node in view.results or node in view.skipped]
+        if not done:
+            lines.append("- nothing yet")
+        for node in done:
+            if node in view.skipped:
+                lines.append(f"- {node}: not run ({view.skipped[node][:80]})")
+                continue
+            result = view.results[node]
+            outcomes = sorted({call.outcome for call in result.calls}) or ["no calls"]
+            lines.append(
+                f"- {node} = {result.server}.{result.tool} -> {', '.join(outcomes)}: {summarize(result.payload)}"
+            )
+        lines.append("Values you can pass: " + ", ".join(values))
+        if lists:
+            lines.append("Lists you can repeat a call over (for_each; $item is then each element): " + ", ".join(lists))
+            lines.append("Inside for_each: " + ", ".join(items))
+        lines.append('Answer the next call, or {"tool": "finish"}.')
+        return "\n".join(lines)
+
+
+def plan_schema(tools: dict[str, Any], values: list[str], lists: list[str], items: list[str]) -> dict[str, Any]:
+    """The JSON schema of one reply: a call of one granted tool (arguments chosen among references) or finish."""
+    choices: list[dict[str, Any]] = []
+    for name, tool in tools.items():
+        arguments = {argument: {"enum": [*values, *items]} for argument in required_inputs(tool)}
+        choices.append(
+            {
+                "type": "object",
+                "properties": {
+                    "tool": {"const": name},
+                    "for_each": {"enum": [None, *lists]},
+                    "arguments": {
+                        "type": "object",
+                        "properties": arguments,
+                        "required": list(arguments),
+                        "additionalProperties": False,
+                    },
+                },
+                "required": ["tool", "for_each", "arguments"],
+                "additionalProperties": False,
+            }
+        )
+    choices.append(
+        {
+            "type": "object",
+            "properties": {"tool": {"const": FINISH}},
+            "required": ["tool"],
+            "additionalProperties": False,
+        }
+    )
+    return {"anyOf": choices}
+
+
+def parse_reply(text: str, schema: dict[str, Any]) -> tuple[dict[str, Any] | None, list[str]]:
+    """The reply as a decision, or ``None`` with the reasons it is not one."""
+    try:
+        decision = json.loads(text)
+    except json.JSONDecodeError as error:
+        return None, [f"reply is not JSON ({error.msg} at char {error.pos}): {text[:80]!r}"]
+    errors = list(Draft202012Validator(schema).iter_errors(decision))
+    if errors or not isinstance(decision, dict):
+        message = errors[0].message if errors else "reply is not an object"
+        return None, [f"reply does not follow the plan schema: {message[:160]}"]
+    return decision, []
+
+
+def summarize(payload: Any, depth: int = 0) -> str:
+    """A short, deterministic rendering of a payload: lists by length, long strings cut."""
+    if isinstance(payload, dict):
+        if depth >= 2:
+            return "{...}"
+        return "{" + ", ".join(f"{key}: {summarize(value, depth + 1)}" for key, value in payload.items()) + "}"
+    if isinstance(payload, list):
+        if all(isinstance(v, int | float) for v in payload) and len(payload) <= 4:
+            return json.dumps([round(v, 3) if isinstance(v, float) else v for v in payload])
+        return f"[list of {len(payload)}]"
+    if isinstance(payload, str):
+        return json.dumps(payload if len(payload) <= _SUMMARY_STRING else payload[:_SUMMARY_STRING] + "...")
+    return json.dumps(payload)

@@ -1,0 +1,83 @@
+"""``conn.untracked_bridging``: a value converted on its way between two calls, with no declared adapter.
+
+For each node-to-node edge of the run's workflow (the scenario's, or the one
+its agent planned), the value the consumer was sent is compared with the
+value the edge's reference resolves to in the producer's recorded result. A
+difference on an argument no adapter is declared for means the agent rewrote
+the value itself: a bridging script no one can audit. (Faults alter what the
+client receives, before the agent binds it, so they cannot cause this.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from testbed.events import CallOutcomeKind, internalize
+from testbed.tasks import select_path
+from testbed.validators._coords import node_calls
+from testbed.validators._model import RunRecord, ValidatorSpec, Violation
+from testbed.validators._workflow import run_workflow
+from testbed.workflow import FOR_EACH_ARG, BindingError, build_graph, graph_edges
+
+_READ_ERRORS = (BindingError, ValueError, TypeError, KeyError, IndexError)
+
+
+def check_untracked_bridging(record: RunRecord) -> Iterator[Violation]:
+    """``conn.untracked_bridging``: a sent argument that differs from what its reference resolves to."""
+    workflow = run_workflow(record)
+    if workflow is None:
+        return
+    nodes = {node.id: node for node in workflow.nodes}
+    edges = [edge for edge in graph_edges(build_graph(workflow)) if edge.target_arg != FOR_EACH_ARG]
+    calls = node_calls(record)
+    for at, call in record.calls():
+        node = nodes.get(call.node)
+        if node is None or call.outcome is CallOutcomeKind.SKIPPED:
+            continue
+        for edge in edges:
+            if (
+                edge.target_node != call.node
+                or edge.target_arg not in call.arguments
+                or edge.target_arg in node.adapters
+            ):
+                continue
+            produced = calls.get((edge.source_node, 0))
+            if produced is None or produced[1].outcome is not CallOutcomeKind.OK:
+                continue
+            expected = _resolved(record, produced[1].payload, edge.source_path, edge.reference, call.item)
+            if expected is _UNREADABLE:
+                continue
+            sent = internalize(call.arguments[edge.target_arg], record.blobs)
+            if sent != expected:
+                yield Violation(
+                    id="conn.untracked_bridging",
+                    run=record.started.run,
+                    server=call.server,
+                    node=call.node,
+                    item=call.item,
+                    detail=(
+                        f"argument {edge.target_arg!r} was sent as {_short(sent)}, but {edge.reference} is "
+                        f"{_short(expected)} in {edge.source_node!r}'s result, and no adapter declares a conversion"
+                    ),
+                    evidence=(produced[0], at),
+                )
+
+
+_UNREADABLE: Any = object()
+
+
+def _resolved(record: RunRecord, payload: Any, path: str, reference: str, item: int) -> Any:
+    try:
+        value = select_path(internalize(payload, record.blobs), path)
+        return value[item] if reference.startswith("$item") else value
+    except _READ_ERRORS:
+        return _UNREADABLE
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+VALIDATORS = (ValidatorSpec("conn.untracked_bridging", ("conn.untracked_bridging",), check_untracked_bridging),)
