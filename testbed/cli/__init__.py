@@ -6,6 +6,7 @@ import click
 
 from testbed import __version__
 from testbed.cli._check import check
+from testbed.cli._compare import compare
 from testbed.cli._demo import demo
 from testbed.cli._errors import TestbedGroup
 from testbed.cli._models import models
@@ -28,6 +29,7 @@ main.add_command(models)
 main.add_command(run)
 main.add_command(replay)
 main.add_command(report)
+main.add_command(compare)
 main.add_command(show)
 main.add_command(scenario)
 main.add_command(list_servers)

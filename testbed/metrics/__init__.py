@@ -7,6 +7,7 @@ Runs affected per 100 runs (Wilson interval) and occurrences per 100 executions
 from __future__ import annotations
 
 from testbed.metrics._intervals import Interval, poisson_interval, wilson_interval
+from testbed.metrics._modes import ModeRow, mode_row
 from testbed.metrics._summary import OVERALL, Group, GroupKind, RateRow, Summary, summarize
 
 __all__ = [
@@ -14,8 +15,10 @@ __all__ = [
     "Group",
     "GroupKind",
     "Interval",
+    "ModeRow",
     "RateRow",
     "Summary",
+    "mode_row",
     "poisson_interval",
     "summarize",
     "wilson_interval",

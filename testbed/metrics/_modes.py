@@ -1,0 +1,88 @@
+"""Orchestration modes side by side: plan validity, task success and violation rates per experiment.
+
+One row per experiment (typically one scenario per agent kind on the same
+servers). Plan validity is the share of runs whose every recorded plan
+decision was valid (it parsed, and each call matched its tool's input
+schema); agents with a fixed workflow have none. Violations per 100 runs
+counts runs with at least one violation-severity finding (Wilson interval);
+occurrences per 100 executions count every finding, warnings included
+(Poisson interval).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from testbed.events import PlanEvent
+from testbed.metrics._intervals import Interval, poisson_interval, wilson_interval
+from testbed.validators import Severity, ValidationResult, entry
+
+
+@dataclass(frozen=True)
+class ModeRow:
+    """One experiment's orchestration-mode figures."""
+
+    experiment: str
+    agent_kind: str
+    runs: int
+    executions: int
+    plan_valid_runs: int | None
+    """Runs whose every plan decision was valid; ``None`` when the agent records no plans."""
+    task_passed_runs: int
+    task_checked_runs: int
+    violation_runs: int
+    """Runs with at least one violation-severity finding."""
+    occurrences: int
+    """Every finding, warnings included."""
+
+    @property
+    def plan_validity(self) -> Interval | None:
+        return wilson_interval(self.plan_valid_runs, self.runs) if self.plan_valid_runs is not None else None
+
+    @property
+    def task_success(self) -> Interval | None:
+        return wilson_interval(self.task_passed_runs, self.task_checked_runs) if self.task_checked_runs else None
+
+    @property
+    def violation_runs_per_100(self) -> Interval:
+        return wilson_interval(self.violation_runs, self.runs).scaled(100.0)
+
+    @property
+    def occurrences_per_100_executions(self) -> Interval | None:
+        return poisson_interval(self.occurrences, self.executions) if self.executions else None
+
+
+def mode_row(name: str, result: ValidationResult) -> ModeRow:
+    """The figures of one validated experiment.
+
+    Raises:
+        ValueError: the experiment has no complete run.
+    """
+    if not result.runs:
+        raise ValueError(f"{name}: no complete run to compare")
+    agent = result.runs[0].header.scenario.get("agent") or {}
+    kind = str(agent.get("kind", "scripted")) if isinstance(agent, dict) else "scripted"
+    plans_seen = False
+    plan_valid = task_passed = task_checked = executions = 0
+    for record in result.runs:
+        plans = [e for e in record.events if isinstance(e, PlanEvent)]
+        plans_seen = plans_seen or bool(plans)
+        plan_valid += all(plan.valid for plan in plans)
+        finished = record.events[-1]
+        passed = getattr(finished, "task_passed", None)
+        if passed is not None:
+            task_checked += 1
+            task_passed += int(passed)
+        executions += int(getattr(finished, "calls", 0))
+    violation_runs = len({v.run for v in result.violations if entry(v.id).severity is Severity.VIOLATION})
+    return ModeRow(
+        experiment=name,
+        agent_kind=kind,
+        runs=len(result.runs),
+        executions=executions,
+        plan_valid_runs=plan_valid if plans_seen and kind in ("retrieval", "llm") else None,
+        task_passed_runs=task_passed,
+        task_checked_runs=task_checked,
+        violation_runs=violation_runs,
+        occurrences=len(result.violations),
+    )
