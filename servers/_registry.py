@@ -10,6 +10,8 @@ from mcp.server.mcpserver import MCPServer
 
 from servers import (
     crop_handle,
+    crop_masked,
+    crop_ttl,
     crop_xywh,
     detect_cxcywh,
     detect_xywh_bl,
@@ -53,6 +55,8 @@ def _entries() -> dict[str, ServerEntry]:
         segment_png,
         crop_xywh,
         crop_handle,
+        crop_masked,
+        crop_ttl,
     )
     return {module.NAME: ServerEntry(module.NAME, module.TRUTH, module.build) for module in modules}
 

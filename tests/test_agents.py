@@ -164,7 +164,7 @@ def test_a_call_the_model_plans_with_arguments_its_tool_rejects_makes_the_plan_i
 # --- retrieval-augmented selection ------------------------------------------------------------
 
 
-def test_a_retrieval_agent_selects_by_similarity_bridges_conventions_itself_and_is_flagged(tmp_path: Path) -> None:
+def test_a_retrieval_agent_converting_boxes_itself_is_reported_as_conn_untracked_bridging(tmp_path: Path) -> None:
     retrieval = RecordingRetrieval(FixedEmbedder())
     _record(_scenario("retrieval_detect_crop", 2), tmp_path / "ret", AgentModels(retrieval=retrieval))
     events = _events(tmp_path / "ret")
@@ -188,7 +188,7 @@ def test_a_retrieval_agent_selects_by_similarity_bridges_conventions_itself_and_
     assert report.divergence is None, str(report.divergence)
 
 
-def test_declared_adapters_are_tracked_bridging_and_not_flagged(tmp_path: Path) -> None:
+def test_declared_adapters_are_not_reported_as_conn_untracked_bridging(tmp_path: Path) -> None:
     # detect_crop converts boxes on the edge with a declared adapter: conn.untracked_bridging must stay silent.
     scenario = _scenario("detect_crop", 2)
     anyio.run(lambda: run_experiment(scenario, out_dir=tmp_path / "adapted", device="cpu"))
@@ -199,7 +199,7 @@ def test_declared_adapters_are_tracked_bridging_and_not_flagged(tmp_path: Path) 
 # --- multi-agent coordination -----------------------------------------------------------------
 
 
-def test_multi_agent_workers_are_recorded_per_call_and_cross_agent_handle_reads_are_flagged(tmp_path: Path) -> None:
+def test_a_worker_reading_another_workers_handle_is_reported_as_memory_cross_agent(tmp_path: Path) -> None:
     scenario = _scenario("multi_detect_crop", 2)
     anyio.run(lambda: run_experiment(scenario, out_dir=tmp_path / "multi", device="cpu"))
     events = _events(tmp_path / "multi")
@@ -221,7 +221,7 @@ def test_multi_agent_workers_are_recorded_per_call_and_cross_agent_handle_reads_
     assert all("'cropper' read handle" in v.detail and "'uploader' created" in v.detail for v in cross)
 
 
-def test_a_single_agent_reusing_its_own_handles_is_not_cross_agent(tmp_path: Path) -> None:
+def test_a_worker_reusing_its_own_handles_is_not_reported_as_memory_cross_agent(tmp_path: Path) -> None:
     scenario = _scenario("multi_detect_crop", 1)
     workers = (
         scenario.agent.workers[0].model_copy(  # type: ignore[union-attr]

@@ -32,12 +32,7 @@ def test_every_fault_expects_only_catalogued_violations() -> None:
 
 
 # IDs whose validator needs agents or servers the testbed does not have yet; each names what it waits for.
-NOT_YET_VALIDATED = {
-    "conn.untracked_bridging": "LLM-driven agents that can convert values themselves (issue 6)",
-    "memory.cross_agent": "multi-agent runs (issue 6)",
-    "memory.retention_exceeded": "a server that keeps data past its declared scope",
-    "mask.encoding_mismatch": "a reference server that consumes masks",
-}
+NOT_YET_VALIDATED: dict[str, str] = {}
 
 
 def _test_names() -> set[str]:

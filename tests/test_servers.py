@@ -235,7 +235,7 @@ def truth_tool(server: str, tool: str) -> ToolTruth:
 # --- registry -------------------------------------------------------------------------------
 
 
-def test_registry_holds_the_nine_servers_each_named_as_its_truth() -> None:
+def test_registry_holds_the_eleven_servers_each_named_as_its_truth() -> None:
     assert list(SERVERS) == [
         "detect-xyxy",
         "detect-cxcywh",
@@ -246,13 +246,15 @@ def test_registry_holds_the_nine_servers_each_named_as_its_truth() -> None:
         "segment-png",
         "crop-xywh",
         "crop-handle",
+        "crop-masked",
+        "crop-ttl",
     ]
     for name, entry in SERVERS.items():
         assert entry.name == entry.truth.name == name
 
 
 def test_unknown_server_name_is_a_one_line_error_listing_the_known_ones() -> None:
-    with pytest.raises(TestbedError, match=r"^unknown server 'nope'; known: detect-xyxy, .*crop-handle$"):
+    with pytest.raises(TestbedError, match=r"^unknown server 'nope'; known: detect-xyxy, .*crop-ttl$"):
         get_server("nope")
 
 
@@ -318,7 +320,7 @@ async def test_declared_keywords_sit_exactly_where_the_truth_says(name: str, con
 
 def test_well_behaved_servers_declare_and_the_others_do_not() -> None:
     declaring = {name for name, entry in SERVERS.items() if entry.truth.declares_conventions}
-    assert declaring == {"detect-xyxy", "segment-rle", "crop-xywh"}
+    assert declaring == {"detect-xyxy", "segment-rle", "crop-xywh", "crop-masked", "crop-ttl"}
 
 
 async def test_tools_list_does_not_load_a_model_and_missing_weights_are_a_tool_error(
@@ -587,7 +589,12 @@ async def test_handles_are_deterministic_across_fresh_server_processes(config: S
 
 # --- bad inputs -----------------------------------------------------------------------------
 
-EXTRA_ARGUMENTS: dict[str, dict[str, Any]] = {"crop": {"box": [10.0, 10.0, 40.0, 30.0]}}
+_SQUARE = np.zeros((1, 240, 320), dtype=bool)
+_SQUARE[0, 10:30, 10:40] = True
+EXTRA_ARGUMENTS: dict[str, dict[str, Any]] = {
+    "crop": {"box": [10.0, 10.0, 40.0, 30.0]},
+    "crop_mask": {"mask": cast("list[Any]", encode_masks(_SQUARE, MaskEncoding.COCO_RLE))[0]},
+}
 """Other required arguments of the tools below, by tool name."""
 
 IMAGE_TOOLS: list[tuple[str, str]] = [
@@ -638,6 +645,7 @@ UNKNOWN_HANDLES: list[tuple[str, str, str, str]] = [
     ("segment-png", "segment_image", "image_id", "ttl-0000000000000000"),
     ("crop-handle", "crop_image", "handle", "img-0000000000000000"),
     ("crop-handle", "get_image", "handle", "img-0000000000000000"),
+    ("crop-ttl", "crop", "image_id", "ttl-0000000000000000"),
 ]
 
 
@@ -646,7 +654,7 @@ async def test_an_unknown_handle_is_a_tool_error_naming_the_handle(
     name: str, tool_name: str, argument: str, handle: str, config: ServerConfig
 ) -> None:
     tool = truth_tool(name, tool_name)
-    extra = {"box": [0.0, 0.0, 0.5, 0.5]} if tool_name == "crop_image" else {}
+    extra = {"box": [0.0, 0.0, 0.5, 0.5]} if tool_name in ("crop_image", "crop") else {}
     async with connected(name, config) as client:
         message = error_message(await call(client, tool_name, {argument: handle, **extra}), tool)
         wrong_type = error_message(await call(client, tool_name, {argument: ["x"], **extra}), tool)

@@ -12,14 +12,16 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
+import numpy as np
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp_types import CallToolResult, ImageContent
 
 from servers import SERVERS, get_server
+from testbed.conventions import MaskEncoding, encode_masks
 from testbed.imaging import encode_png_base64
 from testbed.protocol import SemanticRole
 from testbed.scenes import SceneSpec, generate_scene
@@ -51,6 +53,10 @@ def server_environment(sandbox: Path) -> dict[str, str]:
 def first_call(name: str, image_b64: str) -> tuple[str, dict[str, Any]]:
     """A call that every server answers from a bare image (the first tool whose image goes by value)."""
     extra: dict[str, Any] = {"box": [8.0, 8.0, 32.0, 24.0]} if name == "crop-xywh" else {}
+    if name == "crop-masked":
+        square = np.zeros((1, 240, 320), dtype=bool)  # the default synthetic scene is 320x240
+        square[0, 8:24, 8:32] = True
+        extra = {"mask": cast("list[Any]", encode_masks(square, MaskEncoding.COCO_RLE))[0]}
     for tool in get_server(name).truth.tools:
         argument = tool.inputs.get(SemanticRole.IMAGE)
         if argument is not None:

@@ -62,9 +62,9 @@ class ToolTruth(BaseModel):
     shape_order: ShapeOrder | None = None
     """How it reports an image size pair, if it does."""
     mask_encoding: MaskEncoding | None = None
-    """How it encodes masks, if it returns any."""
+    """How it encodes the masks it returns, or reads (a mask argument, role ``mask`` in ``inputs``), if any."""
     mask_resolution: MaskResolution | None = None
-    """At which resolution its masks are."""
+    """At which resolution the masks it returns or reads are."""
     normalized_polygons: bool = False
     """For polygon masks: whether coordinates are normalized 0-1."""
     accepts: tuple[MemoryScope, ...] = ()

@@ -11,7 +11,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from testbed.validators import _connection, _coords, _mask, _memory, _permission, _protocol, _schema
+from testbed.validators import (
+    _bridging,
+    _connection,
+    _coords,
+    _cross_agent,
+    _mask,
+    _memory,
+    _permission,
+    _protocol,
+    _schema,
+)
 from testbed.validators._apply import ValidationResult, ValidatorFailure, split_runs, validate_runs
 from testbed.validators._apply import validate_experiment as _validate_experiment
 from testbed.validators._catalog import CATALOG, CATEGORIES, entry
@@ -34,10 +44,12 @@ VALIDATORS: tuple[ValidatorSpec, ...] = _registered(
         *_protocol.VALIDATORS,
         *_schema.VALIDATORS,
         *_connection.VALIDATORS,
+        *_bridging.VALIDATORS,
         *_permission.VALIDATORS,
         *_coords.VALIDATORS,
         *_mask.VALIDATORS,
         *_memory.VALIDATORS,
+        *_cross_agent.VALIDATORS,
     )
 )
 """Every per-run validator, in a fixed order."""

@@ -218,7 +218,7 @@ def check_undeclared(record: RunRecord) -> Iterator[Violation]:
                 )
             if SemanticRole.BOUNDING_BOX in tool.paths:
                 places.append(
-                    ("outputSchema", _output_property(listed[tool.name], tool.paths[SemanticRole.BOUNDING_BOX]))
+                    ("outputSchema", listed_output_property(listed[tool.name], tool.paths[SemanticRole.BOUNDING_BOX]))
                 )
             missing = [where for where, prop in places if prop is None or declared_box_convention(prop) is None]
             if not missing:
@@ -243,7 +243,7 @@ def _input_property(tool: dict[str, Any], argument: str) -> dict[str, Any] | Non
     return prop if isinstance(prop, dict) else None
 
 
-def _output_property(tool: dict[str, Any], path: str) -> dict[str, Any] | None:
+def listed_output_property(tool: dict[str, Any], path: str) -> dict[str, Any] | None:
     """Walk ``outputSchema`` along a truth path such as ``detections[*].bbox``."""
     node: Any = tool.get("outputSchema")
     for part in path.replace("[*]", ".[*]").split("."):

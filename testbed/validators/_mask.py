@@ -1,4 +1,4 @@
-"""Mask-image consistency validators: mask grids of the wrong size, masks spilling out of their boxes.
+"""Mask-image consistency validators: masks on the wrong grid, outside their boxes, or read in another encoding.
 
 Masks are decoded through the truth manifest of the tool that returned them
 (its true encoding and resolution), never through what it declares.
@@ -9,13 +9,23 @@ its grid is a letterbox of the image as Ultralytics builds one: both sides a
 multiple of the stride (32) and the scaled image filling one side (1 px). All
 masks of one result must share one grid.
 
-``mask.encoding_mismatch`` is not implemented: none of the reference servers
-reads masks, so no workflow edge passes masks to a consumer (untestable now).
+Edge rule (``mask.encoding_mismatch``): a mask edge is a workflow edge into a
+consumer's true ``mask`` argument whose source path is its producer's true
+``mask`` path (``[*]`` matching any index), so the value is the producer's
+masks in the producer's true convention: encoding, polygon normalization and
+resolution, the three things a declared mask adapter converts. As for boxes
+(``coords.mismatch``), there are two reading points: a declared mask adapter
+reads the producer's value in its ``from`` convention, and the consumer reads
+the value sent (the adapter's ``to`` convention, else the producer's) in its
+true convention. A difference at either is a mismatch, whether or not the
+consumer then refused the value.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,9 +35,9 @@ from testbed.events import CallEvent, CallOutcomeKind, internalize
 from testbed.imaging import decode_base64_image
 from testbed.protocol import SemanticRole, ToolTruth
 from testbed.tasks import select_path, unletterbox_masks
-from testbed.validators._coords import as_boxes, image_size, tool_truth
+from testbed.validators._coords import as_boxes, image_size, node_calls, tool_truth, workflow_edges
 from testbed.validators._model import RunRecord, ValidatorSpec, Violation
-from testbed.workflow import BindingError
+from testbed.workflow import BindingError, Edge, MaskAdapter, MaskConvention
 
 STRIDE = 32
 """The letterbox stride of a model-resolution grid."""
@@ -179,7 +189,110 @@ def _decode_at_image(payload: Any, truth: ToolTruth, size: ImageSize) -> np.ndar
     return decode_masks(payload, truth.mask_encoding, size, normalized_polygons=truth.normalized_polygons)
 
 
+def mask_convention(truth: ToolTruth) -> MaskConvention | None:
+    """The convention of the masks a tool truly returns or reads (``None`` when it handles no masks)."""
+    if truth.mask_encoding is None:
+        return None
+    return _normalized(
+        MaskConvention(
+            encoding=truth.mask_encoding,
+            resolution=truth.mask_resolution or MaskResolution.IMAGE,
+            normalized_polygons=truth.normalized_polygons,
+        )
+    )
+
+
+def _normalized(convention: MaskConvention) -> MaskConvention:
+    """The convention with ``normalized_polygons`` cleared where the encoding is not ``polygon`` (it means nothing)."""
+    if convention.encoding is MaskEncoding.POLYGON or not convention.normalized_polygons:
+        return convention
+    return convention.model_copy(update={"normalized_polygons": False})
+
+
+def _matches_path(source_path: str, truth_path: str) -> bool:
+    """Whether an edge's source path addresses the truth path (``[*]`` in the truth path matches any index)."""
+    pattern = r"\[(?:\*|\d+)\]".join(re.escape(part) for part in truth_path.split("[*]"))
+    return re.fullmatch(pattern, source_path) is not None
+
+
+@dataclass(frozen=True)
+class MaskEdge:
+    """One mask value crossing one workflow edge into one call."""
+
+    edge: Edge
+    consumer_at: int
+    consumer: CallEvent
+    consumer_convention: MaskConvention
+    """How the consumer truly reads masks."""
+    producer_at: int
+    producer: CallEvent
+    producer_convention: MaskConvention
+    """How the producer truly wrote the value."""
+
+
+def mask_edges(record: RunRecord) -> Iterator[MaskEdge]:
+    """Every mask-carrying edge instance of the run: a call sent a producer's true masks to its true mask argument.
+
+    The producer is the source node's call (item 0) that succeeded; the consumer's call may have failed.
+    """
+    calls = node_calls(record)
+    edges = workflow_edges(record)
+    for at, call in record.calls():
+        truth = tool_truth(record, call)
+        consumer_convention = mask_convention(truth) if truth is not None else None
+        if truth is None or consumer_convention is None or SemanticRole.MASK not in truth.inputs:
+            continue
+        argument = truth.inputs[SemanticRole.MASK]
+        if argument not in call.arguments:
+            continue
+        for edge in edges:
+            if edge.target_node != call.node or edge.target_arg != argument:
+                continue
+            produced = calls.get((edge.source_node, 0))
+            if produced is None or produced[1].outcome is not CallOutcomeKind.OK:
+                continue
+            producer_truth = tool_truth(record, produced[1])
+            producer_convention = mask_convention(producer_truth) if producer_truth is not None else None
+            if producer_truth is None or producer_convention is None or SemanticRole.MASK not in producer_truth.paths:
+                continue
+            if not _matches_path(edge.source_path, producer_truth.paths[SemanticRole.MASK]):
+                continue
+            yield MaskEdge(edge, at, call, consumer_convention, produced[0], produced[1], producer_convention)
+
+
+def check_encoding_mismatch(record: RunRecord) -> Iterator[Violation]:
+    """``mask.encoding_mismatch``: masks crossing an edge in a convention other than the one read on the other side.
+
+    Readers, in order: a declared mask adapter, which reads the producer's value in its ``from`` convention;
+    then the consumer, which reads the value as sent (in the adapter's ``to`` convention, else still in the
+    producer's) in its own true convention. One violation per consumer call and edge, at the first reader
+    that disagrees.
+    """
+    for found in mask_edges(record):
+        readers: list[tuple[str, MaskConvention, MaskConvention]] = []
+        sent = found.producer_convention
+        if isinstance(found.edge.adapter, MaskAdapter):
+            adapter = found.edge.adapter
+            readers.append((f"the adapter ({adapter})", sent, _normalized(adapter.from_)))
+            sent = _normalized(adapter.to)
+        readers.append((found.consumer.tool, sent, found.consumer_convention))
+        for reader, actual, expected in readers:
+            if actual != expected:
+                yield Violation(
+                    "mask.encoding_mismatch",
+                    record.started.run,
+                    found.consumer.server,
+                    found.consumer.node,
+                    found.consumer.item,
+                    f"edge {found.edge.source_node}.{found.edge.source_path} -> {found.edge.target_node}."
+                    f"{found.edge.target_arg}: value is {actual} but {reader} reads {expected}",
+                    tuple(sorted({found.producer_at, found.consumer_at})),
+                )
+                break
+
+
 VALIDATORS = (
     ValidatorSpec("mask.size_mismatch", ("mask.size_mismatch",), check_size_mismatch),
     ValidatorSpec("mask.outside_box", ("mask.outside_box",), check_outside_box),
+    ValidatorSpec("mask.encoding_mismatch", ("mask.encoding_mismatch",), check_encoding_mismatch),
 )

@@ -1,16 +1,22 @@
 """Memory-scope validators: handles a server never issued, expired handles, handles from another run, stores
-that only grow.
+that only grow, handles a server still serves after their declared lifetime.
 
 A handle is a value a call returned at a truth path with role ``image_handle``
 or ``crop_handle``; a use is a call argument at the truth input of those
 roles. Clocks are the logical ``_meta`` clock of the ``tools/call`` request
 (what the server saw), falling back to the call's recorded clock.
 
+Client side and server side: ``memory.handle_expired`` is a *use* after the
+handle's actual lifetime (its truth ``ttl_seconds``, or the server says so);
+``memory.retention_exceeded`` is a *server* that answers a use after the
+lifetime its own listing declares (``scope: ttl`` with ``ttl_seconds`` on the
+handle's outputSchema property), read from the recorded listing (the truth
+manifest only says where the handles are).
+
 ``memory.handle_out_of_scope`` and ``memory.unbounded_store`` need several
 runs: they are functions of a list of runs (:func:`check_out_of_scope`,
 :func:`check_unbounded_store`), not per-run validators.
-``memory.retention_exceeded`` and ``memory.cross_agent`` need multi-agent
-scenarios and are not implemented.
+``memory.cross_agent`` needs multi-agent scenarios and is not implemented.
 """
 
 from __future__ import annotations
@@ -21,8 +27,9 @@ from dataclasses import dataclass
 from testbed.events import CallEvent, CallOutcomeKind, Direction, internalize
 from testbed.protocol import CLOCK_META_KEY, MemoryScope, SemanticRole, ToolTruth
 from testbed.tasks import select_path
-from testbed.validators._coords import tool_truth
+from testbed.validators._coords import listed_output_property, tool_truth
 from testbed.validators._model import RunRecord, ValidatorSpec, Violation
+from testbed.validators._schema import listed_tool
 from testbed.workflow import BindingError
 
 HANDLE_ROLES = (SemanticRole.IMAGE_HANDLE, SemanticRole.CROP_HANDLE)
@@ -39,6 +46,8 @@ class Issued:
     call: CallEvent
     truth: ToolTruth
     clock: float
+    role: SemanticRole
+    """The truth role it was returned under (its path is ``truth.paths[role]``)."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +93,7 @@ def issued_handles(record: RunRecord) -> list[Issued]:
             for handle in value if isinstance(value, list) else [value]:
                 if isinstance(handle, str):
                     clock = clocks.get((call.server, call.node, call.item), call.clock)
-                    issued.append(Issued(handle, at, call, truth, clock))
+                    issued.append(Issued(handle, at, call, truth, clock, role))
     return issued
 
 
@@ -196,6 +205,46 @@ def check_handle_expired(record: RunRecord) -> Iterator[Violation]:
         )
 
 
+def declared_ttl(record: RunRecord, issued: Issued) -> float | None:
+    """The lifetime the issuing tool's recorded listing declares for a handle, or ``None`` when it declares none.
+
+    Read from the outputSchema property at the handle's truth path: ``scope: ttl`` with a positive ``ttl_seconds``.
+    """
+    listed = listed_tool(record, issued.call.server, issued.call.tool)
+    prop = listed_output_property(listed, issued.truth.paths[issued.role]) if listed is not None else None
+    if prop is None or prop.get("scope") != MemoryScope.TTL.value:
+        return None
+    ttl = prop.get("ttl_seconds")
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0:
+        return None
+    return float(ttl)
+
+
+def check_retention_exceeded(record: RunRecord) -> Iterator[Violation]:
+    """``memory.retention_exceeded``: a server resolves a handle after the lifetime it declared for it ended.
+
+    Rule: a call that sent a handle succeeded although its request clock is at or past the issuing call's clock
+    plus the ``ttl_seconds`` the issuing tool declares on the handle (a TTL handle is valid while
+    ``clock < created + ttl``). Only declared lifetimes count: an undeclared handle has no scope to exceed.
+    """
+    origins = _origins(record)
+    for use in handle_uses(record):
+        origin = origins.get((use.call.server, use.handle))
+        if use.call.outcome is not CallOutcomeKind.OK or origin is None or origin.at > use.at:
+            continue
+        ttl = declared_ttl(record, origin)
+        if ttl is None or use.clock < origin.clock + ttl:
+            continue
+        yield _violation(
+            record,
+            "memory.retention_exceeded",
+            use,
+            f"{use.call.tool} resolved handle {use.handle!r} at t={use.clock:g}s; {origin.call.tool} declared it"
+            f" for {ttl:g}s from t={origin.clock:g}s, so it ended at t={origin.clock + ttl:g}s",
+            origin.at,
+        )
+
+
 def check_out_of_scope(records: Sequence[RunRecord]) -> list[Violation]:
     """``memory.handle_out_of_scope``: a run sends a handle created in another run, by a session or TTL tool.
 
@@ -272,4 +321,5 @@ def _can_evict(record: RunRecord, alias: str) -> bool:
 VALIDATORS = (
     ValidatorSpec("memory.handle_unknown", ("memory.handle_unknown",), check_handle_unknown),
     ValidatorSpec("memory.handle_expired", ("memory.handle_expired",), check_handle_expired),
+    ValidatorSpec("memory.retention_exceeded", ("memory.retention_exceeded",), check_retention_exceeded),
 )
