@@ -61,7 +61,7 @@ class LLMAgent:
             return Step(error="llm agent: no granted tool is listed")
         values, lists = payload_references(view)
         items = sorted({ref for source in lists for ref in item_references(view, source)})
-        schema = plan_schema(tools, values, lists, items)
+        schema = plan_schema(tools, values, lists, items, may_finish=bool(self._nodes))
         request = LLMRequest(
             messages=(
                 ChatMessage(role="system", content=SYSTEM_PROMPT),
@@ -146,12 +146,20 @@ class LLMAgent:
         if lists:
             lines.append("Lists you can repeat a call over (for_each; $item is then each element): " + ", ".join(lists))
             lines.append("Inside for_each: " + ", ".join(items))
-        lines.append('Answer the next call, or {"tool": "finish"}.')
+        if done:
+            lines.append('Answer the next call, or {"tool": "finish"} if the goal is reached.')
+        else:
+            lines.append("Answer the first call.")
         return "\n".join(lines)
 
 
-def plan_schema(tools: dict[str, Any], values: list[str], lists: list[str], items: list[str]) -> dict[str, Any]:
-    """The JSON schema of one reply: a call of one granted tool (arguments chosen among references) or finish."""
+def plan_schema(
+    tools: dict[str, Any], values: list[str], lists: list[str], items: list[str], *, may_finish: bool = True
+) -> dict[str, Any]:
+    """The JSON schema of one reply: a call of one granted tool (arguments chosen among references) or finish.
+
+    ``finish`` is offered only once something has run: no goal is reached without a call.
+    """
     choices: list[dict[str, Any]] = []
     for name, tool in tools.items():
         arguments = {argument: {"enum": [*values, *items]} for argument in required_inputs(tool)}
@@ -172,14 +180,15 @@ def plan_schema(tools: dict[str, Any], values: list[str], lists: list[str], item
                 "additionalProperties": False,
             }
         )
-    choices.append(
-        {
-            "type": "object",
-            "properties": {"tool": {"const": FINISH}},
-            "required": ["tool"],
-            "additionalProperties": False,
-        }
-    )
+    if may_finish:
+        choices.append(
+            {
+                "type": "object",
+                "properties": {"tool": {"const": FINISH}},
+                "required": ["tool"],
+                "additionalProperties": False,
+            }
+        )
     return {"anyOf": choices}
 
 

@@ -257,3 +257,25 @@ def test_server_that_cannot_start_is_a_clear_error_and_records_nothing(
     assert "failed to start" in result.output
     assert "Traceback" not in result.output
     assert not (out / "events.jsonl").exists()
+
+
+def test_cli_run_ends_with_the_violation_rates_of_the_runs_it_executed(tmp_path: Path) -> None:
+    out = tmp_path / "inc"
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            str(V1 / "detect_crop_incompatible.yaml"),
+            "--runs",
+            "2",
+            "--out",
+            str(out),
+            "--transport",
+            "inprocess",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    table = result.output.split("violation rates (all runs)", 1)[1]
+    assert "coords.mismatch" in table
+    assert "(2/2)" in table, "runs affected counts the two executed runs"
+    assert f"testbed report {out}" in result.output

@@ -1,4 +1,4 @@
-"""``testbed run``: run a scenario's experiment with a progress bar and a summary table."""
+"""``testbed run``: run a scenario's experiment with a progress bar, a summary and its violation table."""
 
 from __future__ import annotations
 
@@ -11,8 +11,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from testbed.metrics import summarize
 from testbed.orchestrator import ExperimentSummary, outcome_counts, run_experiment
+from testbed.report import render_terminal
 from testbed.scenario import load_scenario
+from testbed.validators import validate_experiment
 
 
 @click.command()
@@ -27,8 +30,15 @@ from testbed.scenario import load_scenario
 )
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None, help="Experiment directory.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--violations/--no-violations", default=True, show_default=True, help="Validate and print the rates.")
 def run(
-    scenario_file: Path, runs: int | None, seed: int | None, transport: str | None, out_dir: Path | None, device: str
+    scenario_file: Path,
+    runs: int | None,
+    seed: int | None,
+    transport: str | None,
+    out_dir: Path | None,
+    device: str,
+    violations: bool,
 ) -> None:
     """Run SCENARIO's runs against its servers and record every message.
 
@@ -71,7 +81,13 @@ def run(
         )
     if summary.resume_note:
         console.print(f"{directory}: {summary.resume_note}")
-    print_summary(summary, Console())
+    out = Console()
+    print_summary(summary, out)
+    if violations:
+        result = validate_experiment(directory)
+        if result.runs:
+            render_terminal(summarize(result, source=str(directory)), out, groups=False)
+            click.echo(f"by server, fault and agent, with plots: testbed report {directory}")
 
 
 def print_summary(summary: ExperimentSummary, console: Console) -> None:
