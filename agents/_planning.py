@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from agents._interface import PlannedCall, RunView
 from testbed.conventions import ImageSize
+from testbed.events import PlanEvent
 from testbed.workflow import (
     AdapterError,
     BindingContext,
@@ -29,6 +31,34 @@ class NodePlan:
     calls: tuple[PlannedCall, ...] = ()
     empty: bool = False
     skipped: str | None = None
+
+
+@dataclass
+class PlanLog:
+    r"""Records an agent's planning decisions as numbered :class:`PlanEvent`\ s in the run's view."""
+
+    agent: str
+    kind: str
+    seq: int = field(default=0)
+
+    def reset(self) -> None:
+        """Start numbering again (at the start of a run)."""
+        self.seq = 0
+
+    def record(self, view: RunView, *, valid: bool, plan: dict[str, Any], problems: list[str] | None = None) -> None:
+        view.agent_events.append(
+            PlanEvent(
+                time=time.time(),
+                run=view.run,
+                agent=self.agent,
+                seq=self.seq,
+                kind=self.kind,
+                valid=valid,
+                problems=problems or [],
+                plan=plan,
+            )
+        )
+        self.seq += 1
 
 
 def binding_context(view: RunView) -> BindingContext:

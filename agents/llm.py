@@ -14,7 +14,6 @@ matches its tool's input schema).
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -22,8 +21,7 @@ from pydantic import ValidationError
 
 from agents._catalog import argument_problems, granted_tools, required_inputs
 from agents._interface import RunView, Step
-from agents._planning import item_references, payload_references, plan_node, unique_node_id
-from testbed.events import PlanEvent
+from agents._planning import PlanLog, item_references, payload_references, plan_node, unique_node_id
 from testbed.llm import ChatMessage, LLMClient, LLMError, LLMRequest
 from testbed.scenario import LLMAgent as LLMAgentSpec
 from testbed.workflow import WorkflowError, WorkflowNode
@@ -47,11 +45,11 @@ class LLMAgent:
         self.llm = llm
         self.seed = seed
         self._nodes: list[str] = []
-        self._seq = 0
+        self._plans = PlanLog(AGENT_NAME, self.kind)
 
     def start(self, view: RunView) -> None:
         self._nodes = []
-        self._seq = 0
+        self._plans.reset()
 
     async def step(self, view: RunView) -> Step:
         if len(self._nodes) >= self.spec.max_calls:
@@ -75,14 +73,14 @@ class LLMAgent:
         try:
             reply = await self.llm.complete(request, run=view.run, agent=AGENT_NAME)
         except LLMError as error:
-            self._record(view, valid=False, problems=[str(error)], plan={})
+            self._plans.record(view, valid=False, problems=[str(error)], plan={})
             return Step(error=f"llm {error.failure.value}: {error.detail}")
         decision, problems = parse_reply(reply.text, schema)
         if decision is None:
-            self._record(view, valid=False, problems=problems, plan={"reply": reply.text[:200]})
+            self._plans.record(view, valid=False, problems=problems, plan={"reply": reply.text[:200]})
             return Step(error=f"llm invalid_plan: {problems[0]}")
         if decision.get("tool") == FINISH:
-            self._record(view, valid=True, problems=[], plan={"finish": True})
+            self._plans.record(view, valid=True, problems=[], plan={"finish": True})
             return Step()
         return self._node_step(view, tools, decision)
 
@@ -97,31 +95,16 @@ class LLMAgent:
             node = WorkflowNode.model_validate(raw)
         except (ValidationError, WorkflowError) as error:
             problem = str(error).splitlines()[0]
-            self._record(view, valid=False, problems=[problem], plan={"node": raw})
+            self._plans.record(view, valid=False, problems=[problem], plan={"node": raw})
             return Step(skipped=((node_id, f"invalid plan: {problem}"),))
         plan = plan_node(node, view)
         node_record = node.model_dump(mode="json", exclude_defaults=True)
         if plan.skipped is not None:
-            self._record(view, valid=False, problems=[plan.skipped], plan={"node": node_record})
+            self._plans.record(view, valid=False, problems=[plan.skipped], plan={"node": node_record})
             return Step(skipped=((node_id, plan.skipped),))
         problems = [p for planned in plan.calls for p in argument_problems(tools[call], planned.arguments)]
-        self._record(view, valid=not problems, problems=problems, plan={"node": node_record})
+        self._plans.record(view, valid=not problems, problems=problems, plan={"node": node_record})
         return Step(calls=plan.calls, empty=(node_id,) if plan.empty else ())
-
-    def _record(self, view: RunView, *, valid: bool, problems: list[str], plan: dict[str, Any]) -> None:
-        view.agent_events.append(
-            PlanEvent(
-                time=time.time(),
-                run=view.run,
-                agent=AGENT_NAME,
-                seq=self._seq,
-                kind=self.kind,
-                valid=valid,
-                problems=problems,
-                plan=plan,
-            )
-        )
-        self._seq += 1
 
     def _prompt(
         self, view: RunView, tools: dict[str, Any], values: list[str], lists: list[str], items: list[str]

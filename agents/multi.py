@@ -10,11 +10,9 @@ the request's ``_meta``, so validators can tell which agent touched which handle
 
 from __future__ import annotations
 
-import time
-
 from agents._interface import RunView, Step
+from agents._planning import PlanLog
 from agents.scripted import ScriptedAgent
-from testbed.events import PlanEvent
 from testbed.scenario import MultiAgent as MultiAgentSpec
 from testbed.workflow import build_graph, ready_nodes
 
@@ -34,17 +32,8 @@ class MultiAgent:
         self.workers = {worker.name: ScriptedAgent(spec.workflow, name=worker.name) for worker in spec.workers}
 
     def start(self, view: RunView) -> None:
-        view.agent_events.append(
-            PlanEvent(
-                time=time.time(),
-                run=view.run,
-                agent=PLANNER,
-                seq=0,
-                kind=self.kind,
-                valid=True,
-                plan={"delegation": dict(self.delegation)},
-            )
-        )
+        planner = PlanLog(PLANNER, self.kind)
+        planner.record(view, valid=True, plan={"delegation": dict(self.delegation)})
 
     async def step(self, view: RunView) -> Step:
         ready = ready_nodes(self.graph, set(view.results) | set(view.skipped))

@@ -13,7 +13,6 @@ of real deployments do; no adapter declares that conversion, which is what
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -23,9 +22,8 @@ import numpy as np
 from agents._catalog import argument_problems, granted_tools, input_properties, output_property, required_inputs
 from agents._embedding import RetrievalClient
 from agents._interface import PlannedCall, RunView, Step
-from agents._planning import failed_producers, plan_node, unique_node_id
+from agents._planning import PlanLog, failed_producers, plan_node, unique_node_id
 from testbed.conventions import ImageSize, convert_boxes
-from testbed.events import PlanEvent
 from testbed.protocol import declared_box_convention
 from testbed.scenario import RetrievalAgent as RetrievalAgentSpec
 from testbed.workflow import WorkflowError, WorkflowNode
@@ -54,12 +52,12 @@ class RetrievalAgent:
         self.retrieval = retrieval
         self._chosen: list[str] | None = None
         self._nodes: list[str] = []
-        self._seq = 0
+        self._plans = PlanLog(AGENT_NAME, self.kind)
 
     def start(self, view: RunView) -> None:
         self._chosen = None
         self._nodes = []
-        self._seq = 0
+        self._plans.reset()
 
     async def step(self, view: RunView) -> Step:
         tools = granted_tools(view, self.spec.grants)
@@ -81,7 +79,7 @@ class RetrievalAgent:
             return Step(skipped=((node_id, f"{call} is no longer listed"),))
         wiring, problems = wire(tool, view, previous, tools)
         if wiring is None:
-            self._record(view, valid=False, problems=problems, plan={"node": {"id": node_id, "call": call}})
+            self._plans.record(view, valid=False, problems=problems, plan={"node": {"id": node_id, "call": call}})
             return Step(skipped=((node_id, f"cannot wire {call}: {'; '.join(problems)}"),))
         try:
             node = WorkflowNode.model_validate(
@@ -89,19 +87,19 @@ class RetrievalAgent:
             )
         except (ValueError, WorkflowError) as error:
             problem = str(error).splitlines()[0]
-            self._record(view, valid=False, problems=[problem], plan={"node": {"id": node_id, "call": call}})
+            self._plans.record(view, valid=False, problems=[problem], plan={"node": {"id": node_id, "call": call}})
             return Step(skipped=((node_id, problem),))
         plan = plan_node(node, view)
         record = node.model_dump(mode="json", exclude_defaults=True)
         if plan.skipped is not None:
-            self._record(view, valid=False, problems=[plan.skipped], plan={"node": record})
+            self._plans.record(view, valid=False, problems=[plan.skipped], plan={"node": record})
             return Step(skipped=((node_id, plan.skipped),))
         calls = plan.calls
         if wiring.convert is not None:
             size = ImageSize(width=view.scene.width, height=view.scene.height)
             calls = tuple(_converted(c, wiring.convert, size) for c in calls)
         problems = [p for planned in calls for p in argument_problems(tool, planned.arguments)]
-        self._record(view, valid=not problems, problems=problems, plan={"node": record})
+        self._plans.record(view, valid=not problems, problems=problems, plan={"node": record})
         return Step(calls=calls, empty=(node_id,) if plan.empty else ())
 
     async def _select(self, view: RunView, tools: dict[str, types.Tool]) -> list[str]:
@@ -115,23 +113,8 @@ class RetrievalAgent:
                 for step, call, row in zip(self.spec.steps, chosen, scores, strict=True)
             ]
         }
-        self._record(view, valid=True, problems=[], plan=plan)
+        self._plans.record(view, valid=True, problems=[], plan=plan)
         return chosen
-
-    def _record(self, view: RunView, *, valid: bool, problems: list[str], plan: dict[str, Any]) -> None:
-        view.agent_events.append(
-            PlanEvent(
-                time=time.time(),
-                run=view.run,
-                agent=AGENT_NAME,
-                seq=self._seq,
-                kind=self.kind,
-                valid=valid,
-                problems=problems,
-                plan=plan,
-            )
-        )
-        self._seq += 1
 
 
 def argument_role(name: str, schema: dict[str, Any]) -> str:

@@ -1,5 +1,6 @@
 """Events: the versioned record of an experiment, and the directory that holds it."""
 
+from testbed.events._buffer import RunEventBuffer
 from testbed.events._model import (
     EVENTS_FORMAT_VERSION,
     WALL_CLOCK_FIELDS,
@@ -53,6 +54,7 @@ __all__ = [
     "MessageEvent",
     "PlanEvent",
     "RetrievalEvent",
+    "RunEventBuffer",
     "RunFinished",
     "RunStarted",
     "ServerEvent",

@@ -1,7 +1,7 @@
 """What agents hold: a live backend behind a recorder, or a replay of the recording that needs no model.
 
-Requests are numbered per (run, agent) in the order the agent makes them, so
-several agents of one run may ask concurrently and their records still line
+Requests are numbered per (run, agent) (:class:`~testbed.events.RunEventBuffer`),
+so several agents of one run may ask concurrently and their records still line
 up with a replay's, whatever order the scheduler picked.
 """
 
@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterable
 
 from testbed._errors import TestbedError
-from testbed.events import LLMEvent
+from testbed.events import LLMEvent, RunEventBuffer
 from testbed.llm._types import LLMBackend, LLMError, LLMFailure, LLMReply, LLMRequest
 
 OK = "ok"
@@ -23,29 +23,7 @@ REPLAY_BACKEND = "replay"
 """The backend named in a replay's event for a request that has no recorded counterpart."""
 
 
-class _Recorder:
-    """Numbers each agent's requests within a run and keeps the run's events until taken."""
-
-    def __init__(self) -> None:
-        self._next_seq: dict[tuple[int, str], int] = {}
-        self._events: dict[int, list[LLMEvent]] = {}
-
-    def _number(self, run: int, agent: str) -> int:
-        # No await between reading and writing: anyio tasks of one thread cannot interleave here.
-        seq = self._next_seq.get((run, agent), 0)
-        self._next_seq[(run, agent)] = seq + 1
-        return seq
-
-    def _keep(self, event: LLMEvent) -> None:
-        self._events.setdefault(event.run, []).append(event)
-
-    def take_run(self, run: int) -> list[LLMEvent]:
-        """The run's recorded requests sorted by (agent, seq), removed from this client."""
-        self._next_seq = {key: seq for key, seq in self._next_seq.items() if key[0] != run}
-        return sorted(self._events.pop(run, []), key=lambda event: (event.agent, event.seq))
-
-
-class RecordingLLM(_Recorder):
+class RecordingLLM(RunEventBuffer[LLMEvent]):
     """Passes each request to ``backend`` and records it, with its reply or its failure, as an LLMEvent."""
 
     def __init__(self, backend: LLMBackend) -> None:
@@ -58,12 +36,12 @@ class RecordingLLM(_Recorder):
         Raises:
             LLMError: the backend's failure, recorded and re-raised.
         """
-        seq = self._number(run, agent)
+        seq = self.number(run, agent)
         start = time.perf_counter()
         try:
             reply = await self.backend.complete(request)
         except LLMError as error:
-            self._keep(
+            self.keep(
                 LLMEvent(
                     time=time.time(),
                     run=run,
@@ -78,7 +56,7 @@ class RecordingLLM(_Recorder):
                 )
             )
             raise
-        self._keep(
+        self.keep(
             LLMEvent(
                 time=time.time(),
                 run=run,
@@ -97,7 +75,7 @@ class RecordingLLM(_Recorder):
         return reply
 
 
-class ReplayLLM(_Recorder):
+class ReplayLLM(RunEventBuffer[LLMEvent]):
     """Answers each request with the recorded reply (or failure) at the same (run, agent, seq); no model runs.
 
     Each request is recorded again as it was actually made, so a replay whose
@@ -130,11 +108,11 @@ class ReplayLLM(_Recorder):
         Raises:
             LLMError: the recorded failure, or BACKEND_ERROR when nothing was recorded at this position.
         """
-        seq = self._number(run, agent)
+        seq = self.number(run, agent)
         recorded = self._recorded.get((run, agent, seq))
         if recorded is None:
             detail = f"replay: no recorded reply for run {run} agent {agent} request {seq}"
-            self._keep(
+            self.keep(
                 LLMEvent(
                     time=time.time(),
                     run=run,
@@ -149,7 +127,7 @@ class ReplayLLM(_Recorder):
                 )
             )
             raise LLMError(LLMFailure.BACKEND_ERROR, detail)
-        self._keep(
+        self.keep(
             recorded.model_copy(update={"time": time.time(), "request": request.as_record()}),
         )
         if recorded.outcome != OK:
