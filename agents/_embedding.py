@@ -86,6 +86,9 @@ class MiniLMEmbedder:
                         f"retrieval agent: sentence-transformers is not installed ({error}); "
                         "install mcp-vision-testbed[retrieval]"
                     ) from None
+                from transformers.utils import logging as transformers_logging
+
+                transformers_logging.disable_progress_bar()  # it would draw over the experiment's own bar
                 path = self._model_dir or locate_minilm()
                 self._model = SentenceTransformer(str(path), device="cpu")
             return self._model
