@@ -88,7 +88,7 @@ class MiniLMEmbedder:
                     ) from None
                 from transformers.utils import logging as transformers_logging
 
-                transformers_logging.disable_progress_bar()  # it would draw over the experiment's own bar
+                transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # over our own bar
                 path = self._model_dir or locate_minilm()
                 self._model = SentenceTransformer(str(path), device="cpu")
             return self._model
