@@ -6,7 +6,6 @@ from pathlib import Path
 
 import anyio
 import click
-from rich.console import Console
 
 from testbed.orchestrator import replay_experiment
 
@@ -19,11 +18,11 @@ def replay(directory: Path, live: bool, device: str) -> None:
     """Replay RUN_DIR against its recorded responses (no servers, models or LLMs) and compare the events."""
     report = anyio.run(lambda: replay_experiment(directory, live=live, device=device))
     mode = "live servers" if live else "recorded responses"
-    console = Console()
+    # One line each, never wrapped: scripts grep these.
     if report.divergence is not None:
-        console.print(f"{directory}: {report.divergence}")
+        click.echo(f"{directory}: {report.divergence}")
         raise click.exceptions.Exit(1)
-    console.print(
+    click.echo(
         f"{directory}: reproduced {report.runs} runs ({report.events} events, {report.violations} violations) "
         f"against {mode} "
         f"in {report.seconds:.1f} s ({report.runs / max(report.seconds, 1e-9):.1f} runs/s)"
