@@ -1,16 +1,9 @@
 """Connection-typing validators: workflow edges with no schema on either end, and values the consumer's type rejects.
 
-The workflow is the scenario's (``header.scenario["agent"]["workflow"]``);
-its typed edges come from :func:`testbed.workflow.build_graph`. Schemas are the
-tools' listings recorded in the header.
-
-``conn.untracked_bridging`` is not implemented here. It needs the LLM agents:
-a scripted agent sends exactly the values its bindings resolve to, passed
-through the adapters it declares (which the call records), so nothing can be
-converted outside an adapter. An LLM agent may rewrite a value itself (turn
-an xyxy box into xywh while it composes the next call); finding that needs
-each sent argument compared with the value its reference resolves to in the
-producer's result, which waits for those agents and their recorded plans.
+The workflow is the run's (the scenario's, or the nodes a planning agent chose,
+see :func:`testbed.validators._workflow.run_workflow`); its typed edges come
+from :func:`testbed.workflow.build_graph`. Schemas are the tools' listings
+recorded in the header. ``conn.untracked_bridging`` lives in ``_bridging.py``.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ manifest only says where the handles are).
 ``memory.handle_out_of_scope`` and ``memory.unbounded_store`` need several
 runs: they are functions of a list of runs (:func:`check_out_of_scope`,
 :func:`check_unbounded_store`), not per-run validators.
-``memory.cross_agent`` needs multi-agent scenarios and is not implemented.
+``memory.cross_agent`` (a handle read by another agent) lives in ``_cross_agent.py``.
 """
 
 from __future__ import annotations
