@@ -9,6 +9,7 @@ HTTP (``python -m servers NAME --transport stdio|http``). What a server
 
 from servers._config import ServerConfig
 from servers._registry import SERVERS, ServerEntry, get_server
+from servers._runtime import preload_models
 from servers._serve import serve
 
-__all__ = ["SERVERS", "ServerConfig", "ServerEntry", "get_server", "serve"]
+__all__ = ["SERVERS", "ServerConfig", "ServerEntry", "get_server", "preload_models", "serve"]

@@ -37,7 +37,8 @@ class ServerEntry:
     truth: ServerTruth
     """What it actually does, whatever it declares; held by the testbed, never sent."""
     build: Callable[[ServerConfig], MCPServer | Server]
-    """Builds a fresh server object (its own stores); models load lazily on the first call."""
+    """Builds a fresh server object (its own stores); models load on the first call, or before serving
+    through :func:`servers.preload_models` (``testbed serve``, the stdio/HTTP runner and the orchestrator do)."""
 
     def __post_init__(self) -> None:
         if self.truth.name != self.name:

@@ -22,7 +22,7 @@ from numpy.typing import ArrayLike
 from servers._config import ServerConfig
 from servers._tools import ToolInputError
 from testbed._arrays import RGBImage
-from testbed._errors import InvalidImageError, WeightsError
+from testbed._errors import InvalidImageError, TestbedError, WeightsError
 from testbed.conventions import BoxConvention, ImageSize, to_canonical
 from testbed.imaging import decode_image
 from testbed.vision import InferenceParams, InferenceResult, VisionModel, shared_inference_cache, shipped_weights
@@ -72,6 +72,22 @@ def vision_model(task: Task, config: ServerConfig) -> VisionModel:
                 raise WeightsError(f"{path}: a {model.task} model; a segmentation server needs segment weights")
             _models[key] = model
     return model
+
+
+def preload_models(kind: str, config: ServerConfig) -> None:
+    """Load and warm up the model a ``detection`` or ``segmentation`` server uses, before it serves.
+
+    Otherwise the first call pays for loading (1-2 s on a busy CPU) inside its deadline. A model that
+    cannot load is left for the first call to report, as a tool error, as before.
+    """
+    tasks: dict[str, Task] = {"detection": "detect", "segmentation": "segment"}
+    task = tasks.get(kind)
+    if task is None:
+        return
+    try:
+        vision_model(task, config).warm_up(InferenceParams(imgsz=config.imgsz, conf=config.conf))
+    except TestbedError:
+        return
 
 
 def loaded_model_count() -> int:

@@ -19,6 +19,7 @@ from mcp.server.stdio import stdio_server
 
 from servers._config import ServerConfig
 from servers._registry import get_server
+from servers._runtime import preload_models
 from testbed._errors import TestbedError
 
 __all__ = ["HTTP_PATH", "serve"]
@@ -58,6 +59,7 @@ def serve(
     if transport not in ("stdio", "http"):
         raise TestbedError(f"unknown transport {transport!r}; expected 'stdio' or 'http'")
     server = entry.build(config)
+    preload_models(entry.truth.kind, config)
     listener = _listen(host, port) if transport == "http" else None
     try:
         with _sigterm_as_interrupt():

@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from servers import ServerConfig, get_server
+from servers import ServerConfig, ServerEntry, get_server, preload_models
 from testbed.events import SERVER_LOGS_DIR
 from testbed.protocol import ServerTruth
 from testbed.transport import Connection, Hook, MessageRecorder, TransportKind, connect
@@ -80,7 +80,7 @@ class ServerPool:
             server=server,
             transport=transport,
             truth=entry.truth,
-            factory=lambda: entry.build(config),
+            factory=lambda: _built_and_loaded(entry, config),
             fault_hook=fault_hook,
             replay_factory=replay_factory,
         )
@@ -155,3 +155,10 @@ class ServerPool:
     async def aclose(self) -> None:
         for alias in list(self._stops):
             await self._close(alias)
+
+
+def _built_and_loaded(entry: ServerEntry, config: ServerConfig) -> Any:
+    """An in-process server whose model is loaded and warm, like a stdio server's before it serves."""
+    server = entry.build(config)
+    preload_models(entry.truth.kind, config)
+    return server

@@ -143,6 +143,11 @@ class VisionModel:
             self.cache.put(key, result)
         return result
 
+    def warm_up(self, params: InferenceParams | None = None) -> None:
+        """Run once on a blank image, outside the cache, so the first real call pays no set-up cost."""
+        size = (params or InferenceParams()).imgsz
+        self._infer(np.zeros((size, size, 3), dtype=np.uint8), params or InferenceParams())
+
     def _infer(self, image: RGBImage, params: InferenceParams) -> InferenceResult:
         import torch
         from ultralytics.utils import ops
