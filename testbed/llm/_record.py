@@ -42,34 +42,32 @@ class RecordingLLM(RunEventBuffer[LLMEvent]):
             reply = await self.backend.complete(request)
         except LLMError as error:
             self.keep(
-                LLMEvent(
-                    time=time.time(),
-                    run=run,
-                    agent=agent,
-                    seq=seq,
+                _event(
+                    run,
+                    agent,
+                    seq,
+                    request,
                     backend=self.backend.name,
                     model=self.backend.model,
-                    request=request.as_record(),
+                    started=start,
                     outcome=error.failure.value,
                     error=error.detail,
-                    duration_s=time.perf_counter() - start,
                 )
             )
             raise
         self.keep(
-            LLMEvent(
-                time=time.time(),
-                run=run,
-                agent=agent,
-                seq=seq,
+            _event(
+                run,
+                agent,
+                seq,
+                request,
                 backend=self.backend.name,
                 model=reply.model,
-                request=request.as_record(),
+                started=start,
                 outcome=OK,
                 reply=reply.text,
                 prompt_tokens=reply.prompt_tokens,
                 completion_tokens=reply.completion_tokens,
-                duration_s=time.perf_counter() - start,
             )
         )
         return reply
@@ -113,17 +111,16 @@ class ReplayLLM(RunEventBuffer[LLMEvent]):
         if recorded is None:
             detail = f"replay: no recorded reply for run {run} agent {agent} request {seq}"
             self.keep(
-                LLMEvent(
-                    time=time.time(),
-                    run=run,
-                    agent=agent,
-                    seq=seq,
+                _event(
+                    run,
+                    agent,
+                    seq,
+                    request,
                     backend=REPLAY_BACKEND,
                     model="",
-                    request=request.as_record(),
+                    started=None,
                     outcome=LLMFailure.BACKEND_ERROR.value,
                     error=detail,
-                    duration_s=0.0,
                 )
             )
             raise LLMError(LLMFailure.BACKEND_ERROR, detail)
@@ -140,3 +137,36 @@ class ReplayLLM(RunEventBuffer[LLMEvent]):
             completion_tokens=recorded.completion_tokens,
             duration_s=recorded.duration_s,
         )
+
+
+def _event(
+    run: int,
+    agent: str,
+    seq: int,
+    request: LLMRequest,
+    *,
+    backend: str,
+    model: str,
+    started: float | None,
+    outcome: str,
+    reply: str | None = None,
+    error: str | None = None,
+    prompt_tokens: int | None = None,
+    completion_tokens: int | None = None,
+) -> LLMEvent:
+    """The record of one request; ``started`` is its ``perf_counter`` start (None: it took no time)."""
+    return LLMEvent(
+        time=time.time(),
+        run=run,
+        agent=agent,
+        seq=seq,
+        backend=backend,
+        model=model,
+        request=request.as_record(),
+        outcome=outcome,
+        reply=reply,
+        error=error,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        duration_s=0.0 if started is None else time.perf_counter() - started,
+    )

@@ -14,11 +14,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from testbed.events import CallOutcomeKind, internalize
-from testbed.tasks import select_path
-from testbed.validators._coords import node_calls
 from testbed.validators._model import RunRecord, ValidatorSpec, Violation
-from testbed.validators._workflow import run_workflow
-from testbed.workflow import FOR_EACH_ARG, BindingError, build_graph, graph_edges
+from testbed.validators._workflow import RunEdges, run_workflow
+from testbed.workflow import FOR_EACH_ARG, BindingError
 
 _READ_ERRORS = (BindingError, ValueError, TypeError, KeyError, IndexError)
 
@@ -29,24 +27,22 @@ def check_untracked_bridging(record: RunRecord) -> Iterator[Violation]:
     if workflow is None:
         return
     nodes = {node.id: node for node in workflow.nodes}
-    edges = [edge for edge in graph_edges(build_graph(workflow)) if edge.target_arg != FOR_EACH_ARG]
-    calls = node_calls(record)
+    run_edges = RunEdges(record)
     for at, call in record.calls():
         node = nodes.get(call.node)
         if node is None or call.outcome is CallOutcomeKind.SKIPPED:
             continue
-        for edge in edges:
+        for feed in run_edges.feeds(call):
+            edge = feed.edge
             if (
-                edge.target_node != call.node
+                edge.target_arg == FOR_EACH_ARG
                 or edge.target_arg not in call.arguments
                 or edge.target_arg in node.adapters
             ):
                 continue
-            produced = calls.get((edge.source_node, 0))
-            if produced is None or produced[1].outcome is not CallOutcomeKind.OK:
-                continue
-            expected = _resolved(record, produced[1].payload, edge.source_path, edge.reference, call.item)
-            if expected is _UNREADABLE:
+            try:
+                expected = feed.source_value(record, call.item)
+            except _READ_ERRORS:
                 continue
             sent = internalize(call.arguments[edge.target_arg], record.blobs)
             if sent != expected:
@@ -60,19 +56,8 @@ def check_untracked_bridging(record: RunRecord) -> Iterator[Violation]:
                         f"argument {edge.target_arg!r} was sent as {_short(sent)}, but {edge.reference} is "
                         f"{_short(expected)} in {edge.source_node!r}'s result, and no adapter declares a conversion"
                     ),
-                    evidence=(produced[0], at),
+                    evidence=(feed.producer_at, at),
                 )
-
-
-_UNREADABLE: Any = object()
-
-
-def _resolved(record: RunRecord, payload: Any, path: str, reference: str, item: int) -> Any:
-    try:
-        value = select_path(internalize(payload, record.blobs), path)
-        return value[item] if reference.startswith("$item") else value
-    except _READ_ERRORS:
-        return _UNREADABLE
 
 
 def _short(value: Any) -> str:

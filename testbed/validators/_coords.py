@@ -25,8 +25,8 @@ from testbed.events import CallEvent, CallOutcomeKind, internalize
 from testbed.protocol import SemanticRole, ToolTruth, declared_box_convention
 from testbed.tasks import select_path
 from testbed.validators._model import RunRecord, ValidatorSpec, Violation
-from testbed.validators._workflow import run_workflow
-from testbed.workflow import BindingError, BoxAdapter, Edge, WorkflowError, build_graph, graph_edges
+from testbed.validators._workflow import RunEdges
+from testbed.workflow import BindingError, BoxAdapter, Edge
 
 MATCH_IOU = 0.5
 """IoU at which a box is taken to locate a ground-truth object."""
@@ -107,17 +107,6 @@ def reads_as(box: Boxes, convention: BoxConvention, size: ImageSize, truth_boxes
     return float(box_iou(canonical, truth_boxes[gt_index : gt_index + 1])[0, 0])
 
 
-def workflow_edges(record: RunRecord) -> list[Edge]:
-    """The node-to-node edges of the run's workflow (empty when the scenario has none)."""
-    workflow = run_workflow(record)
-    if workflow is None:
-        return []
-    try:
-        return graph_edges(build_graph(workflow))
-    except (WorkflowError, ValueError):
-        return []
-
-
 def tool_truth(record: RunRecord, call: CallEvent) -> ToolTruth | None:
     """The truth manifest of the tool a call used, if the testbed holds one."""
     truth = record.truth(call.server)
@@ -127,11 +116,6 @@ def tool_truth(record: RunRecord, call: CallEvent) -> ToolTruth | None:
         return truth.tool(call.tool)
     except KeyError:
         return None
-
-
-def node_calls(record: RunRecord) -> dict[tuple[str, int], tuple[int, CallEvent]]:
-    """Each call by ``(node, item)`` (the last one when a node was retried)."""
-    return {(call.node, call.item): (i, call) for i, call in record.calls()}
 
 
 @dataclass(frozen=True)
@@ -153,8 +137,7 @@ class BoxEdge:
 
 def box_edges(record: RunRecord) -> Iterator[BoxEdge]:
     """Every box-carrying edge instance of the run: consumers whose truth has a ``bounding_box`` input."""
-    calls = node_calls(record)
-    edges = workflow_edges(record)
+    run_edges = RunEdges(record)
     for at, call in record.calls():
         truth = tool_truth(record, call)
         if truth is None or truth.box_convention is None or SemanticRole.BOUNDING_BOX not in truth.inputs:
@@ -163,24 +146,15 @@ def box_edges(record: RunRecord) -> Iterator[BoxEdge]:
         sent = as_boxes(internalize(call.arguments.get(argument), record.blobs))
         if sent is None:
             continue
-        for edge in edges:
-            if edge.target_node != call.node or edge.target_arg != argument:
-                continue
-            produced = calls.get((edge.source_node, 0))
-            if produced is None or produced[1].outcome is not CallOutcomeKind.OK:
-                continue
+        for feed in run_edges.feeds(call, argument):
             try:
-                value: Any = select_path(internalize(produced[1].payload, record.blobs), edge.source_path)
-                if edge.reference.startswith("$item"):
-                    value = value[call.item]
+                source = as_boxes(feed.source_value(record, call.item))
             except (BindingError, *_READ_ERRORS):
                 continue
-            source = as_boxes(value)
             if source is None or len(source) != len(sent):
                 continue
-            yield BoxEdge(
-                edge, at, call, truth, produced[0], produced[1], tool_truth(record, produced[1]), source, sent
-            )
+            producer_truth = tool_truth(record, feed.producer)
+            yield BoxEdge(feed.edge, at, call, truth, feed.producer_at, feed.producer, producer_truth, source, sent)
 
 
 def _violation(record: RunRecord, vid: str, call: CallEvent, detail: str, *evidence: int) -> Violation:

@@ -35,8 +35,9 @@ from testbed.events import CallEvent, CallOutcomeKind, internalize
 from testbed.imaging import decode_base64_image
 from testbed.protocol import SemanticRole, ToolTruth
 from testbed.tasks import select_path, unletterbox_masks
-from testbed.validators._coords import as_boxes, image_size, node_calls, tool_truth, workflow_edges
+from testbed.validators._coords import as_boxes, image_size, tool_truth
 from testbed.validators._model import RunRecord, ValidatorSpec, Violation
+from testbed.validators._workflow import RunEdges
 from testbed.workflow import BindingError, Edge, MaskAdapter, MaskConvention
 
 STRIDE = 32
@@ -235,8 +236,7 @@ def mask_edges(record: RunRecord) -> Iterator[MaskEdge]:
 
     The producer is the source node's call (item 0) that succeeded; the consumer's call may have failed.
     """
-    calls = node_calls(record)
-    edges = workflow_edges(record)
+    run_edges = RunEdges(record)
     for at, call in record.calls():
         truth = tool_truth(record, call)
         consumer_convention = mask_convention(truth) if truth is not None else None
@@ -245,12 +245,8 @@ def mask_edges(record: RunRecord) -> Iterator[MaskEdge]:
         argument = truth.inputs[SemanticRole.MASK]
         if argument not in call.arguments:
             continue
-        for edge in edges:
-            if edge.target_node != call.node or edge.target_arg != argument:
-                continue
-            produced = calls.get((edge.source_node, 0))
-            if produced is None or produced[1].outcome is not CallOutcomeKind.OK:
-                continue
+        for feed in run_edges.feeds(call, argument):
+            edge, produced = feed.edge, (feed.producer_at, feed.producer)
             producer_truth = tool_truth(record, produced[1])
             producer_convention = mask_convention(producer_truth) if producer_truth is not None else None
             if producer_truth is None or producer_convention is None or SemanticRole.MASK not in producer_truth.paths:
