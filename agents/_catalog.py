@@ -8,7 +8,7 @@ import mcp.types as types
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from agents._interface import RunView
+from testbed.agent import RunView
 
 
 def granted_tools(view: RunView, grants: tuple[str, ...] | None) -> dict[str, types.Tool]:

@@ -6,9 +6,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from agents._embedding import MiniLMEmbedder, RecordingRetrieval, ReplayRetrieval, RetrievalClient
+from agents._specs import LLMAgentSpec, RetrievalAgentSpec
 from testbed.events import Event, LLMEvent, RetrievalEvent
 from testbed.llm import LLMClient, RecordingLLM, ReplayLLM, make_backend
-from testbed.scenario import LLMAgent, RetrievalAgent, Scenario
 
 
 @dataclass
@@ -27,22 +27,21 @@ class AgentModels:
         return events
 
 
-def live_models(scenario: Scenario) -> AgentModels:
-    """Recording clients around the models the scenario's agent needs (loaded on first use)."""
-    agent = scenario.agent
-    if isinstance(agent, LLMAgent):
-        return AgentModels(llm=RecordingLLM(make_backend(agent.llm)))
-    if isinstance(agent, RetrievalAgent):
-        return AgentModels(retrieval=RecordingRetrieval(MiniLMEmbedder()))
-    return AgentModels()
+def live_llm(spec: LLMAgentSpec) -> AgentModels:
+    """A recording client around the spec's language model (loaded on first use)."""
+    return AgentModels(llm=RecordingLLM(make_backend(spec.llm)))
 
 
-def replay_models(scenario: Scenario, recorded: Iterable[Event]) -> AgentModels:
-    """Clients that answer from a recording: no model is loaded."""
-    events = list(recorded)
-    agent = scenario.agent
-    if isinstance(agent, LLMAgent):
-        return AgentModels(llm=ReplayLLM(e for e in events if isinstance(e, LLMEvent)))
-    if isinstance(agent, RetrievalAgent):
-        return AgentModels(retrieval=ReplayRetrieval(e for e in events if isinstance(e, RetrievalEvent)))
-    return AgentModels()
+def replay_llm(spec: LLMAgentSpec, recorded: Iterable[Event]) -> AgentModels:
+    """A language-model client that answers from a recording: no model is loaded."""
+    return AgentModels(llm=ReplayLLM(e for e in recorded if isinstance(e, LLMEvent)))
+
+
+def live_retrieval(spec: RetrievalAgentSpec) -> AgentModels:
+    """A recording client around the embedding model (loaded on first use)."""
+    return AgentModels(retrieval=RecordingRetrieval(MiniLMEmbedder()))
+
+
+def replay_retrieval(spec: RetrievalAgentSpec, recorded: Iterable[Event]) -> AgentModels:
+    """An embedding client that answers from a recording: no model is loaded."""
+    return AgentModels(retrieval=ReplayRetrieval(e for e in recorded if isinstance(e, RetrievalEvent)))

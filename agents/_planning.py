@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from agents._interface import PlannedCall, RunView
+from testbed.agent import PlannedCall, RunView
 from testbed.conventions import ImageSize
 from testbed.events import PlanEvent
 from testbed.workflow import (

@@ -20,10 +20,10 @@ from jsonschema import Draft202012Validator
 from pydantic import ValidationError
 
 from agents._catalog import argument_problems, granted_tools, required_inputs
-from agents._interface import RunView, Step
 from agents._planning import PlanLog, item_references, payload_references, plan_node, unique_node_id
+from agents._specs import LLMAgentSpec
+from testbed.agent import RunView, Step
 from testbed.llm import ChatMessage, LLMClient, LLMError, LLMRequest
-from testbed.scenario import LLMAgent as LLMAgentSpec
 from testbed.workflow import WorkflowError, WorkflowNode
 
 AGENT_NAME = "llm"

@@ -10,10 +10,10 @@ the request's ``_meta``, so validators can tell which agent touched which handle
 
 from __future__ import annotations
 
-from agents._interface import RunView, Step
 from agents._planning import PlanLog
+from agents._specs import MultiAgentSpec
 from agents.scripted import ScriptedAgent
-from testbed.scenario import MultiAgent as MultiAgentSpec
+from testbed.agent import RunView, Step
 from testbed.workflow import build_graph, ready_nodes
 
 PLANNER = "planner"

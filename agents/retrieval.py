@@ -21,11 +21,11 @@ import numpy as np
 
 from agents._catalog import argument_problems, granted_tools, input_properties, output_property, required_inputs
 from agents._embedding import RetrievalClient
-from agents._interface import PlannedCall, RunView, Step
 from agents._planning import PlanLog, failed_producers, plan_node, unique_node_id
+from agents._specs import RetrievalAgentSpec
+from testbed.agent import PlannedCall, RunView, Step
 from testbed.conventions import ImageSize, convert_boxes
 from testbed.protocol import declared_box_convention
-from testbed.scenario import RetrievalAgent as RetrievalAgentSpec
 from testbed.workflow import WorkflowError, WorkflowNode
 
 AGENT_NAME = "retrieval"

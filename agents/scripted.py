@@ -7,8 +7,8 @@ or not the conventions on the two sides agree.
 
 from __future__ import annotations
 
-from agents._interface import PlannedCall, RunView, Step
 from agents._planning import failed_producers, plan_node
+from testbed.agent import PlannedCall, RunView, Step
 from testbed.workflow import Workflow, build_graph, graph_node, ready_nodes
 
 

@@ -1,15 +1,32 @@
-"""Reference and deliberately faulty vision MCP servers.
+"""Reference and deliberately faulty vision MCP servers, registered as plug-ins of the testbed.
 
-Each server is a real MCP server, runnable on its own over stdio or streamable
-HTTP (``python -m servers NAME --transport stdio|http``). What a server
-*declares* lives in its tool schemas (the extension keywords of
-:mod:`testbed.protocol`); what it *actually* does is its truth manifest,
-``SERVERS[name].truth``, which the testbed keeps and never sends.
+Each module is one real MCP server, registered with :func:`testbed.registry.server`
+exactly as an outside distribution registers its own (this package is the
+entry point ``servers`` of the group ``mcp_vision_testbed``). Each runs on its
+own over stdio or streamable HTTP (``testbed serve NAME``, or ``python -m
+servers NAME``). What a server *declares* lives in its tool schemas (the
+extension keywords of :mod:`testbed.protocol`); what it *actually* does is its
+truth manifest, which the testbed keeps and never sends.
 """
 
-from servers._config import ServerConfig
-from servers._registry import SERVERS, ServerEntry, get_server
-from servers._runtime import preload_models
-from servers._serve import serve
+import importlib
 
-__all__ = ["SERVERS", "ServerConfig", "ServerEntry", "get_server", "preload_models", "serve"]
+MODULES = (
+    "detect_xyxy",
+    "detect_cxcywh",
+    "detect_yxyx",
+    "detect_xywh_bl",
+    "segment_rle",
+    "segment_polygon",
+    "segment_png",
+    "crop_xywh",
+    "crop_handle",
+    "crop_masked",
+    "crop_ttl",
+)
+"""Every reference server's module; importing one registers it, so this order is the order they are listed in."""
+
+for _module in MODULES:
+    importlib.import_module(f"servers.{_module}")
+
+__all__ = ["MODULES"]

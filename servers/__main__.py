@@ -1,4 +1,4 @@
-"""``python -m servers NAME --transport stdio|http``: run one reference server on its own."""
+"""``python -m servers NAME --transport stdio|http``: run one registered server on its own (as ``testbed serve``)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from servers._config import ServerConfig
-from servers._registry import SERVERS
-from servers._serve import serve
 from testbed._errors import TestbedError
+from testbed.registry import registry
+from testbed.serve import serve
+from testbed.server_config import ServerConfig
 
 PROG = "python -m servers"
 
@@ -35,7 +35,7 @@ def _port(text: str) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Run one reference vision MCP server.")
-    parser.add_argument("name", help=f"server to run: {', '.join(SERVERS)}")
+    parser.add_argument("name", help=f"server to run: {', '.join(registry().servers)}")
     parser.add_argument("--transport", choices=("stdio", "http"), default="stdio", help="default: stdio")
     parser.add_argument("--host", default="127.0.0.1", help="HTTP interface (default: 127.0.0.1)")
     parser.add_argument("--port", type=_port, default=8000, help="HTTP port; 0 picks a free one (default: 8000)")

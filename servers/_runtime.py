@@ -19,12 +19,12 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
-from servers._config import ServerConfig
 from servers._tools import ToolInputError
 from testbed._arrays import RGBImage
 from testbed._errors import InvalidImageError, TestbedError, WeightsError
 from testbed.conventions import BoxConvention, ImageSize, to_canonical
 from testbed.imaging import decode_image
+from testbed.server_config import ServerConfig
 from testbed.vision import InferenceParams, InferenceResult, VisionModel, shared_inference_cache, shipped_weights
 
 __all__ = [
@@ -35,6 +35,8 @@ __all__ = [
     "image_size_of",
     "infer",
     "loaded_model_count",
+    "preload_detector",
+    "preload_segmenter",
     "vision_model",
 ]
 
@@ -74,16 +76,19 @@ def vision_model(task: Task, config: ServerConfig) -> VisionModel:
     return model
 
 
-def preload_models(kind: str, config: ServerConfig) -> None:
-    """Load and warm up the model a ``detection`` or ``segmentation`` server uses, before it serves.
+def preload_detector(config: ServerConfig) -> None:
+    """Load and warm up a detection server's model before it serves (see :func:`_preload`)."""
+    _preload("detect", config)
 
-    Otherwise the first call pays for loading (1-2 s on a busy CPU) inside its deadline. A model that
-    cannot load is left for the first call to report, as a tool error, as before.
-    """
-    tasks: dict[str, Task] = {"detection": "detect", "segmentation": "segment"}
-    task = tasks.get(kind)
-    if task is None:
-        return
+
+def preload_segmenter(config: ServerConfig) -> None:
+    """Load and warm up a segmentation server's model before it serves (see :func:`_preload`)."""
+    _preload("segment", config)
+
+
+def _preload(task: Task, config: ServerConfig) -> None:
+    """Otherwise the first call pays for loading (1-2 s on a busy CPU) inside its deadline. A model that
+    cannot load is left for the first call to report, as a tool error."""
     try:
         vision_model(task, config).warm_up(InferenceParams(imgsz=config.imgsz, conf=config.conf))
     except TestbedError:

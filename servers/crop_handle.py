@@ -28,13 +28,14 @@ from mcp.server.mcpserver import MCPServer
 from mcp_types import CallToolResult
 from pydantic import BaseModel, ConfigDict, Field
 
-from servers._config import ServerConfig
 from servers._runtime import crop_canonical, decode_image_argument, image_size_of
 from servers._stores import GlobalStore
 from servers._tools import CallInfo, ToolDef, build_mcp_server, image_result, text_json_result
 from testbed.conventions import BoxConvention
 from testbed.imaging import encode_png_base64
 from testbed.protocol import MemoryScope, SchemaStyle, SemanticRole, ServerTruth, ToolTruth
+from testbed.registry import server
+from testbed.server_config import ServerConfig
 
 NAME = "crop-handle"
 BOX_CONVENTION = BoxConvention.from_name("xyxy/normalized/xy/top_left")
@@ -102,6 +103,7 @@ TRUTH = ServerTruth(
 )
 
 
+@server(NAME, truth=TRUTH)
 def build(config: ServerConfig) -> MCPServer:
     """Build the ``crop-handle`` server, with its own global store (shared by all its clients)."""
     images = GlobalStore()

@@ -22,7 +22,6 @@ from mcp.server.mcpserver import MCPServer
 from mcp_types import CallToolResult
 from pydantic import BaseModel, ConfigDict, Field
 
-from servers._config import ServerConfig
 from servers._runtime import decode_image_argument, image_size_of
 from servers._schemas import declare_image
 from servers._tools import CallInfo, ToolDef, ToolInputError, build_mcp_server, image_result
@@ -30,6 +29,8 @@ from testbed._arrays import BoolMask, RGBImage
 from testbed.conventions import ImageSize, MaskEncoding, MaskPayloadError, MaskResolution, decode_masks
 from testbed.imaging import encode_png_base64
 from testbed.protocol import MemoryScope, SchemaStyle, SemanticRole, ServerTruth, ToolTruth, declare_mask
+from testbed.registry import server
+from testbed.server_config import ServerConfig
 
 NAME = "crop-masked"
 MASK_ENCODING = MaskEncoding.COCO_RLE
@@ -108,6 +109,7 @@ def cut_out(image: RGBImage, mask: BoolMask) -> RGBImage:
     return piece
 
 
+@server(NAME, truth=TRUTH)
 def build(config: ServerConfig) -> MCPServer:
     """Build the ``crop-masked`` server."""
 

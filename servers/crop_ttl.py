@@ -28,7 +28,6 @@ from mcp.server.mcpserver import MCPServer
 from mcp_types import CallToolResult
 from pydantic import BaseModel, ConfigDict, Field
 
-from servers._config import ServerConfig
 from servers._runtime import crop_canonical, decode_image_argument
 from servers._schemas import declare_image, inline_schema
 from servers._stores import TtlStore
@@ -44,6 +43,8 @@ from testbed.protocol import (
     declare_box,
     declare_handle,
 )
+from testbed.registry import server
+from testbed.server_config import ServerConfig
 
 NAME = "crop-ttl"
 DECLARED_TTL_SECONDS = 15.0
@@ -119,6 +120,7 @@ TRUTH = ServerTruth(
 )
 
 
+@server(NAME, truth=TRUTH)
 def build(config: ServerConfig) -> MCPServer:
     """Build the ``crop-ttl`` server, with its own TTL store (keeping images :data:`RETAINED_SECONDS`)."""
     images = TtlStore(RETAINED_SECONDS)

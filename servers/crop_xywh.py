@@ -15,13 +15,14 @@ from mcp.server.mcpserver import MCPServer
 from mcp_types import CallToolResult
 from pydantic import BaseModel, ConfigDict, Field
 
-from servers._config import ServerConfig
 from servers._runtime import crop_canonical, decode_image_argument
 from servers._schemas import declare_image
 from servers._tools import CallInfo, ToolDef, build_mcp_server, image_result
 from testbed.conventions import BoxConvention
 from testbed.imaging import encode_png_base64
 from testbed.protocol import MemoryScope, SchemaStyle, SemanticRole, ServerTruth, ToolTruth, declare_box
+from testbed.registry import server
+from testbed.server_config import ServerConfig
 
 NAME = "crop-xywh"
 BOX_CONVENTION = BoxConvention.from_name("xywh/pixel/xy/top_left")
@@ -63,6 +64,7 @@ TRUTH = ServerTruth(
 )
 
 
+@server(NAME, truth=TRUTH)
 def build(config: ServerConfig) -> MCPServer:
     """Build the ``crop-xywh`` server."""
 

@@ -17,12 +17,13 @@ from mcp.server.mcpserver import MCPServer
 from mcp_types import CallToolResult
 from pydantic import BaseModel, ConfigDict, Field
 
-from servers._config import ServerConfig
-from servers._runtime import decode_image_argument, floats, image_size_of, infer
+from servers._runtime import decode_image_argument, floats, image_size_of, infer, preload_detector
 from servers._schemas import LOOSE_OUTPUT_SCHEMA
 from servers._tools import CallInfo, ToolDef, build_mcp_server, structured_result
 from testbed.conventions import BoxConvention, ShapeOrder, from_canonical, report_shape
 from testbed.protocol import ErrorStyle, MemoryScope, SchemaStyle, SemanticRole, ServerTruth, ToolTruth
+from testbed.registry import server
+from testbed.server_config import ServerConfig
 
 NAME = "detect-cxcywh"
 BOX_CONVENTION = BoxConvention.from_name("cxcywh/normalized/xy/top_left")
@@ -67,6 +68,7 @@ TRUTH = ServerTruth(
 )
 
 
+@server(NAME, truth=TRUTH, preload=preload_detector)
 def build(config: ServerConfig) -> MCPServer:
     """Build the ``detect-cxcywh`` server."""
 

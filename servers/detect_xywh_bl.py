@@ -27,13 +27,14 @@ from mcp.server.mcpserver import MCPServer
 from mcp_types import CallToolResult
 from pydantic import BaseModel, ConfigDict, Field
 
-from servers._config import ServerConfig
-from servers._runtime import decode_image_argument, floats, image_size_of, infer
+from servers._runtime import decode_image_argument, floats, image_size_of, infer, preload_detector
 from servers._schemas import inline_schema
 from servers._stores import FileStore
 from servers._tools import CallInfo, ToolDef, build_mcp_server, structured_result
 from testbed.conventions import BoxConvention, ShapeOrder, from_canonical, report_shape
 from testbed.protocol import MemoryScope, SchemaStyle, SemanticRole, ServerTruth, ToolTruth
+from testbed.registry import server
+from testbed.server_config import ServerConfig
 
 NAME = "detect-xywh-bl"
 BOX_CONVENTION = BoxConvention.from_name("xywh/pixel/xy/bottom_left")
@@ -115,6 +116,7 @@ TRUTH = ServerTruth(
 )
 
 
+@server(NAME, truth=TRUTH, preload=preload_detector)
 def build(config: ServerConfig) -> MCPServer:
     """Build the ``detect-xywh-bl`` server, with its own file store on ``config.sandbox``."""
     files = FileStore(config.sandbox)

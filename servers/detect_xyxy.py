@@ -17,13 +17,14 @@ from mcp.server.mcpserver import MCPServer
 from mcp_types import CallToolResult
 from pydantic import BaseModel, ConfigDict, Field
 
-from servers._config import ServerConfig
 from servers._outputs import CanonicalLabeledBoxOut, ImageSizeOut
-from servers._runtime import decode_image_argument, floats, image_size_of, infer
+from servers._runtime import decode_image_argument, floats, image_size_of, infer, preload_detector
 from servers._schemas import declare_image, declare_role, declare_size_object, inline_schema
 from servers._tools import CallInfo, ToolDef, build_mcp_server, structured_result
 from testbed.conventions import CANONICAL
 from testbed.protocol import MemoryScope, Modality, SchemaStyle, SemanticRole, ServerTruth, ToolTruth
+from testbed.registry import server
+from testbed.server_config import ServerConfig
 
 NAME = "detect-xyxy"
 
@@ -77,6 +78,7 @@ TRUTH = ServerTruth(
 )
 
 
+@server(NAME, truth=TRUTH, preload=preload_detector)
 def build(config: ServerConfig) -> MCPServer:
     """Build the ``detect-xyxy`` server."""
 

@@ -16,11 +16,12 @@ from mcp.server.mcpserver import MCPServer
 from mcp_types import CallToolResult
 from pydantic import BaseModel, ConfigDict, Field
 
-from servers._config import ServerConfig
-from servers._runtime import decode_image_argument, floats, image_size_of, infer
+from servers._runtime import decode_image_argument, floats, image_size_of, infer, preload_detector
 from servers._tools import CallInfo, ToolDef, build_mcp_server, text_json_result
 from testbed.conventions import BoxConvention, from_canonical
 from testbed.protocol import MemoryScope, SchemaStyle, SemanticRole, ServerTruth, ToolTruth
+from testbed.registry import server
+from testbed.server_config import ServerConfig
 
 NAME = "detect-yxyx"
 BOX_CONVENTION = BoxConvention.from_name("xyxy/per_mille/yx/top_left")
@@ -57,6 +58,7 @@ TRUTH = ServerTruth(
 )
 
 
+@server(NAME, truth=TRUTH, preload=preload_detector)
 def build(config: ServerConfig) -> MCPServer:
     """Build the ``detect-yxyx`` server."""
 

@@ -28,13 +28,14 @@ from mcp.server.mcpserver import MCPServer
 from mcp_types import CallToolResult
 from pydantic import BaseModel, ConfigDict, Field
 
-from servers._config import ServerConfig
-from servers._runtime import decode_image_argument, floats, infer
+from servers._runtime import decode_image_argument, floats, infer, preload_segmenter
 from servers._schemas import inline_schema
 from servers._stores import TtlStore
 from servers._tools import CallInfo, ToolDef, build_mcp_server, structured_result
 from testbed.conventions import CANONICAL, MaskEncoding, MaskResolution, encode_masks
 from testbed.protocol import MemoryScope, SchemaStyle, SemanticRole, ServerTruth, ToolTruth
+from testbed.registry import server
+from testbed.server_config import ServerConfig
 
 NAME = "segment-png"
 TTL_SECONDS = 30.0
@@ -120,6 +121,7 @@ TRUTH = ServerTruth(
 )
 
 
+@server(NAME, truth=TRUTH, preload=preload_segmenter)
 def build(config: ServerConfig) -> MCPServer:
     """Build the ``segment-png`` server, with its own TTL store."""
     images = TtlStore(TTL_SECONDS)

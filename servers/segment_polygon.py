@@ -26,13 +26,14 @@ from mcp.server.mcpserver import MCPServer
 from mcp_types import CallToolResult
 from pydantic import BaseModel, ConfigDict, Field
 
-from servers._config import ServerConfig
-from servers._runtime import decode_image_argument, infer
+from servers._runtime import decode_image_argument, infer, preload_segmenter
 from servers._schemas import LOOSE_OUTPUT_SCHEMA
 from servers._stores import SessionStore
 from servers._tools import CallInfo, ToolDef, ToolInputError, build_mcp_server, structured_result
 from testbed.conventions import MaskEncoding, MaskResolution, encode_masks
 from testbed.protocol import MemoryScope, SchemaStyle, SemanticRole, ServerTruth, ToolTruth
+from testbed.registry import server
+from testbed.server_config import ServerConfig
 
 NAME = "segment-polygon"
 MASK_ENCODING = MaskEncoding.POLYGON
@@ -93,6 +94,7 @@ TRUTH = ServerTruth(
 )
 
 
+@server(NAME, truth=TRUTH, preload=preload_segmenter)
 def build(config: ServerConfig) -> MCPServer:
     """Build the ``segment-polygon`` server, with its own session store."""
     sessions = SessionStore()

@@ -21,9 +21,8 @@ from mcp.server.mcpserver import MCPServer
 from mcp_types import CallToolResult
 from pydantic import BaseModel, ConfigDict, Field
 
-from servers._config import ServerConfig
 from servers._outputs import CanonicalLabeledBoxOut, ImageSizeOut
-from servers._runtime import decode_image_argument, floats, image_size_of, infer
+from servers._runtime import decode_image_argument, floats, image_size_of, infer, preload_segmenter
 from servers._schemas import declare_image, declare_role, declare_size_object, inline_schema
 from servers._tools import CallInfo, ToolDef, ToolInputError, build_mcp_server, structured_result
 from testbed.conventions import CANONICAL, MaskEncoding, MaskResolution, box_iou, encode_masks
@@ -37,6 +36,8 @@ from testbed.protocol import (
     declare_box,
     declare_mask,
 )
+from testbed.registry import server
+from testbed.server_config import ServerConfig
 
 NAME = "segment-rle"
 MASK_ENCODING = MaskEncoding.COCO_RLE
@@ -133,6 +134,7 @@ def prompted_instances(boxes_xyxy: np.ndarray, prompts: list[list[float]]) -> li
     return [int(i) for i in np.flatnonzero(overlaps.max(axis=1) >= PROMPT_IOU)]
 
 
+@server(NAME, truth=TRUTH, preload=preload_segmenter)
 def build(config: ServerConfig) -> MCPServer:
     """Build the ``segment-rle`` server."""
 

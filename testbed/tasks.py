@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from agents._interface import NodeResult
+from testbed.agent import NodeResult
 from testbed.conventions import (
     ImageSize,
     MaskResolution,
@@ -23,6 +23,7 @@ from testbed.conventions import (
     to_canonical,
 )
 from testbed.protocol import SemanticRole, ToolTruth
+from testbed.registry import registry, task_checker
 from testbed.scenes import Scene
 from testbed.transport import Connection
 from testbed.workflow import BindingContext, BindingError, parse_reference, resolve
@@ -64,16 +65,20 @@ def check_task(
             return None, f"node {node!r}: no truth manifest for server {result.server!r}; task not checkable"
         readings.append((result, connection.truth.tool(result.tool)))
     size = ImageSize(width=scene.width, height=scene.height)
+    checker = registry().task(kind).check
     try:
-        if kind == "detect_all":
-            return _detect_all(readings, scene, size)
-        if kind == "segment_all":
-            return _segment_all(readings, scene, size)
-        if kind == "crop_every":
-            return _crop_every(readings, scene, size, class_name or "")
+        return checker(readings, scene, size, class_name=class_name)
     except (BindingError, ValueError, KeyError, TypeError) as error:
         return False, f"output unreadable through the truth manifest ({error})"
-    raise ValueError(f"unknown task kind {kind!r}")
+
+
+Readings = list[tuple[NodeResult, ToolTruth]]
+"""What a task checker reads: each checked node's result, with the truth manifest of the tool it called."""
+
+
+@task_checker("none")
+def _no_task(readings: Readings, scene: Scene, size: ImageSize, *, class_name: str | None) -> tuple[bool | None, str]:
+    return None, "no task"
 
 
 def _gt_boxes(scene: Scene, class_name: str | None = None) -> np.ndarray:
@@ -81,7 +86,7 @@ def _gt_boxes(scene: Scene, class_name: str | None = None) -> np.ndarray:
     return np.array(boxes, dtype=np.float64).reshape(-1, 4)
 
 
-def _failure(readings: list[tuple[NodeResult, ToolTruth]]) -> str | None:
+def _failure(readings: Readings) -> str | None:
     for result, _ in readings:
         for call in result.calls:
             if call.outcome != "ok":
@@ -89,7 +94,8 @@ def _failure(readings: list[tuple[NodeResult, ToolTruth]]) -> str | None:
     return None
 
 
-def _detect_all(readings: list[tuple[NodeResult, ToolTruth]], scene: Scene, size: ImageSize) -> tuple[bool, str]:
+@task_checker("detect_all")
+def _detect_all(readings: Readings, scene: Scene, size: ImageSize, *, class_name: str | None) -> tuple[bool, str]:
     failure = _failure(readings)
     if failure:
         return False, failure
@@ -103,9 +109,9 @@ def _detect_all(readings: list[tuple[NodeResult, ToolTruth]], scene: Scene, size
     return found == len(scene.objects), f"found {found}/{len(scene.objects)} objects at IoU >= {MATCH_IOU}"
 
 
-def _crop_every(
-    readings: list[tuple[NodeResult, ToolTruth]], scene: Scene, size: ImageSize, class_name: str
-) -> tuple[bool, str]:
+@task_checker("crop_every")
+def _crop_every(readings: Readings, scene: Scene, size: ImageSize, *, class_name: str | None) -> tuple[bool, str]:
+    class_name = class_name or ""
     crops = [np.zeros((0, 4))]
     count = 0
     for result, truth in readings:
@@ -123,7 +129,8 @@ def _crop_every(
     return found == len(wanted), detail
 
 
-def _segment_all(readings: list[tuple[NodeResult, ToolTruth]], scene: Scene, size: ImageSize) -> tuple[bool, str]:
+@task_checker("segment_all")
+def _segment_all(readings: Readings, scene: Scene, size: ImageSize, *, class_name: str | None) -> tuple[bool, str]:
     failure = _failure(readings)
     if failure:
         return False, failure

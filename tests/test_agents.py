@@ -13,12 +13,12 @@ from typing import Any
 import anyio
 import pytest
 
-from agents import AgentModels, build_agent
+from agents import AgentModels
 from agents._embedding import RecordingRetrieval
 from testbed.check import in_process
 from testbed.events import CallEvent, LLMEvent, MessageEvent, PlanEvent, RetrievalEvent, RunFinished, read_events
 from testbed.llm import LLMError, LLMFailure, LLMReply, LLMRequest, RecordingLLM
-from testbed.orchestrator import replay_experiment, run_experiment
+from testbed.orchestrator import build_agent, replay_experiment, run_experiment
 from testbed.protocol import AGENT_META_KEY
 from testbed.scenario import Scenario, load_scenario
 from testbed.validators import validate_experiment

@@ -13,7 +13,8 @@ from testbed.check import in_process
 from testbed.events import CallEvent, LLMEvent, PlanEvent, RetrievalEvent, RunFinished, read_events
 from testbed.llm import EmbeddedBackend, OpenAICompatibleLLM
 from testbed.orchestrator import replay_experiment, run_experiment
-from testbed.scenario import LLMAgent, Scenario, load_scenario
+from agents import LLMAgentSpec
+from testbed.scenario import Scenario, load_scenario
 from tests._llama_server import SERVER_MODEL, llama_server
 from tests.conftest import NetworkAttempts
 
@@ -76,7 +77,7 @@ def test_llm_agent_through_llama_cpp_openai_compatible_server(tmp_path: Path) ->
     base = _scenario("llm_detect_crop", 1)
     with llama_server() as base_url:
         llm = OpenAICompatibleLLM(base_url=base_url, model=SERVER_MODEL, response_format="json_object")
-        assert isinstance(base.agent, LLMAgent)
+        assert isinstance(base.agent, LLMAgentSpec)
         scenario = base.model_copy(update={"agent": base.agent.model_copy(update={"llm": llm})})
         out = tmp_path / "served"
         anyio.run(lambda: run_experiment(scenario, out_dir=out, device="cpu"))

@@ -23,7 +23,9 @@ import pytest
 from mcp import Client
 from mcp_types import CallToolResult, ImageContent, RequestParamsMeta, TextContent
 
-from servers import SERVERS, ServerConfig, get_server, serve
+from testbed.registry import registry
+from testbed.serve import serve
+from testbed.server_config import ServerConfig
 from servers.__main__ import main as servers_main
 from servers._runtime import vision_model
 from testbed._errors import TestbedError
@@ -56,6 +58,9 @@ pytestmark = pytest.mark.anyio
 
 CALL_TIMEOUT = 60.0
 """Bound on any single test's MCP exchange (the first call may load a model)."""
+
+SERVERS = registry().servers
+get_server = registry().server
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from typing import Any, cast
 import numpy as np
 import pytest
 
-from servers import ServerConfig
+from testbed.server_config import ServerConfig
 from servers.crop_ttl import DECLARED_TTL_SECONDS, RETAINED_SECONDS
 from testbed.conventions import CANONICAL, MaskEncoding, MaskResolution, encode_masks
 from testbed.imaging import encode_png_base64

@@ -20,7 +20,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp_types import CallToolResult, ImageContent
 
-from servers import SERVERS, get_server
+from testbed.registry import registry
 from testbed.conventions import MaskEncoding, encode_masks
 from testbed.imaging import encode_png_base64
 from testbed.protocol import SemanticRole
@@ -32,6 +32,9 @@ pytestmark = pytest.mark.anyio
 REPO_ROOT = Path(__file__).resolve().parents[1]
 START_AND_CALL_TIMEOUT = 120.0
 """Bound on starting a server process (it imports torch) and making its calls."""
+
+SERVERS = registry().servers
+get_server = registry().server
 
 
 @pytest.fixture

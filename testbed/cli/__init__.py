@@ -14,7 +14,7 @@ from testbed.cli._replay import replay
 from testbed.cli._report import report, show
 from testbed.cli._run import run
 from testbed.cli._scenario import scenario
-from testbed.cli._servers import list_servers, serve
+from testbed.cli._servers import list_servers, plugins, serve
 
 
 @click.group(cls=TestbedGroup)
@@ -34,5 +34,6 @@ main.add_command(show)
 main.add_command(scenario)
 main.add_command(list_servers)
 main.add_command(serve)
+main.add_command(plugins)
 
 __all__ = ["main"]

@@ -1,4 +1,4 @@
-"""``testbed servers`` and ``testbed serve``: the reference servers."""
+"""``testbed servers``, ``testbed serve`` and ``testbed plugins``: what the registry holds, and serving it."""
 
 from __future__ import annotations
 
@@ -8,18 +8,19 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from servers import SERVERS, ServerConfig
-from servers import serve as serve_server
+from testbed.registry import registry
+from testbed.serve import serve as serve_server
+from testbed.server_config import ServerConfig
 
 
 @click.command(name="servers")
 def list_servers() -> None:
-    """List the reference servers, what they declare and what they actually do."""
-    table = Table(title="reference servers (truth manifests)", show_lines=True)
+    """List the registered servers, what they declare and what they actually do."""
+    table = Table(title="registered servers (truth manifests)", show_lines=True)
     for column in ("server", "kind", "declares", "tools", "conventions", "memory"):
         table.add_column(column)
-    for name, entry in SERVERS.items():
-        truth = entry.truth
+    for name, plugin in registry().servers.items():
+        truth = plugin.truth
         conventions = []
         memory = []
         for tool in truth.tools:
@@ -48,10 +49,38 @@ def list_servers() -> None:
 @click.argument("name")
 @click.option("--transport", type=click.Choice(["stdio", "http"]), default="stdio", show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0 picks a free port.")
 @click.option("--sandbox", type=click.Path(path_type=Path), default=None, help="The only folder the server touches.")
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N (default: $TESTBED_DEVICE or auto).")
 def serve(name: str, transport: str, host: str, port: int, sandbox: Path | None, device: str | None) -> None:
-    """Run reference server NAME on its own (stdio, or streamable HTTP at http://HOST:PORT/mcp)."""
+    """Run registered server NAME on its own (stdio, or streamable HTTP at http://HOST:PORT/mcp).
+
+    Built-in servers have bare names (detect-xyxy); a plug-in's are DISTRIBUTION/NAME.
+    """
     config = ServerConfig.from_env(device=device, sandbox=sandbox)
     serve_server(name, transport=transport, host=host, port=port, config=config)  # type: ignore[arg-type]
+
+
+@click.command()
+def plugins() -> None:
+    """List every registered plug-in (servers, agents, fault kinds, validators, task checkers) and its origin."""
+    reg = registry()
+    table = Table(title="registered plug-ins", show_lines=False)
+    for column in ("kind", "name", "from"):
+        table.add_column(column)
+    rows = [
+        *(("server", name, str(p.origin)) for name, p in reg.servers.items()),
+        *(("agent", name, str(p.origin)) for name, p in reg.agents.items()),
+        *(("fault kind", name, str(p.origin)) for name, p in reg.faults.items()),
+        *(("validator", name, str(p.origin)) for name, p in reg.validators.items()),
+        *(("task checker", name, str(p.origin)) for name, p in reg.tasks.items()),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    console = Console()
+    console.print(table)
+    loaded = sum(point.error is None for point in reg.entry_points)
+    console.print(f"entry points (group mcp_vision_testbed): {loaded} loaded, {len(reg.entry_points) - loaded} failed")
+    for point in reg.entry_points:
+        status = f"failed: {point.error}" if point.error else f"{len(point.registered)} registered"
+        console.print(f"  {point.name} = {point.value} ({point.distribution}): {status}")

@@ -10,6 +10,7 @@ applies them to the JSON-RPC messages and reports each one to ``on_fault``.
 from testbed.faults._effects import SCHEMA_RUG_PULL_ARGUMENT
 from testbed.faults._injector import FaultInjector, OnFault, ProcessAction
 from testbed.faults._model import (
+    BUILTIN_FAULTS,
     FAULT_ADAPTER,
     FAULT_CATALOG,
     FAULT_KINDS,
@@ -20,6 +21,7 @@ from testbed.faults._model import (
     DuplicateFault,
     EvictHandleFault,
     ExpireHandleFault,
+    Fault,
     FaultError,
     FaultKindInfo,
     FaultLayer,
@@ -30,6 +32,7 @@ from testbed.faults._model import (
     JsonRpcErrorFault,
     KillFault,
     MaskResolutionFault,
+    PayloadFault,
     RemoveFieldFault,
     RenameFieldFault,
     ReorderFault,
@@ -53,6 +56,7 @@ from testbed.faults._paths import (
 from testbed.faults._plan import LISTING_ITEM, LISTING_NODE, CallSite, FaultPlan, current_site
 
 __all__ = [
+    "BUILTIN_FAULTS",
     "FAULT_ADAPTER",
     "FAULT_CATALOG",
     "FAULT_KINDS",
@@ -67,6 +71,7 @@ __all__ = [
     "DuplicateFault",
     "EvictHandleFault",
     "ExpireHandleFault",
+    "Fault",
     "FaultError",
     "FaultInjector",
     "FaultKindInfo",
@@ -80,6 +85,7 @@ __all__ = [
     "KillFault",
     "MaskResolutionFault",
     "OnFault",
+    "PayloadFault",
     "PayloadPath",
     "PayloadPathError",
     "ProcessAction",

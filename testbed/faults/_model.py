@@ -15,7 +15,8 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Mapping, Sequence
 from enum import StrEnum
-from typing import Annotated, Any, Final, Literal, Self
+from types import MappingProxyType
+from typing import Annotated, Any, ClassVar, Final, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -23,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PositiveInt,
+    SerializeAsAny,
     TypeAdapter,
     ValidationError,
     WithJsonSchema,
@@ -38,9 +40,11 @@ from testbed.faults._paths import (
     parse_payload_path,
 )
 from testbed.protocol import SemanticRole, ToolTruth
+from testbed.registry import by_kind, fault_kind
 from testbed.workflow import BoxConventionName, FieldSegment, IndexSegment, check_identifier
 
 __all__ = [
+    "BUILTIN_FAULTS",
     "FAULT_ADAPTER",
     "FAULT_CATALOG",
     "FAULT_KINDS",
@@ -51,6 +55,7 @@ __all__ = [
     "DuplicateFault",
     "EvictHandleFault",
     "ExpireHandleFault",
+    "Fault",
     "FaultError",
     "FaultKindInfo",
     "FaultLayer",
@@ -61,6 +66,7 @@ __all__ = [
     "JsonRpcErrorFault",
     "KillFault",
     "MaskResolutionFault",
+    "PayloadFault",
     "RemoveFieldFault",
     "RenameFieldFault",
     "ReorderFault",
@@ -125,45 +131,6 @@ class FaultKindInfo(BaseModel):
     description: str
     """One line saying what the fault does."""
 
-
-def _info(layer: FaultLayer, expected: tuple[str, ...], description: str) -> FaultKindInfo:
-    return FaultKindInfo(layer=layer, expected=expected, description=description)
-
-
-_T, _S, _P = FaultLayer.TRANSPORT, FaultLayer.SEMANTIC, FaultLayer.PROCESS
-
-FAULT_CATALOG: Final[dict[str, FaultKindInfo]] = {
-    "delay": _info(_T, (), "The request reaches the server `seconds` late."),
-    "timeout": _info(_T, ("proto.timeout",), "The server answers, but the response never arrives."),
-    "drop": _info(_T, ("proto.timeout",), "The request never reaches the server."),
-    "duplicate": _info(
-        _T, ("proto.id_mismatch",), "The response arrives twice (a client tolerates it, but it is a protocol error)."
-    ),
-    "reorder": _info(_T, (), "The response is held until the next response on the connection passes it."),
-    "truncate": _info(_T, ("proto.malformed_message",), "The response frame is cut short: an unparseable line."),
-    "corrupt_json": _info(_T, ("proto.malformed_message",), "Garbage bytes replace part of the response frame."),
-    "jsonrpc_error": _info(
-        _T, ("proto.error_misclassified",), "A JSON-RPC error replaces the result (a protocol error for a tool one)."
-    ),
-    "rename_field": _info(_S, ("schema.structured_mismatch",), "A payload field is renamed."),
-    "remove_field": _info(_S, ("schema.structured_mismatch",), "A payload field is removed."),
-    "flip_convention": _info(_S, ("coords.mismatch",), "Boxes are rewritten in another box convention."),
-    "change_units": _info(_S, ("coords.mismatch",), "Boxes are rewritten in other units (same format and axes)."),
-    "mask_resolution": _info(_S, ("mask.size_mismatch",), "Masks are resampled to another grid size."),
-    "evict_handle": _info(_S, ("memory.handle_unknown",), "A returned handle is replaced by one never issued."),
-    "expire_handle": _info(
-        _S, ("memory.handle_expired",), "The run's logical clock jumps past the TTL for later requests."
-    ),
-    "rug_pull": _info(
-        _S, ("proto.tool_list_changed",), "tools/list changes mid-experiment: a description, a schema or a tool."
-    ),
-    "kill": _info(_P, ("proto.transport_closed",), "The server dies with the call in flight; the connection closes."),
-    "restart": _info(_P, (), "The server is restarted before the call."),
-}
-"""Every fault kind, by its ``kind`` value."""
-
-FAULT_KINDS: Final = tuple(FAULT_CATALOG)
-"""The ``kind`` values, in catalog order."""
 
 _CONFIG = ConfigDict(
     frozen=True,
@@ -271,8 +238,11 @@ class FaultTarget(BaseModel):
         return parse_payload_path(truth.paths[self.role])
 
 
-class _Fault(BaseModel):
-    """Fields every fault has."""
+class Fault(BaseModel):
+    """Fields every fault has; each kind subclasses it with its ``kind`` literal and its metadata.
+
+    Register a kind with :func:`testbed.registry.fault_kind`; a plug-in's kind is ``distribution/kind``.
+    """
 
     model_config = _CONFIG
 
@@ -285,28 +255,29 @@ class _Fault(BaseModel):
     nodes: tuple[str, ...] | None = None
     """Only calls made by these workflow nodes; ``None`` for every node."""
 
-    @property
-    def info(self) -> FaultKindInfo:
-        """This fault's catalog entry."""
-        kind: str = getattr(self, "kind")  # noqa: B009 - every concrete fault declares ``kind``
-        return FAULT_CATALOG[kind]
+    kind: str
+    """Discriminator: the registered fault kind."""
 
-    @property
-    def layer(self) -> FaultLayer:
-        """Where this fault acts."""
-        return self.info.layer
+    layer: ClassVar[FaultLayer]
+    """Where faults of this kind act."""
+    expected: ClassVar[tuple[str, ...]] = ()
+    """Violation IDs a validator should report when the fault is injected; empty for faults a correct
+    pipeline tolerates."""
+    waits: ClassVar[bool] = False
+    """Whether the faulted call waits for its deadline (no response, or an unparseable one)."""
 
-    @property
-    def expected(self) -> tuple[str, ...]:
-        """The violation IDs this fault is expected to cause."""
-        return self.info.expected
+    @classmethod
+    def info(cls) -> FaultKindInfo:
+        """This kind's metadata, as the catalog lists it."""
+        description = (cls.__doc__ or "").strip().splitlines()[0]
+        return FaultKindInfo(layer=cls.layer, expected=cls.expected, description=description)
 
     def scheduled(self, *, run: int, node: str) -> bool:
         """Whether the schedule (``runs``, ``nodes``) includes a call of ``node`` in ``run``."""
         return (self.runs is None or run in self.runs) and (self.nodes is None or node in self.nodes)
 
 
-class _PayloadFault(_Fault):
+class PayloadFault(Fault):
     """A semantic fault that alters one place of the result payload: it needs ``target.path`` or ``target.role``."""
 
     @field_validator("target")
@@ -320,37 +291,56 @@ class _PayloadFault(_Fault):
 # --- transport ---------------------------------------------------------------------------------
 
 
-class DelayFault(_Fault):
+@fault_kind
+class DelayFault(Fault):
     """The request reaches the server late (tolerated: a slow link)."""
 
     kind: Literal["delay"] = "delay"
     """Discriminator."""
+
+    layer: ClassVar[FaultLayer] = FaultLayer.TRANSPORT
+    expected: ClassVar[tuple[str, ...]] = ()
     seconds: Seconds = 0.05
     """How long the request is held before it is sent."""
 
 
-class TimeoutFault(_Fault):
+@fault_kind
+class TimeoutFault(Fault):
     """The server answers, but its response never arrives (the client times out)."""
 
     kind: Literal["timeout"] = "timeout"
     """Discriminator."""
 
+    layer: ClassVar[FaultLayer] = FaultLayer.TRANSPORT
+    expected: ClassVar[tuple[str, ...]] = ("proto.timeout",)
+    waits: ClassVar[bool] = True
 
-class DropFault(_Fault):
+
+@fault_kind
+class DropFault(Fault):
     """The request never reaches the server (the client times out)."""
 
     kind: Literal["drop"] = "drop"
     """Discriminator."""
 
+    layer: ClassVar[FaultLayer] = FaultLayer.TRANSPORT
+    expected: ClassVar[tuple[str, ...]] = ("proto.timeout",)
+    waits: ClassVar[bool] = True
 
-class DuplicateFault(_Fault):
+
+@fault_kind
+class DuplicateFault(Fault):
     """The response arrives twice (tolerated: the client drops the copy)."""
 
     kind: Literal["duplicate"] = "duplicate"
     """Discriminator."""
 
+    layer: ClassVar[FaultLayer] = FaultLayer.TRANSPORT
+    expected: ClassVar[tuple[str, ...]] = ("proto.id_mismatch",)
 
-class ReorderFault(_Fault):
+
+@fault_kind
+class ReorderFault(Fault):
     """The response is held until the next response on the connection passes it (tolerated).
 
     When nothing else is in flight on the connection (so nothing could pass it),
@@ -359,31 +349,48 @@ class ReorderFault(_Fault):
 
     kind: Literal["reorder"] = "reorder"
     """Discriminator."""
+
+    layer: ClassVar[FaultLayer] = FaultLayer.TRANSPORT
+    expected: ClassVar[tuple[str, ...]] = ()
     hold_s: Seconds = 0.2
     """How long to hold the response when nothing else is in flight."""
 
 
-class TruncateFault(_Fault):
+@fault_kind
+class TruncateFault(Fault):
     """The response frame is cut short; the client's transport sees an unparseable line."""
 
     kind: Literal["truncate"] = "truncate"
     """Discriminator."""
+
+    layer: ClassVar[FaultLayer] = FaultLayer.TRANSPORT
+    expected: ClassVar[tuple[str, ...]] = ("proto.malformed_message",)
+    waits: ClassVar[bool] = True
     keep: float = Field(default=0.5, gt=0.0, lt=1.0)
     """The fraction of the frame's characters that arrive."""
 
 
-class CorruptJsonFault(_Fault):
+@fault_kind
+class CorruptJsonFault(Fault):
     """Garbage bytes replace part of the response frame; the client's transport sees an unparseable line."""
 
     kind: Literal["corrupt_json"] = "corrupt_json"
     """Discriminator."""
 
+    layer: ClassVar[FaultLayer] = FaultLayer.TRANSPORT
+    expected: ClassVar[tuple[str, ...]] = ("proto.malformed_message",)
+    waits: ClassVar[bool] = True
 
-class JsonRpcErrorFault(_Fault):
+
+@fault_kind
+class JsonRpcErrorFault(Fault):
     """A JSON-RPC error replaces the tool result: a protocol error where a tool error (``isError``) belongs."""
 
     kind: Literal["jsonrpc_error"] = "jsonrpc_error"
     """Discriminator."""
+
+    layer: ClassVar[FaultLayer] = FaultLayer.TRANSPORT
+    expected: ClassVar[tuple[str, ...]] = ("proto.error_misclassified",)
     code: int = -32603
     """The JSON-RPC error code (default: internal error)."""
     message: str = "Internal error"
@@ -393,11 +400,15 @@ class JsonRpcErrorFault(_Fault):
 # --- semantic ----------------------------------------------------------------------------------
 
 
-class RenameFieldFault(_PayloadFault):
+@fault_kind
+class RenameFieldFault(PayloadFault):
     """The payload field at the target path is renamed."""
 
     kind: Literal["rename_field"] = "rename_field"
     """Discriminator."""
+
+    layer: ClassVar[FaultLayer] = FaultLayer.SEMANTIC
+    expected: ClassVar[tuple[str, ...]] = ("schema.structured_mismatch",)
     new_name: str = Field(min_length=1)
     """The field's new name."""
 
@@ -409,11 +420,15 @@ class RenameFieldFault(_PayloadFault):
         return target
 
 
-class RemoveFieldFault(_PayloadFault):
+@fault_kind
+class RemoveFieldFault(PayloadFault):
     """The payload field (or list element) at the target path is removed."""
 
     kind: Literal["remove_field"] = "remove_field"
     """Discriminator."""
+
+    layer: ClassVar[FaultLayer] = FaultLayer.SEMANTIC
+    expected: ClassVar[tuple[str, ...]] = ("schema.structured_mismatch",)
 
     @field_validator("target")
     @classmethod
@@ -423,11 +438,15 @@ class RemoveFieldFault(_PayloadFault):
         return target
 
 
-class FlipConventionFault(_PayloadFault):
+@fault_kind
+class FlipConventionFault(PayloadFault):
     """The boxes at the target path are rewritten from the server's true convention into ``to``."""
 
     kind: Literal["flip_convention"] = "flip_convention"
     """Discriminator."""
+
+    layer: ClassVar[FaultLayer] = FaultLayer.SEMANTIC
+    expected: ClassVar[tuple[str, ...]] = ("coords.mismatch",)
     to: BoxConventionName
     """The convention the boxes are rewritten in, e.g. ``xywh/pixel``."""
     from_: BoxConventionName | None = Field(default=None, alias="from")
@@ -441,11 +460,15 @@ class FlipConventionFault(_PayloadFault):
         return self
 
 
-class ChangeUnitsFault(_PayloadFault):
+@fault_kind
+class ChangeUnitsFault(PayloadFault):
     """The boxes at the target path are rewritten in other units; format, axis order and origin stay."""
 
     kind: Literal["change_units"] = "change_units"
     """Discriminator."""
+
+    layer: ClassVar[FaultLayer] = FaultLayer.SEMANTIC
+    expected: ClassVar[tuple[str, ...]] = ("coords.mismatch",)
     to_units: BoxUnits
     """The units the boxes are rewritten in."""
     from_: BoxConventionName | None = Field(default=None, alias="from")
@@ -458,11 +481,15 @@ class ChangeUnitsFault(_PayloadFault):
         return self
 
 
-class MaskResolutionFault(_PayloadFault):
+@fault_kind
+class MaskResolutionFault(PayloadFault):
     """The masks at the target path are decoded and re-encoded on a ``size`` grid."""
 
     kind: Literal["mask_resolution"] = "mask_resolution"
     """Discriminator."""
+
+    layer: ClassVar[FaultLayer] = FaultLayer.SEMANTIC
+    expected: ClassVar[tuple[str, ...]] = ("mask.size_mismatch",)
     size: tuple[PositiveInt, PositiveInt]
     """The new grid as ``[width, height]``."""
     encoding: MaskEncoding | None = None
@@ -474,14 +501,19 @@ class MaskResolutionFault(_PayloadFault):
         return ImageSize(width=self.size[0], height=self.size[1])
 
 
-class EvictHandleFault(_PayloadFault):
+@fault_kind
+class EvictHandleFault(PayloadFault):
     """The handle at the target path is replaced by one the server never issued, so using it later fails."""
 
     kind: Literal["evict_handle"] = "evict_handle"
     """Discriminator."""
 
+    layer: ClassVar[FaultLayer] = FaultLayer.SEMANTIC
+    expected: ClassVar[tuple[str, ...]] = ("memory.handle_unknown",)
 
-class ExpireHandleFault(_Fault):
+
+@fault_kind
+class ExpireHandleFault(Fault):
     """Later requests to the server carry a logical clock advanced past the TTL of the handles this call returns.
 
     "Later" means a strictly greater clock (``_meta`` key ``CLOCK_META_KEY``) in the same
@@ -491,6 +523,9 @@ class ExpireHandleFault(_Fault):
 
     kind: Literal["expire_handle"] = "expire_handle"
     """Discriminator."""
+
+    layer: ClassVar[FaultLayer] = FaultLayer.SEMANTIC
+    expected: ClassVar[tuple[str, ...]] = ("memory.handle_expired",)
     advance_s: PositiveSeconds | None = None
     """How far the clock jumps; ``None`` for the tool's TTL (truth manifest) plus one second."""
 
@@ -498,7 +533,8 @@ class ExpireHandleFault(_Fault):
 RugPullChange = Literal["description", "schema", "remove_tool"]
 
 
-class RugPullFault(_Fault):
+@fault_kind
+class RugPullFault(Fault):
     """The ``tools/list`` result changes: a tool's description or input schema, or the tool disappears.
 
     It applies to the listing the orchestrator makes at the start of each run (node ``@list``),
@@ -507,6 +543,9 @@ class RugPullFault(_Fault):
 
     kind: Literal["rug_pull"] = "rug_pull"
     """Discriminator."""
+
+    layer: ClassVar[FaultLayer] = FaultLayer.SEMANTIC
+    expected: ClassVar[tuple[str, ...]] = ("proto.tool_list_changed",)
     change: RugPullChange
     """What changes: ``description``, ``schema`` (a new required argument) or ``remove_tool``."""
     text: str | None = None
@@ -530,7 +569,8 @@ class RugPullFault(_Fault):
 # --- process -----------------------------------------------------------------------------------
 
 
-class KillFault(_Fault):
+@fault_kind
+class KillFault(Fault):
     """The server process dies with the call in flight: no response, and the connection closes.
 
     The kill happens once the server has received the call, before its response reaches the client.
@@ -539,36 +579,53 @@ class KillFault(_Fault):
     kind: Literal["kill"] = "kill"
     """Discriminator."""
 
+    layer: ClassVar[FaultLayer] = FaultLayer.PROCESS
+    expected: ClassVar[tuple[str, ...]] = ("proto.transport_closed",)
 
-class RestartFault(_Fault):
+
+@fault_kind
+class RestartFault(Fault):
     """The server is restarted before the call (tolerated by a pipeline that does not rely on lost state)."""
 
     kind: Literal["restart"] = "restart"
     """Discriminator."""
 
+    layer: ClassVar[FaultLayer] = FaultLayer.PROCESS
+    expected: ClassVar[tuple[str, ...]] = ()
 
-FaultSpec = Annotated[
-    DelayFault
-    | TimeoutFault
-    | DropFault
-    | DuplicateFault
-    | ReorderFault
-    | TruncateFault
-    | CorruptJsonFault
-    | JsonRpcErrorFault
-    | RenameFieldFault
-    | RemoveFieldFault
-    | FlipConventionFault
-    | ChangeUnitsFault
-    | MaskResolutionFault
-    | EvictHandleFault
-    | ExpireHandleFault
-    | RugPullFault
-    | KillFault
-    | RestartFault,
-    Field(discriminator="kind"),
-]
-"""One fault, selected by ``kind``."""
+
+FaultSpec = Annotated[SerializeAsAny[Fault], by_kind("fault")]
+"""One fault, selected by ``kind`` among the registered fault kinds (built-in and plug-in)."""
+
+BUILTIN_FAULTS: Final[tuple[type[Fault], ...]] = (
+    DelayFault,
+    TimeoutFault,
+    DropFault,
+    DuplicateFault,
+    ReorderFault,
+    TruncateFault,
+    CorruptJsonFault,
+    JsonRpcErrorFault,
+    RenameFieldFault,
+    RemoveFieldFault,
+    FlipConventionFault,
+    ChangeUnitsFault,
+    MaskResolutionFault,
+    EvictHandleFault,
+    ExpireHandleFault,
+    RugPullFault,
+    KillFault,
+    RestartFault,
+)
+"""The fault kinds the core ships, in catalog order."""
+
+FAULT_CATALOG: Final[Mapping[str, FaultKindInfo]] = MappingProxyType(
+    {str(cls.model_fields["kind"].default): cls.info() for cls in BUILTIN_FAULTS}
+)
+"""The built-in kinds' metadata, read from their classes (``testbed plugins`` lists plug-in kinds too)."""
+
+FAULT_KINDS: Final = tuple(FAULT_CATALOG)
+"""The built-in ``kind`` values, in catalog order."""
 
 FAULT_ADAPTER: TypeAdapter[FaultSpec] = TypeAdapter(FaultSpec)
 """Validates (``validate_python``) and writes (``dump_python``) one fault; its ``json_schema()`` documents them."""
@@ -595,16 +652,14 @@ def _one_line(error: ValidationError) -> FaultError:
     context: Mapping[str, Any] = details.get("ctx") or {}
     cause = context.get("error")
     kind = details["type"]
-    if len(loc) >= 2 and isinstance(loc[0], int) and loc[1] in FAULT_CATALOG:
-        loc = (loc[0], *loc[2:])  # pydantic puts the union tag into the location
     if isinstance(cause, FaultError):
         loc, message = (*loc, *cause.loc), cause.message
     elif kind == "union_tag_invalid":
         loc = (*loc, "kind")
-        message = f"unknown fault kind {context.get('tag')!r}; expected one of: {', '.join(FAULT_KINDS)}"
+        message = f"unknown fault kind {context.get('tag')!r}; expected one of: {context.get('expected_tags')}"
     elif kind == "union_tag_not_found":
         loc = (*loc, "kind")
-        message = f"missing required field 'kind' (one of: {', '.join(FAULT_KINDS)})"
+        message = "missing required field 'kind'"
     elif kind == "missing":
         message = "missing required field"
     elif kind == "extra_forbidden":

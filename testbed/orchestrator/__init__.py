@@ -1,5 +1,6 @@
 """The orchestrator: starts servers, steps agents through runs, records every message."""
 
+from testbed.orchestrator._agents import build_agent, live_models, replay_models
 from testbed.orchestrator._call import CallOutcome, call_tool, result_payload
 from testbed.orchestrator._experiment import (
     ExperimentFinishedError,
@@ -21,14 +22,17 @@ __all__ = [
     "ExperimentSummary",
     "ReplayReport",
     "RunOutcome",
+    "build_agent",
     "call_tool",
     "comparable",
     "execute_run",
     "experiment_id",
     "first_divergence",
+    "live_models",
     "outcome_counts",
     "prepare_resume",
     "replay_experiment",
+    "replay_models",
     "result_payload",
     "run_experiment",
     "scene_for_run",

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from agents import AgentModels, NodeResult, build_agent, live_models
 from testbed._errors import TestbedError
 from testbed._seeding import derive_seed_sequence
+from testbed.agent import ModelEvents, NodeResult
 from testbed.events import (
     EVENTS_FILE,
     EVENTS_FORMAT_VERSION,
@@ -32,6 +32,7 @@ from testbed.events import (
     read_events,
 )
 from testbed.faults import FaultInjector, FaultPlan, FaultSpec, InjectedFault
+from testbed.orchestrator._agents import build_agent, live_models
 from testbed.orchestrator._pool import ServerPool
 from testbed.orchestrator._run import RunOutcome, TaskChecker, execute_run
 from testbed.scenario import Scenario
@@ -201,7 +202,7 @@ async def run_experiment(
     transport: TransportKind | None = None,
     device: str = "auto",
     progress: ProgressCallback | None = None,
-    models: AgentModels | None = None,
+    models: ModelEvents | None = None,
 ) -> ExperimentSummary:
     """Run every run of ``scenario`` and record it under ``out_dir``, continuing a killed experiment there.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,9 +11,10 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from servers import ServerConfig, ServerEntry, get_server, preload_models
 from testbed.events import SERVER_LOGS_DIR
 from testbed.protocol import ServerTruth
+from testbed.registry import ServerPlugin, registry
+from testbed.server_config import ServerConfig
 from testbed.transport import Connection, Hook, MessageRecorder, TransportKind, connect
 
 
@@ -72,15 +74,22 @@ class ServerPool:
         *,
         fault_hook: Callable[[], Hook] | None = None,
         replay_factory: Callable[[], Any] | None = None,
+        truth: ServerTruth | None = None,
     ) -> None:
-        entry = get_server(server)
-        config = ServerConfig.from_env(device=self.device, sandbox=self.sandbox)
+        """Add a server alias; a replayed one (``replay_factory``) needs no registered server, only its
+        recorded ``truth``."""
+        factory: Callable[[], Any] | None = None
+        if replay_factory is None:
+            plugin = registry().server(server)
+            config = ServerConfig.from_env(device=self.device, sandbox=self.sandbox)
+            truth = plugin.truth
+            factory = functools.partial(_built_and_loaded, plugin, config)
         self._specs[alias] = ServerSpec(
             alias=alias,
             server=server,
             transport=transport,
-            truth=entry.truth,
-            factory=lambda: _built_and_loaded(entry, config),
+            truth=truth,
+            factory=factory,
             fault_hook=fault_hook,
             replay_factory=replay_factory,
         )
@@ -157,8 +166,9 @@ class ServerPool:
             await self._close(alias)
 
 
-def _built_and_loaded(entry: ServerEntry, config: ServerConfig) -> Any:
+def _built_and_loaded(plugin: ServerPlugin, config: ServerConfig) -> Any:
     """An in-process server whose model is loaded and warm, like a stdio server's before it serves."""
-    server = entry.build(config)
-    preload_models(entry.truth.kind, config)
+    server = plugin.build(config)
+    if plugin.preload is not None:
+        plugin.preload(config)
     return server

@@ -22,7 +22,6 @@ import mcp.types as types
 import numpy as np
 from pycocotools import mask as coco_mask
 
-from agents import build_agent, replay_models
 from testbed._errors import TestbedError
 from testbed.events import (
     EVENTS_FORMAT_VERSION,
@@ -43,14 +42,16 @@ from testbed.events import (
 )
 from testbed.faults import FAULT_CATALOG, FaultPlan, current_site
 from testbed.imaging import decode_image
+from testbed.orchestrator._agents import build_agent, replay_models
 from testbed.orchestrator._experiment import experiment_id, fault_specs, run_experiment, task_checker
 from testbed.orchestrator._pool import ServerPool
 from testbed.orchestrator._run import execute_run
+from testbed.protocol import ServerTruth
 from testbed.scenario import Scenario
 from testbed.scenes import SHAPE_CLASSES, GroundTruthObject, Scene
 from testbed.transport import Item, ReplayTransport, recordings_by_server
 from testbed.transport._recorder import current_call
-from testbed.validators import VALIDATORS, Violation, split_runs, validate_runs
+from testbed.validators import Violation, registered_validators, split_runs, validate_runs
 
 _FAST_TIMEOUT_S = 0.05
 """Replay answers a call recorded as timed out by timing it out at once, not after its real deadline."""
@@ -249,9 +250,9 @@ async def replay_experiment(directory: Path, *, live: bool = False, device: str 
             replayed = await _replay_offline(directory, recorded, scenario, out)
             replayed_blobs = BlobStore(out / "replayed" / "blobs")
         compared, divergence = first_divergence(recorded, replayed)
-        found = validate_runs(split_runs(recorded, BlobStore(directory / "blobs")), VALIDATORS)
+        found = validate_runs(split_runs(recorded, BlobStore(directory / "blobs")), registered_validators())
         if divergence is None:
-            again = validate_runs(split_runs(replayed, replayed_blobs), VALIDATORS)
+            again = validate_runs(split_runs(replayed, replayed_blobs), registered_validators())
             divergence = _violation_divergence(found.violations, again.violations)
     runs = sum(isinstance(event, RunFinished) for event in recorded)
     return ReplayReport(
@@ -291,6 +292,9 @@ async def _replay_offline(directory: Path, recorded: list[Event], scenario: Scen
 
     plan = FaultPlan(fault_specs(scenario), seed=scenario.seed)
     fault_events: list[FaultEvent] = []
+    header = recorded[0]
+    assert isinstance(header, ExperimentHeader)
+    truths = {record.alias: record.truth for record in header.servers}
     pool = ServerPool(out_dir=out, sandbox=out / "sandbox", device="cpu")
     for alias, ref in scenario.servers.items():
         recording = recordings.get(alias)
@@ -302,6 +306,7 @@ async def _replay_offline(directory: Path, recorded: list[Event], scenario: Scen
             ref.server,
             ref.transport,
             replay_factory=factory,
+            truth=ServerTruth.model_validate(truths[alias]) if truths.get(alias) else None,
             fault_hook=functools.partial(_dry_fault_hook, plan, alias, pool, fault_events) if plan.faults else None,
         )
     runs = sorted({event.run for event in recorded if isinstance(event, RunFinished)})

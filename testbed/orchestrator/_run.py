@@ -13,7 +13,7 @@ import mcp.types as types
 import numpy as np
 from pycocotools import mask as coco_mask
 
-from agents._interface import Agent, CallRecord, NodeResult, PlannedCall, RunView, SceneView
+from testbed.agent import Agent, CallRecord, NodeResult, PlannedCall, RunView, SceneView
 from testbed.conventions import ImageSize
 from testbed.events import (
     BlobStore,

@@ -7,41 +7,31 @@ the file format as JSON Schema for editors.
 
 from testbed.scenario._load import ScenarioError, load_scenario, load_scenario_text
 from testbed.scenario._model import (
-    AgentSpec,
+    FieldError,
     ImageSet,
-    LLMAgent,
-    MultiAgent,
-    RetrievalAgent,
     Scenario,
     SceneSource,
-    ScriptedAgent,
     ServerAlias,
     ServerRef,
     Task,
     TaskKind,
     Transport,
     ViolationId,
-    Worker,
 )
 from testbed.scenario._schema import scenario_json_schema, write_json_schema
 
 __all__ = [
-    "AgentSpec",
+    "FieldError",
     "ImageSet",
-    "LLMAgent",
-    "MultiAgent",
-    "RetrievalAgent",
     "Scenario",
     "ScenarioError",
     "SceneSource",
-    "ScriptedAgent",
     "ServerAlias",
     "ServerRef",
     "Task",
     "TaskKind",
     "Transport",
     "ViolationId",
-    "Worker",
     "load_scenario",
     "load_scenario_text",
     "scenario_json_schema",

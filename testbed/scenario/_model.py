@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializeAsAny,
     StrictInt,
     ValidationInfo,
     WithJsonSchema,
@@ -26,7 +27,7 @@ from pydantic import (
 
 from testbed._errors import TestbedError
 from testbed.faults import FaultSpec
-from testbed.llm._spec import EmbeddedLLM, LLMSpec
+from testbed.registry import AgentSpec, by_kind, registry
 from testbed.scenes import SceneSpec
 from testbed.workflow import (
     IDENTIFIER_JSON_SCHEMA,
@@ -39,12 +40,10 @@ from testbed.workflow import (
 )
 
 __all__ = [
-    "AgentSpec",
     "FieldError",
     "ImageSet",
     "Scenario",
     "SceneSource",
-    "ScriptedAgent",
     "ServerAlias",
     "ServerRef",
     "Task",
@@ -185,13 +184,25 @@ class TaskKind(StrEnum):
     """No task check (probes and protocol scenarios that only look for violations)."""
 
 
+_TASK_KIND_SCHEMA: Final = {"type": "string", "examples": [kind.value for kind in TaskKind]}
+
+
+def _check_task_kind(kind: str) -> str:
+    known = registry().tasks
+    if kind not in known:
+        raise ValueError(f"unknown task kind {kind!r}; expected one of: {', '.join(known)}")
+    return kind
+
+
 class Task(BaseModel):
     """The task a run is scored on."""
 
     model_config = _MODEL_CONFIG
 
-    kind: TaskKind
-    """What is checked."""
+    kind: Annotated[
+        str, AfterValidator(_check_task_kind), WithJsonSchema({"type": "string", "examples": list(TaskKind)})
+    ]
+    """What is checked: a registered task kind (the built-ins are :class:`TaskKind`)."""
     node: str | None = None
     """The workflow node whose results are checked; give it or ``tool`` unless ``kind`` is ``none``."""
     tool: str | None = None
@@ -209,129 +220,14 @@ class Task(BaseModel):
 
     @model_validator(mode="after")
     def _check_fields(self) -> Self:
-        if self.kind is not TaskKind.NONE and (self.node is None) == (self.tool is None):
+        if self.kind != TaskKind.NONE and (self.node is None) == (self.tool is None):
             raise FieldError(
-                f"task {self.kind.value!r} needs exactly one of node (a workflow node) or tool (alias.tool)",
+                f"task {self.kind!r} needs exactly one of node (a workflow node) or tool (alias.tool)",
                 loc=("node",),
             )
-        if self.kind is TaskKind.CROP_EVERY and not self.class_name:
+        if self.kind == TaskKind.CROP_EVERY and not self.class_name:
             raise FieldError("task 'crop_every' needs class_name (which objects to crop)", loc=("class_name",))
         return self
-
-
-class ScriptedAgent(BaseModel):
-    """A scripted agent: runs a fixed workflow (the ground-truth agent of every scenario)."""
-
-    model_config = _MODEL_CONFIG
-
-    kind: Literal["scripted"] = "scripted"
-    """Discriminator."""
-    workflow: Workflow
-    """The tool calls to make and how their arguments bind."""
-    grants: tuple[str, ...] | None = None
-    """Tools the agent may call, as ``alias.tool``; ``None`` grants every tool. Calls outside it are violations."""
-
-    @field_validator("grants")
-    @classmethod
-    def _check_grants(cls, grants: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        for grant in grants or ():
-            alias, dot, tool = grant.partition(".")
-            if not dot or not alias or not tool or "." in tool:
-                raise ValueError(f"grant {grant!r} must be '<server alias>.<tool name>' with exactly one dot")
-        return grants
-
-
-class RetrievalAgent(BaseModel):
-    """Retrieval-augmented selection: for each step, the listed tool whose description is most similar to it.
-
-    Arguments are wired from the scene and earlier results by declared semantic roles, else by name;
-    box conventions the two sides declare differently are converted by the agent itself (bridging no
-    adapter declares).
-    """
-
-    model_config = _MODEL_CONFIG
-
-    kind: Literal["retrieval"] = "retrieval"
-    """Discriminator."""
-    steps: tuple[str, ...] = Field(min_length=1)
-    """The subtasks in order, in plain language (each becomes one node)."""
-    grants: tuple[str, ...] | None = None
-    """Tools the agent may call, as ``alias.tool``; ``None`` grants every tool."""
-
-
-class LLMAgent(BaseModel):
-    """Dynamic orchestration: a language model picks each next call from the catalog, step by step."""
-
-    model_config = _MODEL_CONFIG
-
-    kind: Literal["llm"] = "llm"
-    """Discriminator."""
-    goal: str = Field(min_length=1)
-    """What to achieve, in plain language (the model's instructions)."""
-    llm: LLMSpec = EmbeddedLLM()
-    """The model: the embedded SmolLM2 (default, offline) or an OpenAI-compatible endpoint."""
-    max_calls: int = Field(default=4, ge=1, le=32)
-    """Most nodes the model may add in one run."""
-    max_tokens: int = Field(default=160, ge=16)
-    """Most tokens per reply."""
-    grants: tuple[str, ...] | None = None
-    """Tools the agent may call, as ``alias.tool``; ``None`` grants every tool."""
-
-
-class Worker(BaseModel):
-    """One worker agent of a multi-agent team."""
-
-    model_config = _MODEL_CONFIG
-
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
-    """Its name (recorded on every call it makes and sent to servers in ``_meta``)."""
-    tools: tuple[str, ...] = Field(min_length=1)
-    """The ``alias.tool``s it handles; the planner delegates each node to the worker that handles its tool."""
-
-
-class MultiAgent(BaseModel):
-    """Multi-agent coordination: a planner delegates the workflow's nodes to workers that run concurrently
-    against shared servers, passing results (and handles) through a shared blackboard."""
-
-    model_config = _MODEL_CONFIG
-
-    kind: Literal["multi"] = "multi"
-    """Discriminator."""
-    workers: tuple[Worker, ...] = Field(min_length=2)
-    """The team; worker names are unique and no tool is handled by two workers."""
-    workflow: Workflow
-    """The subtasks the planner delegates."""
-    grants: tuple[str, ...] | None = None
-    """Tools the team may call, as ``alias.tool``; ``None`` grants every tool."""
-
-    @model_validator(mode="after")
-    def _check_workers(self) -> Self:
-        owners: dict[str, str] = {}
-        for index, worker in enumerate(self.workers):
-            if any(other.name == worker.name for other in self.workers[:index]):
-                raise FieldError(f"duplicate worker name {worker.name!r}", loc=("workers", index, "name"))
-            for tool in worker.tools:
-                if tool in owners:
-                    raise FieldError(
-                        f"tool {tool!r} is handled by both {owners[tool]!r} and {worker.name!r}",
-                        loc=("workers", index, "tools"),
-                    )
-                owners[tool] = worker.name
-        for index, node in enumerate(self.workflow.nodes):
-            if node.call not in owners:
-                raise FieldError(
-                    f"node {node.id!r} calls {node.call!r}, which no worker handles (workers handle: "
-                    f"{', '.join(owners)})",
-                    loc=("workflow", "nodes", index, "call"),
-                )
-        return self
-
-
-PLANNING_AGENT_KINDS: Final = frozenset({"retrieval", "llm"})
-"""Agent kinds that choose their own calls: their scenarios are measurements with no ``expect`` list."""
-
-AgentSpec = Annotated[ScriptedAgent | RetrievalAgent | LLMAgent | MultiAgent, Field(discriminator="kind")]
-"""The agent that plans and makes the calls, selected by ``kind``."""
 
 
 class Scenario(BaseModel):
@@ -355,8 +251,9 @@ class Scenario(BaseModel):
     """The servers the agent may call, by alias (the part before the dot in a call)."""
     task: Task
     """What each run is scored on."""
-    agent: AgentSpec
-    """Who plans and makes the calls."""
+    agent: Annotated[SerializeAsAny[AgentSpec], by_kind("agent")]
+    """Who plans and makes the calls: an agent kind from the registry (``scripted``, ``retrieval``, ``llm``,
+    ``multi``, or a plug-in's ``distribution/kind``), with that kind's settings."""
     expect: tuple[ViolationId, ...] = ()
     """Violation IDs the scenario is designed to produce (the self-check asserts them)."""
     faults: tuple[FaultSpec, ...] = ()
@@ -369,12 +266,13 @@ class Scenario(BaseModel):
     @property
     def workflow(self) -> Workflow | None:
         """The agent's fixed workflow (scripted and multi-agent), or ``None`` for agents that plan at run time."""
-        return getattr(self.agent, "workflow", None)
+        workflow = getattr(self.agent, "workflow", None)
+        return workflow if isinstance(workflow, Workflow) else None
 
     @property
     def plans_for_itself(self) -> bool:
         """Whether the agent chooses its own calls (then ``expect`` must be empty: what it causes is measured)."""
-        return self.agent.kind in PLANNING_AGENT_KINDS
+        return type(self.agent).plans_for_itself
 
     @model_validator(mode="after")
     def _check_references(self) -> Self:
@@ -405,7 +303,7 @@ class Scenario(BaseModel):
                     loc=("faults", index, "target", "server"),
                 )
         workflow = self.workflow
-        if workflow is None:
+        if not isinstance(workflow, Workflow):
             if self.task.node is not None or self.task.merge:
                 raise FieldError(
                     f"a {self.agent.kind} agent names its own nodes: check its results by task.tool, not task.node",

@@ -78,7 +78,7 @@ def _server_environment(sandbox: Path, device: str) -> dict[str, str]:
 
 
 def _server_command(name: str, transport: str, sandbox: Path, device: str, port: int | None = None) -> list[str]:
-    command = [sys.executable, "-m", "servers", name, "--transport", transport, "--sandbox", str(sandbox)]
+    command = [sys.executable, "-m", "testbed", "serve", name, "--transport", transport, "--sandbox", str(sandbox)]
     command += ["--device", device]
     if port is not None:
         command += ["--host", "127.0.0.1", "--port", str(port)]

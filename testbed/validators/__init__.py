@@ -1,16 +1,18 @@
 """Validators and the violation catalog.
 
 Each validator is a pure function of one recorded run (:class:`RunRecord`) and
-emits catalogued :class:`Violation` objects; registration checks that every ID
-a validator may emit is in :data:`CATALOG`. Two memory checks need several runs
+emits catalogued :class:`Violation` objects. The built-ins register with the
+testbed's registry like any plug-in validator, which checks that every ID a
+validator may emit is in :data:`CATALOG`. Two memory checks need several runs
 at once (:func:`check_out_of_scope`, :func:`check_unbounded_store`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 
+from testbed.catalog import CATALOG, CATEGORIES, CatalogEntry, Severity, entry
+from testbed.registry import registry, validator
 from testbed.validators import (
     _bridging,
     _connection,
@@ -24,40 +26,34 @@ from testbed.validators import (
 )
 from testbed.validators._apply import ValidationResult, ValidatorFailure, split_runs, validate_runs
 from testbed.validators._apply import validate_experiment as _validate_experiment
-from testbed.validators._catalog import CATALOG, CATEGORIES, entry
 from testbed.validators._memory import check_out_of_scope, check_unbounded_store
-from testbed.validators._model import CatalogEntry, RunRecord, Severity, Validator, ValidatorSpec, Violation
+from testbed.validators._model import RunRecord, Validator, ValidatorSpec, Violation
 
-
-def _registered(specs: Iterable[ValidatorSpec]) -> tuple[ValidatorSpec, ...]:
-    checked = []
-    for spec in specs:
-        unknown = [violation_id for violation_id in spec.emits if violation_id not in CATALOG]
-        if unknown:
-            raise ValueError(f"validator {spec.name!r} emits uncatalogued IDs {unknown}; add them to the catalog")
-        checked.append(spec)
-    return tuple(checked)
-
-
-VALIDATORS: tuple[ValidatorSpec, ...] = _registered(
-    (
-        *_protocol.VALIDATORS,
-        *_schema.VALIDATORS,
-        *_connection.VALIDATORS,
-        *_bridging.VALIDATORS,
-        *_permission.VALIDATORS,
-        *_coords.VALIDATORS,
-        *_mask.VALIDATORS,
-        *_memory.VALIDATORS,
-        *_cross_agent.VALIDATORS,
-    )
+VALIDATORS: tuple[ValidatorSpec, ...] = (
+    *_protocol.VALIDATORS,
+    *_schema.VALIDATORS,
+    *_connection.VALIDATORS,
+    *_bridging.VALIDATORS,
+    *_permission.VALIDATORS,
+    *_coords.VALIDATORS,
+    *_mask.VALIDATORS,
+    *_memory.VALIDATORS,
+    *_cross_agent.VALIDATORS,
 )
-"""Every per-run validator, in a fixed order."""
+"""Every built-in per-run validator, in a fixed order."""
+
+for _spec in VALIDATORS:
+    validator(_spec.name, emits=_spec.emits)(_spec.check)
+
+
+def registered_validators() -> tuple[ValidatorSpec, ...]:
+    """Every registered validator: the built-ins, then the plug-ins'."""
+    return registry().validator_list()
 
 
 def validate_experiment(directory: Path) -> ValidationResult:
     """Validate every complete run of an experiment directory with every registered validator."""
-    return _validate_experiment(directory, VALIDATORS)
+    return _validate_experiment(directory, registered_validators())
 
 
 __all__ = [
@@ -75,6 +71,7 @@ __all__ = [
     "check_out_of_scope",
     "check_unbounded_store",
     "entry",
+    "registered_validators",
     "split_runs",
     "validate_experiment",
     "validate_runs",

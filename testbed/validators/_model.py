@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from testbed.events import (
@@ -23,26 +22,7 @@ from testbed.events import (
     ServerRecord,
 )
 from testbed.protocol import ServerTruth
-
-
-class Severity(StrEnum):
-    VIOLATION = "violation"
-    """The protocol or a declared contract is broken."""
-    WARNING = "warning"
-    """Risky but not forbidden (memory-scope warnings are counted per 100 executions)."""
-
-
-@dataclass(frozen=True)
-class CatalogEntry:
-    """One stable violation ID."""
-
-    id: str
-    """Stable ID, ``<category>.<name>`` (category: schema, coords, mask, memory, perm, conn, proto)."""
-    behaviour: str
-    """One sentence: what is flagged."""
-    severity: Severity
-    source: str
-    """Where the rule comes from: an MCP spec section URL, the paper (arXiv 2509.22814 §...), or this project."""
+from testbed.registry import ValidatorPlugin
 
 
 @dataclass(frozen=True)
@@ -108,10 +88,5 @@ Validator = Callable[[RunRecord], Iterable[Violation]]
 """A validator: a pure function from one run to the violations it finds."""
 
 
-@dataclass(frozen=True)
-class ValidatorSpec:
-    """A registered validator and the IDs it may emit (checked against the catalog at registration)."""
-
-    name: str
-    emits: tuple[str, ...]
-    check: Validator
+ValidatorSpec = ValidatorPlugin
+"""A registered validator and the IDs it may emit (checked against the catalog when it registers)."""

@@ -1,4 +1,6 @@
-"""How a reference server process is configured: model, inference and sandbox settings."""
+"""How a server process the testbed hosts is configured: model, inference and sandbox settings.
+
+Every registered server factory receives one (``build(config)``), built-in or plug-in."""
 
 from __future__ import annotations
 

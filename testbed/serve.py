@@ -1,4 +1,7 @@
-"""Run one reference server until it is stopped: over stdio, or over streamable HTTP at ``/mcp``."""
+"""Run one registered server until it is stopped: over stdio, or over streamable HTTP at ``/mcp``.
+
+Built-in and plug-in servers start the same way (``testbed serve NAME``), so a
+plug-in server runs as its own process exactly like a built-in."""
 
 from __future__ import annotations
 
@@ -17,10 +20,9 @@ from mcp.server import Server
 from mcp.server.mcpserver import MCPServer
 from mcp.server.stdio import stdio_server
 
-from servers._config import ServerConfig
-from servers._registry import get_server
-from servers._runtime import preload_models
 from testbed._errors import TestbedError
+from testbed.registry import registry
+from testbed.server_config import ServerConfig
 
 __all__ = ["HTTP_PATH", "serve"]
 
@@ -45,7 +47,7 @@ def serve(
     stderr). It stops cleanly, returning, on SIGINT or SIGTERM.
 
     Args:
-        name: a registry name (see ``servers.SERVERS``).
+        name: a registered server's name (``testbed plugins`` lists them).
         transport: ``"stdio"`` or ``"http"`` (streamable HTTP).
         host: interface to listen on (HTTP only).
         port: TCP port to listen on (HTTP only).
@@ -55,11 +57,12 @@ def serve(
         TestbedError: unknown server or transport, or the port cannot be listened on
             (``"port P on HOST is in use"``).
     """
-    entry = get_server(name)
+    plugin = registry().server(name)
     if transport not in ("stdio", "http"):
         raise TestbedError(f"unknown transport {transport!r}; expected 'stdio' or 'http'")
-    server = entry.build(config)
-    preload_models(entry.truth.kind, config)
+    server = plugin.build(config)
+    if plugin.preload is not None:
+        plugin.preload(config)
     listener = _listen(host, port) if transport == "http" else None
     try:
         with _sigterm_as_interrupt():

@@ -1,4 +1,7 @@
-"""The agent interface: how the orchestrator asks an agent what to call next.
+"""The agent seam: how the orchestrator asks an agent what to call next.
+
+Agent kinds are plug-ins (:func:`testbed.registry.agent`); this module is what
+they and the orchestrator share.
 
 Agents act step by step: at each step the orchestrator shows the agent what
 has happened so far (:class:`RunView`) and the agent answers with the calls
@@ -142,3 +145,18 @@ class Agent(Protocol):
     async def step(self, view: RunView) -> Step:
         """Return the next calls; an empty step ends the run."""
         ...
+
+
+class ModelEvents(Protocol):
+    """The model clients an agent holds, as the orchestrator sees them: what they recorded during a run."""
+
+    def take_run(self, run: int) -> list[Event]:
+        """The events recorded for ``run`` (LLM requests, similarity computations), handed to its record."""
+        ...
+
+
+class NoModels:
+    """For agents that need no model: nothing is ever recorded."""
+
+    def take_run(self, run: int) -> list[Event]:
+        return []

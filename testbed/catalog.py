@@ -1,6 +1,8 @@
 # ruff: noqa: E501  (a table: one catalog entry per line reads best)
 """The violation catalog: stable IDs, one-sentence behaviours, severities and sources.
 
+A leaf module: the registry checks plug-ins' IDs against it, and validators emit them.
+
 Tests cite these IDs; a coverage test proves every ID has a test and every
 validator test names a known ID. Never rename or reuse an ID: published rates
 cite them. Add new ones instead.
@@ -8,7 +10,31 @@ cite them. Add new ones instead.
 
 from __future__ import annotations
 
-from testbed.validators._model import CatalogEntry, Severity
+from dataclasses import dataclass
+from enum import StrEnum
+
+__all__ = ["CATALOG", "CATEGORIES", "CatalogEntry", "Severity", "entry"]
+
+
+class Severity(StrEnum):
+    VIOLATION = "violation"
+    """The protocol or a declared contract is broken."""
+    WARNING = "warning"
+    """Risky but not forbidden (memory-scope warnings are counted per 100 executions)."""
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One stable violation ID."""
+
+    id: str
+    """Stable ID, ``<category>.<name>`` (category: schema, coords, mask, memory, perm, conn, proto)."""
+    behaviour: str
+    """One sentence: what is flagged."""
+    severity: Severity
+    source: str
+    """Where the rule comes from: an MCP spec section URL, the paper (arXiv 2509.22814 §...), or this project."""
+
 
 _SPEC = "https://modelcontextprotocol.io/specification/2025-11-25"
 _PAPER = "arXiv 2509.22814"
