@@ -51,6 +51,7 @@ __all__ = [
     "BUILTIN_DISTRIBUTION",
     "CORE_MODULES",
     "GROUP",
+    "RECORDED_CONTEXT",
     "AgentPlugin",
     "AgentSpec",
     "FaultPlugin",
@@ -533,6 +534,14 @@ def registering_as(distribution: str) -> Iterator[None]:
         _loading.reset(token)
 
 
+RECORDED_CONTEXT: Final = "recorded"
+"""Validation-context key: the data comes from a recording (a run header), not from a user's file."""
+
+
+def _from_recording(context: Any) -> bool:
+    return isinstance(context, dict) and bool(context.get(RECORDED_CONTEXT))
+
+
 class by_kind:  # noqa: N801  (used as an annotation marker, like pydantic's own)
     """Annotation metadata: validate a model field by looking its ``kind`` up in the registry.
 
@@ -541,8 +550,15 @@ class by_kind:  # noqa: N801  (used as an annotation marker, like pydantic's own
     scenario. Errors keep their field locations; an unknown kind lists the known ones.
     """
 
-    def __init__(self, table: str) -> None:
+    def __init__(self, table: str, *, recorded: type[BaseModel] | None = None) -> None:
+        """Args:
+        table: ``"agent"`` or ``"fault"``.
+        recorded: validates a kind this install lacks when the data comes from a recording
+            (validation context :data:`RECORDED_CONTEXT`), so an experiment recorded with a
+            plug-in replays without it.
+        """
         self.table = table
+        self.recorded = recorded
 
     def specs(self) -> dict[str, type[BaseModel]]:
         """The registered spec classes, by kind."""
@@ -563,6 +579,8 @@ class by_kind:  # noqa: N801  (used as an annotation marker, like pydantic's own
             if kind is None:
                 raise PydanticCustomError("union_tag_not_found", "missing 'kind'", {"discriminator": "'kind'"})
             spec = specs.get(kind) if isinstance(kind, str) else None
+            if spec is None and self.recorded is not None and _from_recording(info.context):
+                spec = self.recorded
             if spec is None:
                 raise PydanticCustomError(
                     "union_tag_invalid",

@@ -22,6 +22,7 @@ from testbed.conventions import (
     resize_masks,
     to_canonical,
 )
+from testbed.imaging import decode_base64_image
 from testbed.protocol import SemanticRole, ToolTruth
 from testbed.registry import registry, task_checker
 from testbed.scenes import Scene
@@ -155,8 +156,6 @@ def _segment_all(readings: Readings, scene: Scene, size: ImageSize, *, class_nam
 
 
 def _payload_grid(payload: Any, truth: ToolTruth) -> ImageSize:
-    from testbed.imaging import decode_base64_image
-
     if isinstance(payload, list) and payload and isinstance(payload[0], str):
         first = decode_base64_image(payload[0], what="mask")
         return ImageSize(width=first.shape[1], height=first.shape[0])

@@ -42,9 +42,7 @@ from testbed.faults import (
     FAULT_ADAPTER,
     FAULT_CATALOG,
     FAULT_KINDS,
-    LISTING_NODE,
     SCHEMA_RUG_PULL_ARGUMENT,
-    CallSite,
     DelayFault,
     FaultError,
     FaultInjector,
@@ -53,7 +51,6 @@ from testbed.faults import (
     FaultTarget,
     InjectedFault,
     check_targets,
-    current_site,
     load_faults,
     parse_payload_path,
     read_path,
@@ -63,7 +60,7 @@ from testbed.faults import (
 )
 from testbed.protocol import CLOCK_META_KEY, MemoryScope, SchemaStyle, SemanticRole, ServerTruth, ToolTruth
 from testbed.registry import registry
-from testbed.transport import CallContext, Item, TapTransport, current_call
+from testbed.transport import LISTING_NODE, CallSite, Item, TapTransport, current_call
 
 pytestmark = pytest.mark.anyio
 
@@ -246,7 +243,7 @@ class Harness:
 
     async def list_tools(self, *, run: int | None = None) -> list[dict[str, Any]]:
         """List the tools, inside run ``run``'s listing context (``None``: outside any)."""
-        token = current_call.set(CallContext(run=run, node=LISTING_NODE, item=0)) if run is not None else None
+        token = current_call.set(CallSite(run=run, node=LISTING_NODE, item=0)) if run is not None else None
         try:
             with anyio.fail_after(BOUND_S):
                 listed = await self.client.list_tools()
@@ -266,13 +263,11 @@ class Harness:
 
 @contextmanager
 def call_site(site: CallSite) -> Iterator[None]:
-    site_token = current_site.set(site)
-    call_token = current_call.set(CallContext(run=site.run, node=site.node, item=site.item))
+    token = current_call.set(site)
     try:
         yield
     finally:
-        current_call.reset(call_token)
-        current_site.reset(site_token)
+        current_call.reset(token)
 
 
 @asynccontextmanager
@@ -864,7 +859,7 @@ async def test_a_server_without_truth_is_faulted_through_the_current_call_and_an
         {"kind": "remove_field", "target": target(role="detections")},
     ]
     async with connected(faults) as harness:
-        token = current_call.set(CallContext(run=0, node="node", item=0))
+        token = current_call.set(CallSite(run=0, node="node", item=0))
         try:
             with anyio.fail_after(BOUND_S):
                 result = await harness.client.session.send_request(

@@ -6,8 +6,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from testbed._errors import TestbedError
-from testbed.check._runner import TIMEOUT_KINDS, RunResult, run_and_validate, with_deadline, with_faults
-from testbed.faults import FAULT_CATALOG, FaultSpec
+from testbed.check._runner import RunResult, run_and_validate, with_deadline, with_faults
+from testbed.faults import FaultSpec
+from testbed.registry import registry
 from testbed.scenario import Scenario
 from testbed.validators import Violation
 
@@ -164,8 +165,7 @@ def measure_accuracy(
     if kinds is None:
         kinds = list(dict.fromkeys(f.kind for f in scenario.faults if f.expected))
     for kind in kinds:
-        if kind not in FAULT_CATALOG:
-            raise TestbedError(f"unknown fault kind {kind!r}; known: {', '.join(FAULT_CATALOG)}")
+        registry().fault(kind)  # an unknown kind is a one-line error listing the known ones
     if progress is not None:
         progress(f"{scenario.name}: {runs} fault-free baseline runs")
     baseline = run_and_validate(with_faults(scenario, (), runs=runs), device=device)
@@ -174,7 +174,7 @@ def measure_accuracy(
     for kind in kinds:
         fault = fault_for(scenario, kind, probability=probability)
         variant = with_faults(scenario, (fault,), runs=runs)
-        if kind in TIMEOUT_KINDS:
+        if fault.waits:
             variant = with_deadline(variant, deadline_s)
             if short_baseline is None:
                 short_baseline = run_and_validate(
@@ -184,7 +184,7 @@ def measure_accuracy(
             progress(f"{scenario.name}: {kind} at p={probability}, {runs} runs")
         result = run_and_validate(variant, device=device)
         observations = observe(result, baseline)
-        if kind in TIMEOUT_KINDS and short_baseline is not None:
+        if fault.waits and short_baseline is not None:
             observations = with_clean_runs_from(observations, observe(result, short_baseline))
         rows.extend(score(kind, fault.expected, observations))
     return AccuracyTable(scenario=scenario.name, runs=runs, probability=probability, rows=tuple(rows))

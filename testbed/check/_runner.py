@@ -18,9 +18,6 @@ from testbed.validators import ValidationResult, Violation, validate_experiment
 NOT_APPLICABLE = "not applicable"
 """How a fault event's detail starts when the fault altered nothing."""
 
-TIMEOUT_KINDS = frozenset({"timeout", "drop", "truncate", "corrupt_json"})
-"""Fault kinds whose call waits for its deadline (no response, or an unparseable one)."""
-
 
 @dataclass(frozen=True)
 class RunResult:

@@ -9,7 +9,7 @@ from pathlib import Path
 import networkx as nx
 
 from testbed._errors import TestbedError
-from testbed.check._runner import TIMEOUT_KINDS, RunResult, run_and_validate, with_deadline, with_faults
+from testbed.check._runner import RunResult, run_and_validate, with_deadline, with_faults
 from testbed.events import FaultEvent
 from testbed.scenario import Scenario, load_scenario
 from testbed.workflow import build_graph
@@ -163,7 +163,7 @@ def check_faults(scenario: Scenario, *, runs: int, device: str = "cpu", deadline
             continue
         alone = fault.model_copy(update={"probability": 1.0, "runs": None})
         variant = with_faults(scenario, (alone,), runs=runs)
-        if fault.kind in TIMEOUT_KINDS:
+        if fault.waits:
             variant = with_deadline(variant, deadline_s)
         result = run_and_validate(variant, device=device)
         missed = [

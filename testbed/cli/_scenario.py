@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from testbed._errors import TestbedError
 from testbed.scenario import load_scenario, scenario_json_schema
 
 
@@ -29,13 +30,7 @@ def check(files: tuple[Path, ...]) -> None:
     for file in files:
         try:
             loaded = load_scenario(file)
-        except click.ClickException:
-            raise
-        except Exception as error:  # report every file, then fail once
-            from testbed._errors import TestbedError
-
-            if not isinstance(error, TestbedError):
-                raise
+        except TestbedError as error:  # report every file, then fail once
             click.echo(str(error), err=True)
             failed += 1
             continue

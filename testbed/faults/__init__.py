@@ -33,6 +33,7 @@ from testbed.faults._model import (
     KillFault,
     MaskResolutionFault,
     PayloadFault,
+    RecordedFault,
     RemoveFieldFault,
     RenameFieldFault,
     ReorderFault,
@@ -53,17 +54,14 @@ from testbed.faults._paths import (
     rename_at,
     write_path,
 )
-from testbed.faults._plan import LISTING_ITEM, LISTING_NODE, CallSite, FaultPlan, current_site
+from testbed.faults._plan import FaultPlan
 
 __all__ = [
     "BUILTIN_FAULTS",
     "FAULT_ADAPTER",
     "FAULT_CATALOG",
     "FAULT_KINDS",
-    "LISTING_ITEM",
-    "LISTING_NODE",
     "SCHEMA_RUG_PULL_ARGUMENT",
-    "CallSite",
     "ChangeUnitsFault",
     "CorruptJsonFault",
     "DelayFault",
@@ -89,6 +87,7 @@ __all__ = [
     "PayloadPath",
     "PayloadPathError",
     "ProcessAction",
+    "RecordedFault",
     "RemoveFieldFault",
     "RenameFieldFault",
     "ReorderFault",
@@ -97,7 +96,6 @@ __all__ = [
     "TimeoutFault",
     "TruncateFault",
     "check_targets",
-    "current_site",
     "format_payload_path",
     "load_faults",
     "parse_payload_path",

@@ -50,7 +50,7 @@ from testbed.faults._paths import (
     rename_at,
     write_path,
 )
-from testbed.faults._plan import CallSite
+from testbed.transport import CallSite
 
 __all__ = [
     "PAYLOAD_EFFECTS",

@@ -2,10 +2,9 @@
 
 Wrap a connection with ``TapTransport(inner, injector)`` (or call the injector
 from a composed hook). On each client→server ``tools/call`` it asks the plan
-which faults apply to the current call site (:data:`~testbed.faults.current_site`,
-else ``testbed.transport.current_call``), applies the request-side ones (restart,
-delay, clock jump registration, drop) and keeps the rest by JSON-RPC id until the
-response with that id comes back. A ``tools/list`` made in a run's listing context
+which faults apply to the current call site (:data:`~testbed.transport.current_call`),
+applies the request-side ones (restart, delay, clock jump registration, drop) and keeps
+the rest by JSON-RPC id until the response with that id comes back. A ``tools/list`` made in a run's listing context
 (node ``@list``) gets the run's rug pulls.
 
 Response-side faults apply in a fixed order whatever their order in the list:
@@ -18,7 +17,7 @@ client sees the stream end as it would when a server process dies.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 import anyio
@@ -52,9 +51,9 @@ from testbed.faults._model import (
     TruncateFault,
 )
 from testbed.faults._paths import PayloadPathError, read_path
-from testbed.faults._plan import LISTING_NODE, CallSite, FaultPlan, current_site
+from testbed.faults._plan import FaultPlan
 from testbed.protocol import CLOCK_META_KEY
-from testbed.transport import Item, current_call
+from testbed.transport import LISTING_NODE, CallSite, Item, current_call
 
 __all__ = ["FaultInjector", "OnFault", "ProcessAction"]
 
@@ -198,31 +197,23 @@ class FaultInjector:
         return [item]
 
     def _listing_request(self, message: types.JSONRPCRequest) -> None:
-        site = current_site.get()
-        if site is None or site.node != LISTING_NODE or site.server != self.alias:
-            call = current_call.get()
-            if call is None or call.node != LISTING_NODE:
-                return
-            site = CallSite(run=call.run, node=LISTING_NODE, item=call.item, server=self.alias, tool=None)
+        site = current_call.get()
+        if site is None or site.node != LISTING_NODE or site.server not in (None, self.alias):
+            return
+        site = replace(site, server=self.alias, tool=None)
         faults: list[tuple[int, FaultSpec]] = list(self.plan.listing_faults(site.run, server=self.alias))
         if faults:
             self._pending[message.id] = _Pending(site, faults)
 
     def _call_site(self, message: types.JSONRPCRequest) -> CallSite | None:
-        site = current_site.get()
-        if site is not None:
-            return site if site.server == self.alias else None
-        call = current_call.get()
-        if call is None:
+        """The current call as this connection sees it; a site that names no server or tool gets them here."""
+        site = current_call.get()
+        if site is None or site.server not in (None, self.alias):
             return None
-        tool = (message.params or {}).get("name")
-        return CallSite(
-            run=call.run,
-            node=call.node,
-            item=call.item,
-            server=self.alias,
-            tool=tool if isinstance(tool, str) else None,
-        )
+        if site.server is None or site.tool is None:
+            tool = (message.params or {}).get("name")
+            site = replace(site, server=self.alias, tool=site.tool or (tool if isinstance(tool, str) else None))
+        return site
 
     def _advance_clock(self, item: SessionMessage, message: types.JSONRPCRequest, site: CallSite) -> SessionMessage:
         clock = _clock_of(message)

@@ -67,6 +67,7 @@ __all__ = [
     "KillFault",
     "MaskResolutionFault",
     "PayloadFault",
+    "RecordedFault",
     "RemoveFieldFault",
     "RenameFieldFault",
     "ReorderFault",
@@ -594,7 +595,20 @@ class RestartFault(Fault):
     expected: ClassVar[tuple[str, ...]] = ()
 
 
-FaultSpec = Annotated[SerializeAsAny[Fault], by_kind("fault")]
+class RecordedFault(Fault):
+    """A fault of a kind this install lacks (a plug-in's), read back from a recording.
+
+    Replay only decides faults again from their schedule (the recorded messages
+    already carry their effects), so the common fields are all it needs; the
+    kind's own parameters are kept as they were recorded.
+    """
+
+    model_config = ConfigDict(**{**_CONFIG, "extra": "allow"})
+
+    layer: ClassVar[FaultLayer] = FaultLayer.SEMANTIC
+
+
+FaultSpec = Annotated[SerializeAsAny[Fault], by_kind("fault", recorded=RecordedFault)]
 """One fault, selected by ``kind`` among the registered fault kinds (built-in and plug-in)."""
 
 BUILTIN_FAULTS: Final[tuple[type[Fault], ...]] = (

@@ -8,45 +8,12 @@ concurrency of the calls.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import Final
 
 from testbed._seeding import derive_rng
-from testbed.conventions import ImageSize
 from testbed.faults._model import FaultSpec, RugPullFault
-from testbed.protocol import ToolTruth
+from testbed.transport import LISTING_ITEM, LISTING_NODE, CallSite
 
-__all__ = ["LISTING_ITEM", "LISTING_NODE", "CallSite", "FaultPlan", "current_site"]
-
-LISTING_NODE: Final = "@list"
-"""The node of the ``tools/list`` the orchestrator makes at the start of each run (rug pulls apply there)."""
-LISTING_ITEM: Final = 0
-"""The item of that listing."""
-
-
-@dataclass(frozen=True)
-class CallSite:
-    """One tool call, as the fault plan sees it."""
-
-    run: int
-    """The run."""
-    node: str
-    """The workflow node making the call (:data:`LISTING_NODE` for a run's ``tools/list``)."""
-    item: int
-    """The call's index within its node (the ``for_each`` element), 0 otherwise."""
-    server: str
-    """The server alias the call goes to."""
-    tool: str | None
-    """The tool called (``None`` for a listing)."""
-    image_size: ImageSize | None = None
-    """The size of the run's image (box units, origins and image-resolution masks need it)."""
-    truth: ToolTruth | None = None
-    """What the tool actually does, for testbed servers; ``None`` for third-party servers."""
-
-
-current_site: ContextVar[CallSite | None] = ContextVar("current_site", default=None)
-"""Set by the orchestrator around each tool call, together with ``testbed.transport.current_call``."""
+__all__ = ["FaultPlan"]
 
 
 class FaultPlan:

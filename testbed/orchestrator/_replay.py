@@ -40,17 +40,17 @@ from testbed.events import (
     RunStarted,
     read_events,
 )
-from testbed.faults import FAULT_CATALOG, FaultPlan, current_site
+from testbed.faults import FaultPlan
 from testbed.imaging import decode_image
 from testbed.orchestrator._agents import build_agent, replay_models
 from testbed.orchestrator._experiment import experiment_id, fault_specs, run_experiment, task_checker
 from testbed.orchestrator._pool import ServerPool
 from testbed.orchestrator._run import execute_run
 from testbed.protocol import ServerTruth
+from testbed.registry import RECORDED_CONTEXT
 from testbed.scenario import Scenario
 from testbed.scenes import SHAPE_CLASSES, GroundTruthObject, Scene
-from testbed.transport import Item, ReplayTransport, recordings_by_server
-from testbed.transport._recorder import current_call
+from testbed.transport import Item, ReplayTransport, current_call, recordings_by_server
 from testbed.validators import Violation, registered_validators, split_runs, validate_runs
 
 _FAST_TIMEOUT_S = 0.05
@@ -110,7 +110,7 @@ def load_recorded(directory: Path) -> tuple[ExperimentHeader, list[Event], Scena
             f"{directory}: recorded with event format version {header.format_version}; this testbed replays "
             f"version {EVENTS_FORMAT_VERSION} only"
         )
-    scenario = Scenario.model_validate(header.scenario)
+    scenario = Scenario.model_validate(header.scenario, context={RECORDED_CONTEXT: True})
     if experiment_id(scenario) != header.experiment_id:
         raise TestbedError(f"{directory}: the header's scenario does not match its experiment id")
     return header, log.events, scenario
@@ -206,7 +206,7 @@ def _dry_fault_hook(plan: FaultPlan, alias: str, pool: ServerPool, sink: list[Fa
     """In replay the recorded messages already carry the faults: only decide them again, and restart as live did."""
 
     async def hook(direction: Direction, item: Item) -> list[Item]:
-        site = current_site.get()
+        site = current_call.get()
         message = getattr(item, "message", None)
         if site is None or direction is not Direction.CLIENT_TO_SERVER or not isinstance(message, types.JSONRPCRequest):
             return [item]
@@ -216,11 +216,10 @@ def _dry_fault_hook(plan: FaultPlan, alias: str, pool: ServerPool, sink: list[Fa
             else plan.faults_for(site)
         )
         for index, spec in decided:
-            info = FAULT_CATALOG[spec.kind]
             sink.append(
                 FaultEvent(
                     time=time.time(), run=site.run, node=site.node, item=site.item, server=alias, index=index,
-                    kind=spec.kind, layer=info.layer, expected=list(info.expected), detail="replayed",
+                    kind=spec.kind, layer=spec.layer, expected=list(spec.expected), detail="replayed",
                 )
             )  # fmt: skip
             if spec.kind == "restart":

@@ -29,13 +29,12 @@ from testbed.events import (
     ServerEvent,
     externalize,
 )
-from testbed.faults import CallSite, current_site
 from testbed.imaging import encode_png
 from testbed.orchestrator._call import CallOutcome, call_tool
 from testbed.orchestrator._pool import ServerPool
 from testbed.protocol import AGENT_META_KEY, CLOCK_META_KEY, SCOPE_META_KEY
 from testbed.scenes import Scene
-from testbed.transport import CallContext, Connection, current_call
+from testbed.transport import LISTING_NODE, CallSite, Connection, current_call
 
 CLOCK_STEP_S = 10.0
 """Logical seconds between agent steps; TTL handles expire on this clock, never on wall time."""
@@ -63,19 +62,13 @@ def scene_ground_truth(scene: Scene) -> list[GroundTruthRecord]:
     return records
 
 
-LIST_NODE = "@list"
-"""Pseudo-node under which each run's fresh ``tools/list`` is recorded (rug pulls change it)."""
-
 DeadlineOverride = Callable[[int, str, int], float | None]
 
 
 async def _list_tools(run: int, pool: ServerPool, size: ImageSize) -> dict[str, list[types.Tool]]:
     catalog: dict[str, list[types.Tool]] = {}
     for alias, connection in pool.connections.items():
-        call_token = current_call.set(CallContext(run=run, node=LIST_NODE, item=0))
-        site_token = current_site.set(
-            CallSite(run=run, node=LIST_NODE, item=0, server=alias, tool="tools/list", image_size=size, truth=None)
-        )
+        token = current_call.set(CallSite(run=run, node=LISTING_NODE, item=0, server=alias, image_size=size))
         try:
             with anyio.fail_after(60):
                 listed = await connection.client.list_tools()
@@ -83,8 +76,7 @@ async def _list_tools(run: int, pool: ServerPool, size: ImageSize) -> dict[str, 
         except Exception:  # a broken listing is the server's problem: the agent sees the last good one
             catalog[alias] = connection.tools
         finally:
-            current_site.reset(site_token)
-            current_call.reset(call_token)
+            current_call.reset(token)
     return catalog
 
 
@@ -180,13 +172,12 @@ async def execute_run(
             deadline = nominal
             if deadline_override is not None:
                 deadline = deadline_override(run, call.node, call.item) or nominal
-            token = current_call.set(CallContext(run=run, node=call.node, item=call.item))
             truth = (
                 connection.truth.tool(call.tool)
                 if connection and connection.truth and _has_tool(connection, call.tool)
                 else None
             )
-            site = current_site.set(
+            token = current_call.set(
                 CallSite(
                     run=run,
                     node=call.node,
@@ -210,7 +201,6 @@ async def execute_run(
                         nominal_deadline_s=nominal,
                     )
             finally:
-                current_site.reset(site)
                 current_call.reset(token)
             outcomes[(call.node, call.item)] = outcome
 

@@ -1,12 +1,14 @@
 """Client-side transports: connections to servers, and the tap that records every message."""
 
 from testbed.transport._connect import Connection, TransportKind, connect, free_port, wait_until_listening
-from testbed.transport._recorder import CallContext, MessageRecorder, current_call
+from testbed.transport._recorder import LISTING_ITEM, LISTING_NODE, CallSite, MessageRecorder, current_call
 from testbed.transport._replay import ReplayTransport, ServerRecording, recordings_by_server
 from testbed.transport._tap import Hook, Item, TapTransport
 
 __all__ = [
-    "CallContext",
+    "LISTING_ITEM",
+    "LISTING_NODE",
+    "CallSite",
     "Connection",
     "Hook",
     "Item",

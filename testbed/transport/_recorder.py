@@ -5,21 +5,40 @@ from __future__ import annotations
 import contextvars
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from mcp.shared.message import SessionMessage
 
+from testbed.conventions import ImageSize
 from testbed.events import Direction, MessageEvent
+from testbed.protocol import ToolTruth
 from testbed.transport._tap import Item
+
+LISTING_NODE: Final = "@list"
+"""The pseudo-node of the ``tools/list`` the orchestrator makes at the start of each run (rug pulls apply there)."""
+LISTING_ITEM: Final = 0
+"""The item of that listing."""
 
 
 @dataclass(frozen=True)
-class CallContext:
-    """The call a message belongs to."""
+class CallSite:
+    """The call a message belongs to: what recording, replay and fault injection know of it."""
 
     run: int
+    """The run."""
     node: str
+    """The workflow node making the call (:data:`LISTING_NODE` for a run's ``tools/list``)."""
     item: int
+    """The call's index within its node (the ``for_each`` element), 0 otherwise."""
+    # A call is identified by (run, node, item); what else is known of it does not change which call it is.
+    server: str | None = field(default=None, compare=False)
+    """The server alias the call goes to (``None``: whichever connection sends it)."""
+    tool: str | None = field(default=None, compare=False)
+    """The tool called (``None`` for a listing, or to read it from the request)."""
+    image_size: ImageSize | None = field(default=None, compare=False)
+    """The size of the run's image (box units, origins and image-resolution masks need it)."""
+    truth: ToolTruth | None = field(default=None, compare=False)
+    """What the tool actually does, where the testbed holds its truth manifest."""
 
 
 class RecordedFrameError(Exception):
@@ -30,7 +49,7 @@ class RecordedFrameError(Exception):
         self.recorded = recorded
 
 
-current_call: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar("current_call", default=None)
+current_call: contextvars.ContextVar[CallSite | None] = contextvars.ContextVar("current_call", default=None)
 """Set by the orchestrator around each tool call; outgoing messages are sent in the caller's context."""
 
 
@@ -44,11 +63,11 @@ class MessageRecorder:
     """
 
     server: str
-    _by_request_id: dict[Any, CallContext] = field(default_factory=dict)
-    _outstanding: dict[Any, CallContext] = field(default_factory=dict)
+    _by_request_id: dict[Any, CallSite] = field(default_factory=dict)
+    _outstanding: dict[Any, CallSite] = field(default_factory=dict)
     """Requests sent and not yet answered, oldest first."""
-    _seq: dict[CallContext | None, int] = field(default_factory=dict)
-    events: dict[CallContext | None, list[MessageEvent]] = field(default_factory=dict)
+    _seq: dict[CallSite | None, int] = field(default_factory=dict)
+    events: dict[CallSite | None, list[MessageEvent]] = field(default_factory=dict)
 
     def record(self, direction: Direction, item: Item) -> None:
         if isinstance(item, SessionMessage):
@@ -72,7 +91,7 @@ class MessageRecorder:
         )
         self.events.setdefault(context, []).append(event)
 
-    def _attribute(self, direction: Direction, message: dict[str, Any]) -> CallContext | None:
+    def _attribute(self, direction: Direction, message: dict[str, Any]) -> CallSite | None:
         if direction is Direction.CLIENT_TO_SERVER:
             context = current_call.get()
             if context is not None and "id" in message and "method" in message:
@@ -88,7 +107,7 @@ class MessageRecorder:
             return self._by_request_id.get(request_id)
         return None
 
-    def take(self, context: CallContext | None) -> list[MessageEvent]:
+    def take(self, context: CallSite | None) -> list[MessageEvent]:
         """Remove and return the events recorded for one call (or the unattributed ones)."""
         return self.events.pop(context, [])
 

@@ -20,7 +20,7 @@ from mcp.shared.message import SessionMessage
 from pydantic import TypeAdapter
 
 from testbed.events import BlobStore, CallEvent, CallOutcomeKind, Direction, Event, MessageEvent, internalize
-from testbed.transport._recorder import CallContext, RecordedFrameError, current_call
+from testbed.transport._recorder import CallSite, RecordedFrameError, current_call
 
 CallKey = tuple[int, str, int]
 _MESSAGE: TypeAdapter[types.JSONRPCMessage] = TypeAdapter(types.JSONRPCMessage)
@@ -106,7 +106,7 @@ class _ReplayWrite:
         message = item.message
         if not isinstance(message, types.JSONRPCRequest):
             return  # notifications need no answer
-        context: CallContext | None = current_call.get()
+        context: CallSite | None = current_call.get()
         if context is None:
             response = self._handshake.popleft() if self._handshake else None
             if response is None:

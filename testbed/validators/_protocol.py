@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from testbed.events import CallOutcomeKind, Direction, MessageEvent, internalize
+from testbed.transport import LISTING_NODE
 from testbed.validators._model import RunRecord, ValidatorSpec, Violation
 
 __all__ = [
-    "LIST_NODE",
     "VALIDATORS",
     "check_error_misclassified",
     "check_id_mismatch",
@@ -22,7 +22,6 @@ __all__ = [
     "check_transport_closed",
 ]
 
-LIST_NODE = "@list"
 """The node name under which a run's own ``tools/list`` exchange is recorded."""
 
 _COMPARED_TOOL_FIELDS = ("description", "inputSchema", "outputSchema")
@@ -128,7 +127,7 @@ def check_tool_list_changed(record: RunRecord) -> Iterator[Violation]:
     One violation per server and run, naming every difference.
     """
     for position, message in record.messages():
-        if message.node != LIST_NODE or message.direction is not Direction.SERVER_TO_CLIENT:
+        if message.node != LISTING_NODE or message.direction is not Direction.SERVER_TO_CLIENT:
             continue
         result = internalize(message.message.get("result"), record.blobs)
         if not isinstance(result, dict) or not isinstance(result.get("tools"), list):

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from testbed._seeding import derive_int_seed
-from testbed.vision._dataset import TRAINING_SCENE_SPEC, Task, export_yolo_dataset
+from testbed.imaging import encode_png
+from testbed.vision._dataset import TRAINING_SCENE_SPEC, Task, export_yolo_dataset, split_scenes, yolo_label_lines
 from testbed.vision._offline import import_ultralytics
 from testbed.vision._weights import (
     SHIPPED_MODELS,
@@ -116,8 +117,6 @@ def evaluate_model(
         root = Path(tmp)
         export_yolo_dataset(root / "data", spec=TRAINING_SCENE_SPEC, seed=seed, train_images=0, val_images=0, task=task)
         # The held-out split comes from its own seed stream ("heldout"), never used in training.
-        from testbed.imaging import encode_png
-        from testbed.vision._dataset import split_scenes, yolo_label_lines
 
         image_dir = root / "data" / "images" / "val"
         label_dir = root / "data" / "labels" / "val"
