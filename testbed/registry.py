@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol, TypeVar
 
@@ -46,6 +47,7 @@ from testbed.server_config import ServerConfig
 if TYPE_CHECKING:
     from testbed.agent import Agent, ModelEvents
     from testbed.events import Event
+    from testbed.scenes import Scene
 
 __all__ = [
     "BUILTIN_DISTRIBUTION",
@@ -59,6 +61,7 @@ __all__ = [
     "Origin",
     "PluginError",
     "Registry",
+    "SceneSourcePlugin",
     "ServerPlugin",
     "TaskPlugin",
     "ValidatorPlugin",
@@ -66,6 +69,7 @@ __all__ = [
     "by_kind",
     "fault_kind",
     "registry",
+    "scene_source",
     "server",
     "task_checker",
     "validator",
@@ -75,8 +79,8 @@ GROUP: Final = "mcp_vision_testbed"
 """The entry-point group every plug-in distribution (and the built-in servers and agents) registers under."""
 BUILTIN_DISTRIBUTION: Final = "mcp-vision-testbed"
 """This project's distribution: its plug-ins keep bare names."""
-CORE_MODULES: Final = ("testbed.faults", "testbed.validators", "testbed.tasks")
-"""The core's own plug-in modules: fault kinds, validators and task checkers that ship in ``testbed``."""
+CORE_MODULES: Final = ("testbed.faults", "testbed.validators", "testbed.tasks", "testbed.scenes")
+"""The core's own plug-in modules: fault kinds, validators, task checkers and scene sources."""
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _log = logging.getLogger("testbed.plugins")
@@ -206,6 +210,22 @@ class TaskPlugin:
     origin: Origin
 
 
+class SceneLoader(Protocol):
+    def __call__(self, spec: Any, *, seed: int, run: int, base_dir: Path | None) -> Scene: ...
+
+
+@dataclass(frozen=True)
+class SceneSourcePlugin:
+    """A registered scene source: ``scene: {NAME: settings}`` in a scenario."""
+
+    name: str
+    spec: type[BaseModel]
+    """Its settings (the value under its name in ``scene:``)."""
+    load: SceneLoader
+    """The scene of one run: a pure function of (settings, experiment seed, run index)."""
+    origin: Origin
+
+
 @dataclass(frozen=True)
 class LoadedEntryPoint:
     """One entry point the loader tried."""
@@ -228,6 +248,7 @@ class Registry:
     faults: dict[str, FaultPlugin] = field(default_factory=dict)
     validators: dict[str, ValidatorPlugin] = field(default_factory=dict)
     tasks: dict[str, TaskPlugin] = field(default_factory=dict)
+    scene_sources: dict[str, SceneSourcePlugin] = field(default_factory=dict)
     entry_points: list[LoadedEntryPoint] = field(default_factory=list)
     """Every entry point tried, in load order, with what it registered or why it failed."""
 
@@ -248,6 +269,9 @@ class Registry:
     def task(self, kind: str) -> TaskPlugin:
         return _lookup(self.tasks, kind, "task kind")
 
+    def scene_source(self, name: str) -> SceneSourcePlugin:
+        return _lookup(self.scene_sources, name, "scene source")
+
     def validator_list(self) -> tuple[ValidatorPlugin, ...]:
         """Every validator, built-ins first, in registration order."""
         return tuple(self.validators.values())
@@ -259,6 +283,7 @@ class Registry:
             "fault": self.faults,
             "validator": self.validators,
             "task": self.tasks,
+            "scene source": self.scene_sources,
         }
 
     def _add(self, kind: str, name: str, plugin: Any, *, same: Callable[[Any], bool]) -> None:
@@ -274,11 +299,10 @@ class Registry:
         table[name] = plugin
         added = _registered_now.get()
         if added is not None:
-            added.append(f"{kind} {name}")
+            added.append((kind, name))
 
-    def _remove(self, entries: Iterable[str]) -> None:
-        for line in entries:
-            kind, _, name = line.partition(" ")
+    def _remove(self, entries: Iterable[tuple[str, str]]) -> None:
+        for kind, name in entries:
             self._tables()[kind].pop(name, None)
 
 
@@ -293,7 +317,7 @@ def _lookup(table: Mapping[str, P], name: str, what: str) -> P:
 
 
 _REGISTRY = Registry()
-_registered_now: ContextVar[list[str] | None] = ContextVar("_registered_now", default=None)
+_registered_now: ContextVar[list[tuple[str, str]] | None] = ContextVar("_registered_now", default=None)
 """While the loader loads an entry point: what it has registered so far (taken back if it then fails)."""
 _load_lock = threading.Lock()
 _loaded = False
@@ -332,7 +356,7 @@ def load_entry_points(target: Registry | None = None, *, points: Iterable[EntryP
             namespace="" if builtin else _normalize(distribution),
             origin=Origin(distribution, f"{point.name} = {point.value}"),
         )
-        added: list[str] = []
+        added: list[tuple[str, str]] = []
         error: str | None = None
         context_token, added_token = _loading.set(context), _registered_now.set(added)
         try:
@@ -350,7 +374,8 @@ def load_entry_points(target: Registry | None = None, *, points: Iterable[EntryP
             added = []
         else:
             loaded += 1
-        reg.entry_points.append(LoadedEntryPoint(point.name, point.value, distribution, tuple(added), error))
+        registered = tuple(f"{kind} {name}" for kind, name in added)
+        reg.entry_points.append(LoadedEntryPoint(point.name, point.value, distribution, registered, error))
     return loaded
 
 
@@ -362,7 +387,7 @@ def _first_line(error: BaseException) -> str:
 
 
 def _normalize(distribution: str) -> str:
-    return re.sub(r"[-_.]+", "-", distribution).lower()
+    return re.sub(r"[^a-z0-9]+", "-", distribution.lower()).strip("-")
 
 
 def _context() -> _Context:
@@ -474,7 +499,7 @@ def fault_kind(spec: type[T]) -> type[T]:
     """
     context = _context()
     kind = str(spec.model_fields["kind"].default)
-    qualified = _qualified(kind, "fault kind")
+    qualified = _qualified(kind.rpartition("/")[2], "fault kind")
     where = f"plugin {context.origin}: fault kind {kind!r}"
     if qualified != kind:
         raise PluginError(f"{where}: a plug-in's fault kind is namespaced; set kind: Literal[{qualified!r}]")
@@ -511,6 +536,19 @@ def task_checker(kind: str) -> Callable[[F], F]:
         plugin = TaskPlugin(qualified, check, context.origin)
         _REGISTRY._add("task", qualified, plugin, same=lambda old: old.check is check)
         return check
+
+    return register
+
+
+def scene_source(name: str, *, spec: type[BaseModel]) -> Callable[[F], F]:
+    """Register a scene source ``load(settings, *, seed, run, base_dir) -> Scene`` for ``scene: {NAME: ...}``."""
+
+    def register(load: F) -> F:
+        context = _context()
+        qualified = _qualified(name, "scene source")
+        plugin = SceneSourcePlugin(qualified, spec, load, context.origin)
+        _REGISTRY._add("scene source", qualified, plugin, same=lambda old: old.load is load)
+        return load
 
     return register
 

@@ -12,7 +12,6 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Literal
 
 import anyio
 import uvicorn
@@ -23,19 +22,18 @@ from mcp.server.stdio import stdio_server
 from testbed._errors import TestbedError
 from testbed.registry import registry
 from testbed.server_config import ServerConfig
+from testbed.transport import SERVED_TRANSPORTS, ServedTransport
 
 __all__ = ["HTTP_PATH", "serve"]
 
 HTTP_PATH = "/mcp"
 """Where the streamable HTTP endpoint is mounted."""
 
-Transport = Literal["stdio", "http"]
-
 
 def serve(
     name: str,
     *,
-    transport: Transport,
+    transport: ServedTransport,
     host: str = "127.0.0.1",
     port: int = 8000,
     config: ServerConfig,
@@ -58,7 +56,7 @@ def serve(
             (``"port P on HOST is in use"``).
     """
     plugin = registry().server(name)
-    if transport not in ("stdio", "http"):
+    if transport not in SERVED_TRANSPORTS:
         raise TestbedError(f"unknown transport {transport!r}; expected 'stdio' or 'http'")
     server = plugin.build(config)
     if plugin.preload is not None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from testbed._errors import TestbedError
+from testbed._errors import TestbedError, first_error
 from testbed.imaging import MAX_IMAGE_PIXELS
 
 __all__ = ["ServerConfig"]
@@ -89,6 +89,6 @@ class ServerConfig(BaseModel):
         try:
             return cls.model_validate(values)
         except ValidationError as error:
-            first = error.errors()[0]
-            field = str(first["loc"][0]) if first["loc"] else "configuration"
-            raise TestbedError(f"{origin.get(field, field)}: {first['msg']}") from None
+            located = first_error(error)
+            field = str(located.loc[0]) if located.loc else "configuration"
+            raise TestbedError(f"{origin.get(field, field)}: {located.message}") from None

@@ -27,16 +27,9 @@ from testbed.protocol import SemanticRole, ToolTruth
 from testbed.registry import registry, task_checker
 from testbed.scenes import Scene
 from testbed.transport import Connection
-from testbed.workflow import BindingContext, BindingError, parse_reference, resolve
+from testbed.workflow import BindingError, read_path
 
 MATCH_IOU = 0.5
-
-
-def select_path(payload: Any, path: str) -> Any:
-    """Evaluate a truth-manifest path (``detections[*].bbox``) on a payload."""
-    separator = "" if path.startswith("[") else "."
-    reference = parse_reference(f"$payload{separator}{path}")
-    return resolve(reference, BindingContext(scene={}, payloads={"payload": payload}))
 
 
 def check_task(
@@ -104,7 +97,7 @@ def _detect_all(readings: Readings, scene: Scene, size: ImageSize, *, class_name
     for result, truth in readings:
         if truth.box_convention is None:
             raise ValueError(f"tool {truth.name} has no box convention")
-        raw = select_path(result.payload, truth.paths[SemanticRole.BOUNDING_BOX])
+        raw = read_path(result.payload, truth.paths[SemanticRole.BOUNDING_BOX])
         boxes.append(to_canonical(np.array(raw, dtype=np.float64).reshape(-1, 4), truth.box_convention, size))
     found = _matched(_gt_boxes(scene), np.concatenate(boxes))
     return found == len(scene.objects), f"found {found}/{len(scene.objects)} objects at IoU >= {MATCH_IOU}"
@@ -139,7 +132,7 @@ def _segment_all(readings: Readings, scene: Scene, size: ImageSize, *, class_nam
     for result, truth in readings:
         if truth.mask_encoding is None:
             raise ValueError(f"tool {truth.name} has no mask encoding")
-        payload = select_path(result.payload, truth.paths[SemanticRole.MASK])
+        payload = read_path(result.payload, truth.paths[SemanticRole.MASK])
         if truth.mask_resolution is MaskResolution.MODEL:
             grid = _payload_grid(payload, truth)
             decoded = decode_masks(payload, truth.mask_encoding, grid, normalized_polygons=truth.normalized_polygons)

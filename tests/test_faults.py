@@ -37,7 +37,7 @@ from testbed.conventions import (
     encode_masks,
     resize_masks,
 )
-from testbed.events import Direction
+from testbed.events import Direction, FaultEvent
 from testbed.faults import (
     FAULT_ADAPTER,
     FAULT_CATALOG,
@@ -49,7 +49,6 @@ from testbed.faults import (
     FaultLayer,
     FaultPlan,
     FaultTarget,
-    InjectedFault,
     check_targets,
     load_faults,
     parse_payload_path,
@@ -214,7 +213,7 @@ class Harness:
 
     client: Client
     fixture: Fixture
-    recorded: list[InjectedFault]
+    recorded: list[FaultEvent]
     delivered: list[Item]
     """Every server→client item as the client received it (after the injector)."""
 
@@ -277,14 +276,14 @@ async def connected(
     seed: int = 0,
     kill: Callable[[], Any] | None = None,
     restart: Callable[[], Any] | None = None,
-    on_fault: Callable[[InjectedFault], None] | None = None,
+    on_fault: Callable[[FaultEvent], None] | None = None,
     fixture: Fixture | None = None,
 ) -> AsyncIterator[Harness]:
     fixture = fixture or build_fixture()
-    recorded: list[InjectedFault] = []
+    recorded: list[FaultEvent] = []
     delivered: list[Item] = []
 
-    def record(fault: InjectedFault) -> None:
+    def record(fault: FaultEvent) -> None:
         recorded.append(fault)
         if on_fault is not None:
             on_fault(fault)
@@ -307,7 +306,7 @@ def target(tool: str | None = None, **place: str) -> dict[str, Any]:
     return {"server": ALIAS, **({"tool": tool} if tool else {}), **place}
 
 
-def assert_recorded(harness: Harness, kind: str, *, node: str = "node") -> InjectedFault:
+def assert_recorded(harness: Harness, kind: str, *, node: str = "node") -> FaultEvent:
     """Exactly one fault was recorded, of ``kind``, with the catalog's layer and expected IDs."""
     assert [fault.kind for fault in harness.recorded] == [kind]
     fault = harness.recorded[0]
@@ -614,7 +613,7 @@ async def test_duplicate_delivers_the_response_twice_and_the_client_returns_one_
 async def test_reorder_holds_a_response_until_the_next_response_passes_it() -> None:
     fixture = build_fixture()
 
-    def release_second_when_held(fault: InjectedFault) -> None:
+    def release_second_when_held(fault: FaultEvent) -> None:
         if fault.kind == "reorder":
             fixture.release_second.set()
 
@@ -643,7 +642,7 @@ async def test_a_held_response_is_released_when_the_request_it_waits_on_is_cance
     second_scope = anyio.CancelScope()
     results: dict[str, types.CallToolResult] = {}
 
-    def cancel_second_when_held(fault: InjectedFault) -> None:
+    def cancel_second_when_held(fault: FaultEvent) -> None:
         if fault.kind == "reorder":
             second_scope.cancel()
 

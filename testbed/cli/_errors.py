@@ -7,7 +7,7 @@ from typing import Any
 import click
 import pydantic
 
-from testbed._errors import TestbedError
+from testbed._errors import TestbedError, first_error
 
 
 class TestbedGroup(click.Group):
@@ -27,9 +27,8 @@ class TestbedGroup(click.Group):
                 raise
             raise click.ClickException(str(user_error)) from None
         except pydantic.ValidationError as error:
-            first = error.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or error.title
-            raise click.ClickException(f"{where}: {first['msg']}") from None
+            located = first_error(error)
+            raise click.ClickException(str(located) if located.loc else f"{error.title}: {located}") from None
 
 
 def _first_testbed_error(group: BaseExceptionGroup[BaseException]) -> TestbedError | None:

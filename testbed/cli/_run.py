@@ -15,6 +15,7 @@ from testbed.metrics import summarize
 from testbed.orchestrator import ExperimentSummary, outcome_counts, run_experiment
 from testbed.report import render_terminal
 from testbed.scenario import load_scenario
+from testbed.transport import TRANSPORT_KINDS
 from testbed.validators import validate_experiment
 
 
@@ -24,7 +25,7 @@ from testbed.validators import validate_experiment
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Override the scenario's seed.")
 @click.option(
     "--transport",
-    type=click.Choice(["inprocess", "stdio", "http"]),
+    type=click.Choice(TRANSPORT_KINDS),
     default=None,
     help="Override every server's transport.",
 )

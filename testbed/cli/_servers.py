@@ -11,6 +11,7 @@ from rich.table import Table
 from testbed.registry import registry
 from testbed.serve import serve as serve_server
 from testbed.server_config import ServerConfig
+from testbed.transport import SERVED_TRANSPORTS
 
 
 @click.command(name="servers")
@@ -47,7 +48,7 @@ def list_servers() -> None:
 
 @click.command()
 @click.argument("name")
-@click.option("--transport", type=click.Choice(["stdio", "http"]), default="stdio", show_default=True)
+@click.option("--transport", type=click.Choice(SERVED_TRANSPORTS), default="stdio", show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0 picks a free port.")
 @click.option("--sandbox", type=click.Path(path_type=Path), default=None, help="The only folder the server touches.")
@@ -63,7 +64,7 @@ def serve(name: str, transport: str, host: str, port: int, sandbox: Path | None,
 
 @click.command()
 def plugins() -> None:
-    """List every registered plug-in (servers, agents, fault kinds, validators, task checkers) and its origin."""
+    """List every registered plug-in (servers, agents, fault kinds, validators, task checkers, scene sources)."""
     reg = registry()
     table = Table(title="registered plug-ins", show_lines=False)
     for column in ("kind", "name", "from"):
@@ -74,6 +75,7 @@ def plugins() -> None:
         *(("fault kind", name, str(p.origin)) for name, p in reg.faults.items()),
         *(("validator", name, str(p.origin)) for name, p in reg.validators.items()),
         *(("task checker", name, str(p.origin)) for name, p in reg.tasks.items()),
+        *(("scene source", name, str(p.origin)) for name, p in reg.scene_sources.items()),
     ]
     for row in rows:
         table.add_row(*row)

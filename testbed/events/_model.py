@@ -19,6 +19,17 @@ WALL_CLOCK_FIELDS = frozenset({"time", "duration_s", "started_at", "finished_at"
 """Fields excluded when events are compared for reproduction."""
 
 
+class FaultLayer(StrEnum):
+    """Where a fault acts."""
+
+    TRANSPORT = "transport"
+    """On the JSON-RPC messages: lost, late, repeated, reordered, damaged or replaced."""
+    SEMANTIC = "semantic"
+    """On the meaning of a well-formed result: fields, conventions, masks, handles, the tool list."""
+    PROCESS = "process"
+    """On the server process: killed or restarted."""
+
+
 class _Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -159,10 +170,14 @@ class FaultEvent(_Event):
     index: int
     """Position of the fault in the scenario's ``faults`` list."""
     kind: str
-    layer: str
-    expected: list[str]
-    """Violation IDs this fault should cause; empty for faults a correct pipeline tolerates."""
+    layer: FaultLayer
+    expected: tuple[str, ...]
+    """Violation IDs this fault should cause here; empty for faults a correct pipeline tolerates, and
+    where nothing was altered."""
     detail: str
+    """What was done, in a line; starts with ``not applicable:`` when nothing could be altered."""
+    applied: bool = True
+    """Whether anything was altered (``False`` together with a ``not applicable:`` detail)."""
 
 
 class LLMEvent(_Event):

@@ -20,7 +20,7 @@ from typing import IO, Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from testbed._errors import TestbedError
+from testbed._errors import TestbedError, first_error
 from testbed.events._model import Event
 
 EVENTS_FILE = "events.jsonl"
@@ -190,7 +190,8 @@ def read_events(directory: Path) -> LoadedLog:
             if is_last and not trailing_complete:
                 torn = number
                 break
-            raise TestbedError(f"{path}:{number}: corrupt event ({error.errors()[0]['msg']})") from None
+            located = first_error(error)
+            raise TestbedError(f"{path}:{number}: corrupt event ({located})") from None
     return LoadedLog(events=events, torn_line=torn)
 
 

@@ -28,7 +28,6 @@ from testbed.faults._model import (
     FaultSpec,
     FaultTarget,
     FlipConventionFault,
-    InjectedFault,
     JsonRpcErrorFault,
     KillFault,
     MaskResolutionFault,
@@ -44,7 +43,8 @@ from testbed.faults._model import (
     check_targets,
     load_faults,
 )
-from testbed.faults._paths import (
+from testbed.faults._plan import FaultPlan
+from testbed.workflow._paths import (
     PayloadPath,
     PayloadPathError,
     format_payload_path,
@@ -54,7 +54,6 @@ from testbed.faults._paths import (
     rename_at,
     write_path,
 )
-from testbed.faults._plan import FaultPlan
 
 __all__ = [
     "BUILTIN_FAULTS",
@@ -78,7 +77,6 @@ __all__ = [
     "FaultSpec",
     "FaultTarget",
     "FlipConventionFault",
-    "InjectedFault",
     "JsonRpcErrorFault",
     "KillFault",
     "MaskResolutionFault",

@@ -41,7 +41,8 @@ from testbed.faults._model import (
     RenameFieldFault,
     RugPullFault,
 )
-from testbed.faults._paths import (
+from testbed.transport import CallSite
+from testbed.workflow._paths import (
     PayloadPath,
     PayloadPathError,
     format_payload_path,
@@ -50,7 +51,6 @@ from testbed.faults._paths import (
     rename_at,
     write_path,
 )
-from testbed.transport import CallSite
 
 __all__ = [
     "PAYLOAD_EFFECTS",

@@ -16,6 +16,7 @@ client sees the stream end as it would when a server process dies.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, Final
@@ -24,7 +25,7 @@ import anyio
 import mcp.types as types
 from mcp.shared.message import SessionMessage
 
-from testbed.events import Direction
+from testbed.events import Direction, FaultEvent
 from testbed.faults._effects import (
     PAYLOAD_EFFECTS,
     EffectContext,
@@ -41,7 +42,6 @@ from testbed.faults._model import (
     DuplicateFault,
     ExpireHandleFault,
     FaultSpec,
-    InjectedFault,
     JsonRpcErrorFault,
     KillFault,
     ReorderFault,
@@ -50,14 +50,14 @@ from testbed.faults._model import (
     TimeoutFault,
     TruncateFault,
 )
-from testbed.faults._paths import PayloadPathError, read_path
 from testbed.faults._plan import FaultPlan
 from testbed.protocol import CLOCK_META_KEY
 from testbed.transport import LISTING_NODE, CallSite, Item, current_call
+from testbed.workflow._paths import PayloadPathError, read_path
 
 __all__ = ["FaultInjector", "OnFault", "ProcessAction"]
 
-OnFault = Callable[[InjectedFault], None]
+OnFault = Callable[[FaultEvent], None]
 """Called once for every fault the injector applied (or found not applicable)."""
 ProcessAction = Callable[[], Awaitable[None]]
 """Kills or restarts the server process."""
@@ -372,7 +372,8 @@ class FaultInjector:
 
     def _record(self, site: CallSite, index: int, fault: FaultSpec, detail: str, *, applied: bool = True) -> None:
         self._on_fault(
-            InjectedFault(
+            FaultEvent(
+                time=time.time(),
                 run=site.run,
                 node=site.node,
                 item=site.item,

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Mapping, Sequence
-from enum import StrEnum
 from types import MappingProxyType
-from typing import Annotated, Any, ClassVar, Final, Literal, Self
+from typing import Annotated, ClassVar, Final, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -32,16 +31,17 @@ from pydantic import (
     model_validator,
 )
 
-from testbed._errors import TestbedError
+from testbed._errors import LocatedError, Location, first_error
 from testbed.conventions import BoxUnits, ImageSize, MaskEncoding
-from testbed.faults._paths import (
+from testbed.events import FaultLayer
+from testbed.protocol import SemanticRole, ToolTruth
+from testbed.registry import by_kind, fault_kind
+from testbed.workflow import BoxConventionName, FieldSegment, IndexSegment, check_identifier
+from testbed.workflow._paths import (
     PayloadPath,
     PayloadPathError,
     parse_payload_path,
 )
-from testbed.protocol import SemanticRole, ToolTruth
-from testbed.registry import by_kind, fault_kind
-from testbed.workflow import BoxConventionName, FieldSegment, IndexSegment, check_identifier
 
 __all__ = [
     "BUILTIN_FAULTS",
@@ -62,7 +62,6 @@ __all__ = [
     "FaultSpec",
     "FaultTarget",
     "FlipConventionFault",
-    "InjectedFault",
     "JsonRpcErrorFault",
     "KillFault",
     "MaskResolutionFault",
@@ -79,44 +78,15 @@ __all__ = [
     "load_faults",
 ]
 
-Location = tuple[str | int, ...]
 
+class FaultError(LocatedError):
+    """An invalid fault list, as one line naming the offending field (``faults[1].probability: ...``).
 
-class FaultError(TestbedError, ValueError):
-    """An invalid fault list, as one line naming the offending field.
-
-    Attributes:
-        message: what is wrong.
-        loc: the field path of the offending value, relative to what was validated
-            (e.g. ``(2, "target", "server")`` for ``faults[2].target.server``).
+    ``loc`` is relative to what was validated (e.g. ``(2, "target", "server")`` for ``faults[2].target.server``).
     """
 
     def __init__(self, message: str, *, loc: Location = ()) -> None:
-        super().__init__(f"{format_location(loc)}: {message}" if loc else message)
-        self.message = message
-        self.loc = loc
-
-
-def format_location(loc: Location, *, root: str = "faults") -> str:
-    """Write a location as ``faults[2].target.server`` (an int first segment indexes ``root``)."""
-    text = root if loc and isinstance(loc[0], int) else ""
-    for segment in loc:
-        if isinstance(segment, int):
-            text += f"[{segment}]"
-        else:
-            text += f".{segment}" if text else str(segment)
-    return text
-
-
-class FaultLayer(StrEnum):
-    """Where a fault acts."""
-
-    TRANSPORT = "transport"
-    """On the JSON-RPC messages: lost, late, repeated, reordered, damaged or replaced."""
-    SEMANTIC = "semantic"
-    """On the meaning of a well-formed result: fields, conventions, masks, handles, the tool list."""
-    PROCESS = "process"
-    """On the server process: killed or restarted."""
+        super().__init__(message, loc=loc, root="faults")
 
 
 class FaultKindInfo(BaseModel):
@@ -661,34 +631,8 @@ def load_faults(data: object) -> tuple[FaultSpec, ...]:
 
 
 def _one_line(error: ValidationError) -> FaultError:
-    details = error.errors()[0]
-    loc: Location = tuple(details["loc"])
-    context: Mapping[str, Any] = details.get("ctx") or {}
-    cause = context.get("error")
-    kind = details["type"]
-    if isinstance(cause, FaultError):
-        loc, message = (*loc, *cause.loc), cause.message
-    elif kind == "union_tag_invalid":
-        loc = (*loc, "kind")
-        message = f"unknown fault kind {context.get('tag')!r}; expected one of: {context.get('expected_tags')}"
-    elif kind == "union_tag_not_found":
-        loc = (*loc, "kind")
-        message = "missing required field 'kind'"
-    elif kind == "missing":
-        message = "missing required field"
-    elif kind == "extra_forbidden":
-        message = "unknown field"
-    else:
-        message = details["msg"].removeprefix("Value error, ")
-        if kind != "value_error":
-            message = message[:1].lower() + message[1:]
-            value = details.get("input")
-            if isinstance(value, str | int | float) or value is None:
-                message += f" (got {value!r})"
-    more = len(error.errors()) - 1
-    if more:
-        message += f" (and {more} more error{'s' if more > 1 else ''})"
-    return FaultError(message, loc=loc)
+    located = first_error(error)
+    return FaultError(located.message, loc=located.loc)
 
 
 def check_targets(
@@ -722,30 +666,3 @@ def check_targets(
                 f"server {target.server!r} ({aliases[target.server]}) has no tool {target.tool!r} (tools: {listed})",
                 loc=(index, "target", "tool"),
             )
-
-
-class InjectedFault(BaseModel):
-    """One fault the injector applied to one call (or found not applicable there)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
-
-    run: int
-    """The run."""
-    node: str
-    """The workflow node that made the call (``@list`` for the tools/list made at the start of a run)."""
-    item: int
-    """The call's index within its node (``for_each`` element), 0 otherwise."""
-    server: str
-    """The server alias."""
-    index: int
-    """The fault's position in the scenario's fault list."""
-    kind: str
-    """The fault kind."""
-    layer: FaultLayer
-    """Where it acts."""
-    expected: tuple[str, ...]
-    """The violation IDs it should cause here: the catalog's, or empty when nothing was altered."""
-    detail: str
-    """What was done, in a line; starts with ``not applicable:`` when nothing could be altered."""
-    applied: bool = True
-    """Whether anything was altered (``False`` together with a ``not applicable:`` detail)."""

@@ -15,7 +15,6 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from testbed._errors import TestbedError
-from testbed._seeding import derive_seed_sequence
 from testbed.agent import ModelEvents, NodeResult
 from testbed.events import (
     EVENTS_FILE,
@@ -31,12 +30,13 @@ from testbed.events import (
     externalize,
     read_events,
 )
-from testbed.faults import FaultInjector, FaultPlan, FaultSpec, InjectedFault
+from testbed.faults import FaultInjector, FaultPlan, FaultSpec
 from testbed.orchestrator._agents import build_agent, live_models
 from testbed.orchestrator._pool import ServerPool
 from testbed.orchestrator._run import RunOutcome, TaskChecker, execute_run
+from testbed.registry import registry
 from testbed.scenario import Scenario
-from testbed.scenes import Scene, generate_scene, load_image_folder, load_scene, packaged_images
+from testbed.scenes import Scene
 from testbed.tasks import check_task
 from testbed.transport import Connection, TransportKind
 from testbed.vision import SHIPPED_MODELS, WEIGHTS_DIR, resolve_device
@@ -73,24 +73,9 @@ def experiment_id(scenario: Scenario) -> str:
 
 
 def scene_for_run(scenario: Scenario, run: int, base_dir: Path | None) -> Scene:
-    """The scene of run ``run``: drawn from the seed, or the run-th image of a fixed set (cycled)."""
-    source = scenario.scene
-    if source.synthetic is not None:
-        return generate_scene(source.synthetic, derive_seed_sequence(scenario.seed, "scene", run))
-    images = source.images
-    assert images is not None
-    if images.packaged:
-        available = packaged_images()
-        name = images.packaged[run % len(images.packaged)]
-        if name not in available:
-            raise TestbedError(f"scene.images.packaged: no packaged image {name!r}; known: {', '.join(available)}")
-        return load_scene(available[name])
-    if images.paths:
-        path = Path(images.paths[run % len(images.paths)])
-        return load_scene(path if path.is_absolute() or base_dir is None else base_dir / path)
-    folder = Path(images.folder or ".")
-    scenes = load_image_folder(folder if folder.is_absolute() or base_dir is None else base_dir / folder)
-    return scenes[run % len(scenes)]
+    """The scene of run ``run``, from the scenario's scene source (drawn from the seed, or the run-th image)."""
+    name, spec = scenario.scene.selected
+    return registry().scene_source(name).load(spec, seed=scenario.seed, run=run, base_dir=base_dir)
 
 
 def _versions() -> dict[str, str]:
@@ -337,29 +322,13 @@ def _injector(
     if not plan.faults:
         return None
 
-    def record(fault: InjectedFault) -> None:
-        sink.append(
-            FaultEvent(
-                time=time.time(),
-                run=fault.run,
-                node=fault.node,
-                item=fault.item,
-                server=fault.server,
-                index=fault.index,
-                kind=fault.kind,
-                layer=fault.layer,
-                expected=list(fault.expected),
-                detail=fault.detail,
-            )
-        )
-
     async def kill() -> None:
         await pool.kill(alias)
 
     async def restart() -> None:
         await pool.request_restart(alias)
 
-    return lambda: FaultInjector(plan, alias, on_fault=record, kill=kill, restart=restart)
+    return lambda: FaultInjector(plan, alias, on_fault=sink.append, kill=kill, restart=restart)
 
 
 def outcome_counts(summary: ExperimentSummary) -> dict[str, int]:

@@ -219,7 +219,7 @@ def _dry_fault_hook(plan: FaultPlan, alias: str, pool: ServerPool, sink: list[Fa
             sink.append(
                 FaultEvent(
                     time=time.time(), run=site.run, node=site.node, item=site.item, server=alias, index=index,
-                    kind=spec.kind, layer=spec.layer, expected=list(spec.expected), detail="replayed",
+                    kind=spec.kind, layer=spec.layer, expected=spec.expected, detail="replayed",
                 )
             )  # fmt: skip
             if spec.kind == "restart":

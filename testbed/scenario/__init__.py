@@ -8,7 +8,6 @@ the file format as JSON Schema for editors.
 from testbed.scenario._load import ScenarioError, load_scenario, load_scenario_text
 from testbed.scenario._model import (
     FieldError,
-    ImageSet,
     Scenario,
     SceneSource,
     ServerAlias,
@@ -19,6 +18,7 @@ from testbed.scenario._model import (
     ViolationId,
 )
 from testbed.scenario._schema import scenario_json_schema, write_json_schema
+from testbed.scenes import ImageSet
 
 __all__ = [
     "FieldError",

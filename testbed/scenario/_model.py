@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from pathlib import Path
-from typing import Annotated, Any, Final, Literal, Self
+from typing import Annotated, Any, Final, Self
 
 from pydantic import (
     AfterValidator,
@@ -19,19 +18,17 @@ from pydantic import (
     Field,
     SerializeAsAny,
     StrictInt,
-    ValidationInfo,
     WithJsonSchema,
-    field_validator,
     model_validator,
 )
 
-from testbed._errors import TestbedError
+from testbed._errors import LocatedError
 from testbed.faults import FaultSpec
 from testbed.registry import AgentSpec, by_kind, registry
-from testbed.scenes import SceneSpec
+from testbed.scenes import ImageSet, SceneSpec
+from testbed.transport import TransportKind
 from testbed.workflow import (
     IDENTIFIER_JSON_SCHEMA,
-    Location,
     Workflow,
     WorkflowError,
     WorkflowNode,
@@ -40,6 +37,7 @@ from testbed.workflow import (
 )
 
 __all__ = [
+    "MAX_RUNS",
     "FieldError",
     "ImageSet",
     "Scenario",
@@ -52,19 +50,15 @@ __all__ = [
     "ViolationId",
 ]
 
-BASE_DIR_CONTEXT: Final = "base_dir"
-"""Validation-context key: the folder relative image paths resolve against (the scenario file's folder)."""
+
+MAX_RUNS: Final = 100_000
+"""The most runs a scenario may ask for (a bound on a typo such as ``runs: 1000000000``)."""
 
 _MODEL_CONFIG = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
 
-class FieldError(TestbedError, ValueError):
+class FieldError(LocatedError):
     """A cross-field check that failed; ``loc`` is the offending field, relative to the model validated."""
-
-    def __init__(self, message: str, *, loc: Location) -> None:
-        super().__init__(message)
-        self.message = message
-        self.loc = loc
 
 
 ServerAlias = Annotated[
@@ -93,9 +87,8 @@ ViolationId = Annotated[
 """A violation ID such as ``coords.mismatch``: two or more lowercase identifiers joined by dots."""
 
 
-Transport = Literal["inprocess", "stdio", "http"]
-"""How the testbed reaches a server: in the same process through memory streams (the default), a
-subprocess speaking MCP over stdin/stdout, or a subprocess serving streamable HTTP on a local port."""
+Transport = TransportKind
+"""How the testbed reaches a server (the default: in process)."""
 
 
 class ServerRef(BaseModel):
@@ -109,46 +102,18 @@ class ServerRef(BaseModel):
     """How to reach it: ``inprocess`` (memory streams), ``stdio`` (a subprocess) or ``http`` (streamable HTTP)."""
 
 
-class ImageSet(BaseModel):
-    """A fixed set of real images, cycled over the runs (run ``i`` uses image ``i % count``). Exactly one field."""
-
-    model_config = ConfigDict(
-        **_MODEL_CONFIG,
-        json_schema_extra={"oneOf": [{"required": ["packaged"]}, {"required": ["paths"]}, {"required": ["folder"]}]},
-    )
-
-    packaged: tuple[Annotated[str, Field(min_length=1)], ...] | None = Field(default=None, min_length=1)
-    """Names of sample images shipped inside installed packages, e.g. ``bus.jpg``."""
-    paths: tuple[Path, ...] | None = Field(default=None, min_length=1)
-    """Image files; relative paths resolve against the scenario file's folder."""
-    folder: Path | None = None
-    """A folder of images (with COCO or YOLO labels where present); relative to the scenario file's folder."""
-
-    @field_validator("paths", "folder")
-    @classmethod
-    def _resolve_relative(cls, value: Any, info: ValidationInfo) -> Any:
-        base = info.context.get(BASE_DIR_CONTEXT) if isinstance(info.context, dict) else None
-        if base is None or value is None:
-            return value
-        # Absolute, so that the resolved scenario (as logged) no longer depends on where its file was.
-        if isinstance(value, tuple):
-            return tuple((Path(base) / path).absolute() for path in value)
-        return (Path(base) / value).absolute()
-
-    @model_validator(mode="after")
-    def _check_exactly_one(self) -> Self:
-        given = [name for name in ("packaged", "paths", "folder") if getattr(self, name) is not None]
-        if len(given) != 1:
-            found = f"got {' and '.join(given)}" if given else "got none"
-            raise ValueError(f"give exactly one of 'packaged', 'paths' or 'folder' ({found})")
-        return self
-
-
 class SceneSource(BaseModel):
-    """Where each run's scene comes from: exactly one of ``synthetic`` or ``images``."""
+    """Where each run's scene comes from: exactly one registered scene source, by name.
+
+    The built-ins are ``synthetic`` (seeded shape scenes) and ``images`` (a fixed set of real
+    images); a plug-in's is ``distribution/name`` with the settings its spec defines.
+    """
 
     model_config = ConfigDict(
-        **_MODEL_CONFIG, json_schema_extra={"oneOf": [{"required": ["synthetic"]}, {"required": ["images"]}]}
+        frozen=True,
+        extra="allow",
+        use_attribute_docstrings=True,
+        json_schema_extra={"minProperties": 1, "maxProperties": 1},
     )
 
     synthetic: SceneSpec | None = None
@@ -165,10 +130,29 @@ class SceneSource(BaseModel):
 
     @model_validator(mode="after")
     def _check_exactly_one(self) -> Self:
-        if (self.synthetic is None) == (self.images is None):
-            found = "got both" if self.synthetic is not None else "got neither"
-            raise ValueError(f"give exactly one of 'synthetic' or 'images' ({found})")
+        sources = registry().scene_sources
+        extra = self.__pydantic_extra__ or {}
+        for name, value in extra.items():
+            plugin = sources.get(name)
+            if plugin is None:
+                known = ", ".join(sources)
+                raise FieldError(f"unknown scene source {name!r}; expected one of: {known}", loc=(name,))
+            extra[name] = plugin.spec.model_validate(value)
+        given = [name for name in ("synthetic", "images") if getattr(self, name) is not None] + list(extra)
+        if len(given) != 1:
+            found = f"got {' and '.join(given)}" if given else "got neither"
+            raise ValueError(f"give exactly one scene source, e.g. 'synthetic' or 'images' ({found})")
         return self
+
+    @property
+    def selected(self) -> tuple[str, BaseModel]:
+        """The scene source's name and its validated settings."""
+        if self.synthetic is not None:
+            return "synthetic", self.synthetic
+        if self.images is not None:
+            return "images", self.images
+        name, spec = next(iter((self.__pydantic_extra__ or {}).items()))
+        return name, spec
 
 
 class TaskKind(StrEnum):
@@ -243,8 +227,8 @@ class Scenario(BaseModel):
     """What the scenario exercises, in a sentence or two."""
     seed: StrictInt = Field(ge=0)
     """The experiment seed; run ``i`` depends only on (scenario, seed, i)."""
-    runs: StrictInt = Field(ge=1)
-    """How many runs to make."""
+    runs: StrictInt = Field(ge=1, le=MAX_RUNS)
+    """How many runs to make: 1 to ``MAX_RUNS`` (100,000)."""
     scene: SceneSource
     """Where each run's image comes from."""
     servers: dict[ServerAlias, ServerRef]
@@ -258,8 +242,6 @@ class Scenario(BaseModel):
     """Violation IDs the scenario is designed to produce (the self-check asserts them)."""
     faults: tuple[FaultSpec, ...] = ()
     """Faults to inject (selected by ``kind``; see ``testbed.faults.FAULT_CATALOG``), decided from the seed."""
-    validators: dict[str, Any] = {}
-    """Validator settings; a placeholder (a free-form mapping) until the validators module defines their model."""
     deadline_s: float = Field(default=60.0, gt=0)
     """Default deadline of each tool call in seconds (a node's ``deadline_s`` overrides it)."""
 

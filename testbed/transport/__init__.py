@@ -1,6 +1,7 @@
 """Client-side transports: connections to servers, and the tap that records every message."""
 
-from testbed.transport._connect import Connection, TransportKind, connect, free_port, wait_until_listening
+from testbed.transport._connect import Connection, connect, free_port, wait_until_listening
+from testbed.transport._kinds import SERVED_TRANSPORTS, TRANSPORT_KINDS, ServedTransport, TransportKind
 from testbed.transport._recorder import LISTING_ITEM, LISTING_NODE, CallSite, MessageRecorder, current_call
 from testbed.transport._replay import ReplayTransport, ServerRecording, recordings_by_server
 from testbed.transport._tap import Hook, Item, TapTransport
@@ -8,12 +9,15 @@ from testbed.transport._tap import Hook, Item, TapTransport
 __all__ = [
     "LISTING_ITEM",
     "LISTING_NODE",
+    "SERVED_TRANSPORTS",
+    "TRANSPORT_KINDS",
     "CallSite",
     "Connection",
     "Hook",
     "Item",
     "MessageRecorder",
     "ReplayTransport",
+    "ServedTransport",
     "ServerRecording",
     "TapTransport",
     "TransportKind",

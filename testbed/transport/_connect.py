@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 import mcp.types as types
@@ -31,10 +31,10 @@ from mcp.client.streamable_http import streamable_http_client
 from testbed._errors import TestbedError
 from testbed.events import Direction
 from testbed.protocol import ServerTruth
+from testbed.transport._kinds import TransportKind
 from testbed.transport._recorder import MessageRecorder
 from testbed.transport._tap import Hook, Item, TapTransport
 
-TransportKind = Literal["inprocess", "stdio", "http"]
 STARTUP_TIMEOUT_S = 120.0
 
 

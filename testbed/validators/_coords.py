@@ -23,10 +23,9 @@ from numpy.typing import NDArray
 from testbed.conventions import BoxConvention, ImageSize, all_box_conventions, box_iou, to_canonical
 from testbed.events import CallEvent, CallOutcomeKind, internalize
 from testbed.protocol import SemanticRole, ToolTruth, declared_box_convention
-from testbed.tasks import select_path
 from testbed.validators._model import RunRecord, ValidatorSpec, Violation
 from testbed.validators._workflow import RunEdges
-from testbed.workflow import BindingError, BoxAdapter, Edge
+from testbed.workflow import BindingError, BoxAdapter, Edge, read_path
 
 MATCH_IOU = 0.5
 """IoU at which a box is taken to locate a ground-truth object."""
@@ -249,7 +248,7 @@ def check_out_of_bounds(record: RunRecord) -> Iterator[Violation]:
         if SemanticRole.BOUNDING_BOX in truth.paths and call.outcome is CallOutcomeKind.OK:
             try:
                 returned = as_boxes(
-                    select_path(internalize(call.payload, record.blobs), truth.paths[SemanticRole.BOUNDING_BOX])
+                    read_path(internalize(call.payload, record.blobs), truth.paths[SemanticRole.BOUNDING_BOX])
                 )
             except (BindingError, *_READ_ERRORS):
                 returned = None

@@ -34,11 +34,11 @@ from testbed.conventions import ImageSize, MaskEncoding, MaskPayloadError, MaskR
 from testbed.events import CallEvent, CallOutcomeKind, internalize
 from testbed.imaging import decode_base64_image
 from testbed.protocol import SemanticRole, ToolTruth
-from testbed.tasks import select_path, unletterbox_masks
+from testbed.tasks import unletterbox_masks
 from testbed.validators._coords import as_boxes, image_size, tool_truth
 from testbed.validators._model import RunRecord, ValidatorSpec, Violation
 from testbed.validators._workflow import RunEdges
-from testbed.workflow import BindingError, Edge, MaskAdapter, MaskConvention
+from testbed.workflow import BindingError, Edge, MaskAdapter, MaskConvention, read_path
 
 STRIDE = 32
 """The letterbox stride of a model-resolution grid."""
@@ -63,7 +63,7 @@ def _mask_calls(record: RunRecord) -> Iterator[tuple[int, CallEvent, ToolTruth, 
         if call.outcome is not CallOutcomeKind.OK:
             continue
         try:
-            payload = select_path(internalize(call.payload, record.blobs), truth.paths[SemanticRole.MASK])
+            payload = read_path(internalize(call.payload, record.blobs), truth.paths[SemanticRole.MASK])
         except _READ_ERRORS:
             continue
         yield at, call, truth, payload
@@ -150,9 +150,7 @@ def check_outside_box(record: RunRecord) -> Iterator[Violation]:
         if truth.box_convention is None or truth.mask_encoding is None or SemanticRole.BOUNDING_BOX not in truth.paths:
             continue
         try:
-            boxes = as_boxes(
-                select_path(internalize(call.payload, record.blobs), truth.paths[SemanticRole.BOUNDING_BOX])
-            )
+            boxes = as_boxes(read_path(internalize(call.payload, record.blobs), truth.paths[SemanticRole.BOUNDING_BOX]))
             masks = _decode_at_image(payload, truth, size)
         except (MaskPayloadError, *_READ_ERRORS):
             continue  # unreadable masks are mask.size_mismatch's (or schema's) business

@@ -26,11 +26,10 @@ from dataclasses import dataclass
 
 from testbed.events import CallEvent, CallOutcomeKind, Direction, internalize
 from testbed.protocol import CLOCK_META_KEY, MemoryScope, SemanticRole, ToolTruth
-from testbed.tasks import select_path
 from testbed.validators._coords import listed_output_property, tool_truth
 from testbed.validators._model import RunRecord, ValidatorSpec, Violation
 from testbed.validators._schema import listed_tool
-from testbed.workflow import BindingError
+from testbed.workflow import BindingError, read_path
 
 HANDLE_ROLES = (SemanticRole.IMAGE_HANDLE, SemanticRole.CROP_HANDLE)
 _EVICTING_WORDS = ("delete", "evict", "release", "remove", "free", "clear")
@@ -87,7 +86,7 @@ def issued_handles(record: RunRecord) -> list[Issued]:
             if role not in truth.paths:
                 continue
             try:
-                value = select_path(internalize(call.payload, record.blobs), truth.paths[role])
+                value = read_path(internalize(call.payload, record.blobs), truth.paths[role])
             except _READ_ERRORS:
                 continue
             for handle in value if isinstance(value, list) else [value]:

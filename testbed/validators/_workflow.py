@@ -7,9 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from testbed.events import CallEvent, CallOutcomeKind, PlanEvent, internalize
-from testbed.tasks import select_path
 from testbed.validators._model import RunRecord
-from testbed.workflow import Edge, Workflow, WorkflowError, build_graph, graph_edges
+from testbed.workflow import Edge, Workflow, WorkflowError, build_graph, graph_edges, read_path
 
 
 def run_workflow(record: RunRecord) -> Workflow | None:
@@ -67,7 +66,7 @@ class Feed:
         Raises:
             BindingError, ValueError, TypeError, KeyError, IndexError: the result does not hold it.
         """
-        value = select_path(internalize(self.producer.payload, record.blobs), self.edge.source_path)
+        value = read_path(internalize(self.producer.payload, record.blobs), self.edge.source_path)
         return value[item] if self.edge.reference.startswith("$item") else value
 
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Self
 import networkx as nx
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
-from testbed._errors import TestbedError
+from testbed._errors import LocatedError, Location
 from testbed.workflow._adapter import Adapter
 from testbed.workflow._reference import (
     IDENTIFIER_JSON_SCHEMA,
@@ -35,9 +35,6 @@ __all__ = [
     "check_server_aliases",
 ]
 
-Location = tuple[str | int, ...]
-"""A path of field names and list indexes inside a model, as pydantic writes error locations."""
-
 FOR_EACH_ARG = "@for_each"
 """The target argument name that stands for a node's ``for_each`` list (no tool argument can start with ``@``)."""
 
@@ -49,7 +46,7 @@ NodeId = Annotated[
 """A node id: letters, digits, ``_`` and ``-``, not starting with a digit or ``-``."""
 
 
-class WorkflowError(TestbedError, ValueError):
+class WorkflowError(LocatedError):
     """An invalid workflow. ``str()`` is the message; ``loc`` says where, relative to the model validated.
 
     Attributes:
@@ -57,11 +54,6 @@ class WorkflowError(TestbedError, ValueError):
         loc: the field path of the offending value (e.g. ``("nodes", 1, "args", "box")``),
             relative to the model whose validator raised it.
     """
-
-    def __init__(self, message: str, *, loc: Location = ()) -> None:
-        super().__init__(message)
-        self.message = message
-        self.loc = loc
 
 
 class ArgumentBinding(BaseModel):

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
-from testbed.workflow import (
+from testbed.workflow._reference import (
     BindingContext,
     BindingError,
     ContentSegment,
@@ -74,12 +74,15 @@ def format_payload_path(path: PayloadPath) -> str:
     return "".join(str(segment) for segment in path).removeprefix(".")
 
 
-def read_path(payload: Any, path: PayloadPath) -> Any:
-    """Return the value at ``path``; a ``[*]`` segment yields a list with one value per element.
+def read_path(payload: Any, path: PayloadPath | str) -> Any:
+    """Return the value at ``path`` (parsed, or as text such as ``detections[*].bbox``); a ``[*]`` segment
+    yields a list with one value per element.
 
     Raises:
-        PayloadPathError: a segment does not fit the value it is applied to.
+        PayloadPathError: the path is malformed, or a segment does not fit the value it is applied to.
     """
+    if isinstance(path, str):
+        path = parse_payload_path(path)
     context = BindingContext(scene={}, payloads={_ROOT: payload})
     try:
         return resolve(Reference(root=_ROOT, path=path), context)
