@@ -60,6 +60,7 @@ __all__ = [
     "LoadedEntryPoint",
     "Origin",
     "PluginError",
+    "RecordedAgentSpec",
     "Registry",
     "SceneSourcePlugin",
     "ServerPlugin",
@@ -160,7 +161,10 @@ class AgentSpec(BaseModel):
         return grants
 
 
-SpecT = TypeVar("SpecT", bound=AgentSpec)
+class RecordedAgentSpec(AgentSpec):
+    """An agent kind this install lacks (a plug-in's), read back from a recording: its settings as recorded."""
+
+    model_config = ConfigDict(frozen=True, extra="allow", use_attribute_docstrings=True)
 
 
 class AgentFactory(Protocol):

@@ -60,8 +60,7 @@ def mode_row(name: str, result: ValidationResult) -> ModeRow:
     """
     if not result.runs:
         raise ValueError(f"{name}: no complete run to compare")
-    agent = result.runs[0].header.scenario.get("agent") or {}
-    kind = str(agent.get("kind", "scripted")) if isinstance(agent, dict) else "scripted"
+    kind = result.runs[0].scenario.agent.kind
     plans_seen = False
     plan_valid = task_passed = task_checked = executions = 0
     for record in result.runs:

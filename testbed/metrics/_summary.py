@@ -137,9 +137,7 @@ def _server_names(record: RunRecord) -> dict[str, str]:
 
 
 def _agent_kind(record: RunRecord) -> str:
-    agent = record.header.scenario.get("agent")
-    kind = agent.get("kind") if isinstance(agent, dict) else None
-    return str(kind) if kind else "unknown"
+    return record.scenario.agent.kind
 
 
 def _fault_kinds(record: RunRecord) -> set[str]:

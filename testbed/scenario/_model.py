@@ -18,13 +18,14 @@ from pydantic import (
     Field,
     SerializeAsAny,
     StrictInt,
+    ValidationInfo,
     WithJsonSchema,
     model_validator,
 )
 
 from testbed._errors import LocatedError
 from testbed.faults import FaultSpec
-from testbed.registry import AgentSpec, by_kind, registry
+from testbed.registry import RECORDED_CONTEXT, AgentSpec, RecordedAgentSpec, by_kind, registry
 from testbed.scenes import ImageSet, SceneSpec
 from testbed.transport import TransportKind
 from testbed.workflow import (
@@ -129,19 +130,21 @@ class SceneSource(BaseModel):
         return data
 
     @model_validator(mode="after")
-    def _check_exactly_one(self) -> Self:
+    def _check_exactly_one(self, info: ValidationInfo) -> Self:
         sources = registry().scene_sources
         extra = self.__pydantic_extra__ or {}
         for name, value in extra.items():
             plugin = sources.get(name)
+            if plugin is None and _from_recording(info):
+                continue  # a plug-in's source this install lacks: replay reads the recorded scenes
             if plugin is None:
                 known = ", ".join(sources)
                 raise FieldError(f"unknown scene source {name!r}; expected one of: {known}", loc=(name,))
             extra[name] = plugin.spec.model_validate(value)
         given = [name for name in ("synthetic", "images") if getattr(self, name) is not None] + list(extra)
         if len(given) != 1:
-            found = f"got {' and '.join(given)}" if given else "got neither"
-            raise ValueError(f"give exactly one scene source, e.g. 'synthetic' or 'images' ({found})")
+            found = {0: "got neither", 2: "got both"}.get(len(given), f"got {', '.join(given)}")
+            raise ValueError(f"give exactly one of 'synthetic' or 'images' ({found}), or one plug-in scene source")
         return self
 
     @property
@@ -171,9 +174,13 @@ class TaskKind(StrEnum):
 _TASK_KIND_SCHEMA: Final = {"type": "string", "examples": [kind.value for kind in TaskKind]}
 
 
-def _check_task_kind(kind: str) -> str:
+def _from_recording(info: ValidationInfo) -> bool:
+    return isinstance(info.context, dict) and bool(info.context.get(RECORDED_CONTEXT))
+
+
+def _check_task_kind(kind: str, info: ValidationInfo) -> str:
     known = registry().tasks
-    if kind not in known:
+    if kind not in known and not _from_recording(info):
         raise ValueError(f"unknown task kind {kind!r}; expected one of: {', '.join(known)}")
     return kind
 
@@ -235,7 +242,7 @@ class Scenario(BaseModel):
     """The servers the agent may call, by alias (the part before the dot in a call)."""
     task: Task
     """What each run is scored on."""
-    agent: Annotated[SerializeAsAny[AgentSpec], by_kind("agent")]
+    agent: Annotated[SerializeAsAny[AgentSpec], by_kind("agent", recorded=RecordedAgentSpec)]
     """Who plans and makes the calls: an agent kind from the registry (``scripted``, ``retrieval``, ``llm``,
     ``multi``, or a plug-in's ``distribution/kind``), with that kind's settings."""
     expect: tuple[ViolationId, ...] = ()
@@ -257,7 +264,9 @@ class Scenario(BaseModel):
         return type(self.agent).plans_for_itself
 
     @model_validator(mode="after")
-    def _check_references(self) -> Self:
+    def _check_references(self, info: ValidationInfo) -> Self:
+        if _from_recording(info):
+            return self  # checked when it was recorded; a kind this install lacks cannot be checked again
         if self.plans_for_itself and self.expect:
             raise FieldError(
                 f"a {self.agent.kind} agent plans for itself, so the scenario cannot promise violations: "

@@ -22,7 +22,8 @@ from testbed.events import (
     ServerRecord,
 )
 from testbed.protocol import ServerTruth
-from testbed.registry import ValidatorPlugin
+from testbed.registry import RECORDED_CONTEXT, ValidatorPlugin
+from testbed.scenario import Scenario
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,22 @@ class Violation:
         )
 
 
+_parsed: dict[int, tuple[ExperimentHeader, Scenario]] = {}
+"""Recently parsed headers by identity (every run of an experiment shares its header object)."""
+
+
+def recorded_scenario(header: ExperimentHeader) -> Scenario:
+    """The scenario a run header recorded, parsed once per header."""
+    cached = _parsed.get(id(header))
+    if cached is not None and cached[0] is header:
+        return cached[1]
+    scenario = Scenario.model_validate(header.scenario, context={RECORDED_CONTEXT: True})
+    if len(_parsed) >= 8:
+        _parsed.clear()
+    _parsed[id(header)] = (header, scenario)
+    return scenario
+
+
 @dataclass(frozen=True)
 class RunRecord:
     """Everything a validator may read about one run (all from the experiment directory)."""
@@ -65,6 +82,11 @@ class RunRecord:
     blobs: BlobStore
     servers: dict[str, ServerRecord] = field(default_factory=dict)
     """By alias: what each server listed (tools, schemas) and its truth manifest as recorded."""
+
+    @property
+    def scenario(self) -> Scenario:
+        """The resolved scenario the run's header recorded (kinds this install lacks read as recorded)."""
+        return recorded_scenario(self.header)
 
     def truth(self, alias: str) -> ServerTruth | None:
         record = self.servers.get(alias)

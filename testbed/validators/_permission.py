@@ -32,9 +32,8 @@ PATH_ROLES = (SemanticRole.IMAGE_PATH,)
 
 def grants(record: RunRecord) -> frozenset[str] | None:
     """The ``alias.tool`` names the scenario's agent is granted, or ``None`` when every tool is."""
-    agent = record.header.scenario.get("agent")
-    granted = agent.get("grants") if isinstance(agent, dict) else None
-    return frozenset(str(name) for name in granted) if isinstance(granted, list | tuple) else None
+    granted = record.scenario.agent.grants
+    return frozenset(granted) if granted is not None else None
 
 
 def check_tool_not_granted(record: RunRecord) -> Iterator[Violation]:

@@ -16,9 +16,8 @@ def run_workflow(record: RunRecord) -> Workflow | None:
 
     ``None`` when there is neither (or the planned nodes do not form a workflow).
     """
-    agent = record.header.scenario.get("agent")
-    raw = agent.get("workflow") if isinstance(agent, dict) else None
-    if raw is None:
+    workflow = record.scenario.workflow
+    if workflow is None:
         called = {call.node for _, call in record.calls() if call.outcome is not CallOutcomeKind.SKIPPED}
         planned: list[dict[str, Any]] = [
             event.plan["node"]
@@ -29,11 +28,11 @@ def run_workflow(record: RunRecord) -> Workflow | None:
         ]
         if not planned:
             return None
-        raw = {"nodes": planned}
-    try:
-        return Workflow.model_validate(raw)
-    except (WorkflowError, ValueError):
-        return None
+        try:
+            return Workflow.model_validate({"nodes": planned})
+        except (WorkflowError, ValueError):
+            return None
+    return workflow
 
 
 def workflow_edges(record: RunRecord) -> list[Edge]:
