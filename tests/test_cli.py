@@ -84,3 +84,25 @@ def test_corrupt_weights_are_one_line_naming_the_file(tmp_path: Path) -> None:
 
 def test_unknown_device_is_one_line_naming_the_value(tmp_path: Path) -> None:
     _assert_one_line_error(["demo", "--device", "tpu", "--out", str(tmp_path)], "'tpu'")
+
+
+def test_plugins_lists_every_kind_and_where_it_came_from() -> None:
+    result = CliRunner().invoke(main, ["plugins"])
+    assert result.exit_code == 0, result.output
+    for kind, name in [
+        ("server", "detect-xyxy"),
+        ("agent", "retrieval"),
+        ("fault kind", "flip_convention"),
+        ("validator", "coords.mismatch"),
+        ("task checker", "crop_every"),
+        ("scene source", "synthetic"),
+    ]:
+        assert any(kind in line and name in line for line in result.output.splitlines()), (kind, name)
+    assert "servers = servers (mcp-vision-testbed): 11 registered" in result.output
+
+
+def test_serving_an_unknown_server_is_one_line_listing_the_known_ones() -> None:
+    result = CliRunner().invoke(main, ["serve", "no-such-server"])
+    assert result.exit_code != 0
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert "unknown server 'no-such-server'; known: detect-xyxy" in result.output
