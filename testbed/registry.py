@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from types import ModuleType
@@ -305,12 +305,34 @@ class Registry:
         if added is not None:
             added.append((kind, name))
 
+    def _adopt(self, module: str, origin: Origin) -> list[tuple[str, str]]:
+        """Attribute to ``origin`` what ``module`` registered before its entry point was loaded (it was
+        imported directly, e.g. by a test), so ``testbed plugins`` still says where everything came from."""
+        adopted = []
+        for kind, table in self._tables().items():
+            for name, plugin in table.items():
+                defined_in = _defining_module(plugin)
+                inside = defined_in == module or defined_in.startswith(module + ".")
+                if inside and plugin.origin.entry_point is None:
+                    table[name] = replace(plugin, origin=origin)
+                    adopted.append((kind, name))
+        return adopted
+
     def _remove(self, entries: Iterable[tuple[str, str]]) -> None:
         for kind, name in entries:
             self._tables()[kind].pop(name, None)
 
 
 P = TypeVar("P")
+
+
+def _defining_module(plugin: Any) -> str:
+    """The module that defined a registered object (its factory, check or spec class)."""
+    for attribute in ("build", "check", "load", "spec"):
+        defined = getattr(plugin, attribute, None)
+        if defined is not None:
+            return str(getattr(defined, "__module__", ""))
+    return ""
 
 
 def _lookup(table: Mapping[str, P], name: str, what: str) -> P:
@@ -321,6 +343,14 @@ def _lookup(table: Mapping[str, P], name: str, what: str) -> P:
 
 
 _REGISTRY = Registry()
+_target: ContextVar[Registry | None] = ContextVar("_target", default=None)
+"""The registry an entry point registers into while :func:`load_entry_points` loads it."""
+
+
+def _registering_into() -> Registry:
+    return _target.get() or _REGISTRY
+
+
 _registered_now: ContextVar[list[tuple[str, str]] | None] = ContextVar("_registered_now", default=None)
 """While the loader loads an entry point: what it has registered so far (taken back if it then fails)."""
 _load_lock = threading.Lock()
@@ -362,7 +392,7 @@ def load_entry_points(target: Registry | None = None, *, points: Iterable[EntryP
         )
         added: list[tuple[str, str]] = []
         error: str | None = None
-        context_token, added_token = _loading.set(context), _registered_now.set(added)
+        context_token, added_token, target_token = _loading.set(context), _registered_now.set(added), _target.set(reg)
         try:
             target_object = point.load()
             if callable(target_object) and not isinstance(target_object, ModuleType):
@@ -372,11 +402,13 @@ def load_entry_points(target: Registry | None = None, *, points: Iterable[EntryP
         finally:
             _loading.reset(context_token)
             _registered_now.reset(added_token)
+            _target.reset(target_token)
         if error is not None:
             reg._remove(added)
             _log.warning("testbed: plug-in %s from %s not loaded: %s", point.name, distribution, error)
             added = []
         else:
+            added += reg._adopt(point.module, context.origin)
             loaded += 1
         registered = tuple(f"{kind} {name}" for kind, name in added)
         reg.entry_points.append(LoadedEntryPoint(point.name, point.value, distribution, registered, error))
@@ -445,7 +477,7 @@ def server(name: str, *, truth: ServerTruth, preload: Callable[[ServerConfig], N
             tools=tools,
             origin=context.origin,
         )
-        _REGISTRY._add("server", qualified, plugin, same=lambda old: old.build is build)
+        _registering_into()._add("server", qualified, plugin, same=lambda old: old.build is build)
         return build
 
     return register
@@ -489,7 +521,7 @@ def agent(
                 f"{where}: its spec must subclass testbed.registry.AgentSpec with kind: Literal[{qualified!r}]"
             )
         plugin = AgentPlugin(qualified, spec, build, live_models, replay_models, context.origin)
-        _REGISTRY._add("agent", qualified, plugin, same=lambda old: old.build is build)
+        _registering_into()._add("agent", qualified, plugin, same=lambda old: old.build is build)
         return build
 
     return register
@@ -509,7 +541,11 @@ def fault_kind(spec: type[T]) -> type[T]:
         raise PluginError(f"{where}: a plug-in's fault kind is namespaced; set kind: Literal[{qualified!r}]")
     expected: tuple[str, ...] = getattr(spec, "expected", ())
     _check_ids(expected, where, "expects")
-    _REGISTRY._add("fault", kind, FaultPlugin(kind, spec, context.origin), same=lambda old: old.spec is spec)
+    check: Callable[[], str | None] | None = getattr(spec, "registration_problem", None)
+    problem = check() if check is not None else None
+    if problem is not None:
+        raise PluginError(f"{where}: {problem}")
+    _registering_into()._add("fault", kind, FaultPlugin(kind, spec, context.origin), same=lambda old: old.spec is spec)
     return spec
 
 
@@ -525,7 +561,7 @@ def validator(name: str, *, emits: Sequence[str]) -> Callable[[F], F]:
         qualified = _qualified(name, "validator")
         _check_ids(tuple(emits), f"plugin {context.origin}: validator {name!r}", "emits")
         plugin = ValidatorPlugin(qualified, tuple(emits), check, context.origin)
-        _REGISTRY._add("validator", qualified, plugin, same=lambda old: old.check is check)
+        _registering_into()._add("validator", qualified, plugin, same=lambda old: old.check is check)
         return check
 
     return register
@@ -538,7 +574,7 @@ def task_checker(kind: str) -> Callable[[F], F]:
         context = _context()
         qualified = _qualified(kind, "task kind")
         plugin = TaskPlugin(qualified, check, context.origin)
-        _REGISTRY._add("task", qualified, plugin, same=lambda old: old.check is check)
+        _registering_into()._add("task", qualified, plugin, same=lambda old: old.check is check)
         return check
 
     return register
@@ -551,7 +587,7 @@ def scene_source(name: str, *, spec: type[BaseModel]) -> Callable[[F], F]:
         context = _context()
         qualified = _qualified(name, "scene source")
         plugin = SceneSourcePlugin(qualified, spec, load, context.origin)
-        _REGISTRY._add("scene source", qualified, plugin, same=lambda old: old.load is load)
+        _registering_into()._add("scene source", qualified, plugin, same=lambda old: old.load is load)
         return load
 
     return register

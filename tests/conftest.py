@@ -1,25 +1,72 @@
-"""Shared fixtures. The testbed's cache folder is a fresh temporary one for each test session."""
+"""Shared fixtures, and the markers every test gets from where it lives.
+
+The testbed's cache folder is a fresh temporary one for each test session.
+Experiments recorded from ``scenarios/v1`` are recorded once per session and
+shared by every module that asks for the same one (``recorded_v1``); a test
+that changes an experiment directory asks for its own copy
+(``recorded_v1_copy``). Types and plain helper functions that tests use by
+name live in ``tests/_helpers.py``: no test module imports this file or another
+test module (``tests/test_layout.py``).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import json
 import os
+import re
+import shutil
 import socket
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
 
+if TYPE_CHECKING:
+    from testbed.scenario import Scenario
+    from testbed.scenes import Scene
+    from testbed.server_config import ServerConfig
+    from testbed.validators import RunRecord
+    from tests._helpers import NetworkAttempts
+
 # Before anything imports Ultralytics: its configuration folder must be ours, never ~/.config.
+# So testbed (and tests._helpers, which imports it) is imported inside the fixtures, never at the top.
 os.environ.setdefault("TESTBED_HOME", tempfile.mkdtemp(prefix="testbed-home-"))
 
+TESTS = Path(__file__).resolve().parent
+V1 = TESTS.parent / "scenarios" / "v1"
+QUALITY = TESTS / "quality"
 
-class NetworkAttempts:
-    """Non-loopback network use seen while the guard was active."""
+RECORDING_TIMEOUT_S = 900.0
+"""Bound on recording one experiment in a fixture (a hung server fails the test instead of the session)."""
 
-    def __init__(self) -> None:
-        self.attempts: list[str] = []
+
+# --- markers ---------------------------------------------------------------------------------
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/quality is the quality tier (before ``-m`` deselects anything)."""
+    for item in items:
+        if QUALITY in item.path.parents:
+            item.add_marker(pytest.mark.quality)
+
+
+# --- environment -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def testbed_home() -> Path:
+    return Path(os.environ["TESTBED_HOME"])
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    """anyio tests run on asyncio only."""
+    return "asyncio"
 
 
 def _is_local(address: Any) -> bool:
@@ -41,6 +88,8 @@ def network_guard(monkeypatch: pytest.MonkeyPatch) -> NetworkAttempts:
     Attempts are recorded as well as refused because libraries often swallow
     the error; the test asserts ``guard.attempts == []`` afterwards.
     """
+    from tests._helpers import NetworkAttempts
+
     seen = NetworkAttempts()
     real_connect = socket.socket.connect
     real_connect_ex = socket.socket.connect_ex
@@ -79,6 +128,146 @@ def network_guard(monkeypatch: pytest.MonkeyPatch) -> NetworkAttempts:
     return seen
 
 
+# --- the reference servers in process --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def config() -> ServerConfig:
+    """Server configuration: CPU inference; weights from TESTBED_*_WEIGHTS when set, else the shipped ones."""
+    from testbed.server_config import ServerConfig
+
+    return ServerConfig.from_env(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def scene() -> Scene:
+    """A synthetic scene with three or four objects (seed 11), the one the server tests send."""
+    from testbed.scenes import SceneSpec, generate_scene
+
+    return generate_scene(SceneSpec(min_objects=3, max_objects=4), 11)
+
+
+@pytest.fixture(scope="module")
+def image_b64(scene: Scene) -> str:
+    """``scene``'s image as base64 PNG."""
+    from testbed.imaging import encode_png_base64
+
+    return encode_png_base64(scene.image)
+
+
+# --- recorded experiments --------------------------------------------------------------------
+
+
+class RecordScenario(Protocol):
+    def __call__(self, scenario: Scenario) -> Path: ...
+
+
+class RecordV1(Protocol):
+    def __call__(self, name: str, runs: int, *, transport: str | None = None, **overrides: Any) -> Path: ...
+
+
+class CopyV1(Protocol):
+    def __call__(self, name: str, out: Path, runs: int, *, transport: str | None = None, **overrides: Any) -> Path: ...
+
+
+class RecordRuns(Protocol):
+    def __call__(self, scenario: Scenario) -> list[RunRecord]: ...
+
+
+def _digest(directory: Path) -> str:
+    from testbed.events import EVENTS_FILE
+
+    return hashlib.sha256((directory / EVENTS_FILE).read_bytes()).hexdigest()
+
+
+def _v1_scenario(name: str, runs: int, *, transport: str | None = None, **overrides: Any) -> Scenario:
+    """``scenarios/v1/<name>.yaml`` with ``runs`` runs, every server on ``transport`` (if given), and ``overrides``."""
+    from testbed.scenario import load_scenario
+
+    scenario = load_scenario(V1 / f"{name}.yaml")
+    if transport is not None:
+        servers = {alias: ref.model_copy(update={"transport": transport}) for alias, ref in scenario.servers.items()}
+        scenario = scenario.model_copy(update={"servers": servers})
+    return scenario.model_copy(update={"runs": runs, **overrides})
+
+
 @pytest.fixture(scope="session")
-def testbed_home() -> Path:
-    return Path(os.environ["TESTBED_HOME"])
+def recorded_scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RecordScenario]:
+    """Record a resolved scenario (in process, CPU) at most once per session; returns its experiment directory.
+
+    Recordings are keyed by the scenario's JSON, so the same scenario asked for by
+    several modules is recorded once. The directory is shared: read it, never
+    change it (``recorded_v1_copy`` gives a private copy). A shared recording
+    whose events changed is an error the next time it is asked for, and at the
+    end of the session.
+    """
+    import anyio
+
+    from testbed.orchestrator import run_experiment
+
+    done: dict[str, tuple[Path, str]] = {}
+
+    def changed(out: Path) -> str:
+        return f"{out}: a test changed this shared recorded experiment; use recorded_v1_copy for one to change"
+
+    def record(scenario: Scenario) -> Path:
+        key = json.dumps(scenario.model_dump(mode="json"), sort_keys=True)
+        if key in done:
+            out, digest = done[key]
+            assert _digest(out) == digest, changed(out)
+            return out
+        out = tmp_path_factory.mktemp(re.sub(r"[^\w-]", "_", f"recorded-{scenario.name}-{scenario.runs}")) / "exp"
+
+        async def run() -> None:
+            with anyio.fail_after(RECORDING_TIMEOUT_S):
+                await run_experiment(scenario, out_dir=out, device="cpu")
+
+        anyio.run(run)
+        done[key] = (out, _digest(out))
+        return out
+
+    yield record
+    altered = [changed(out) for out, digest in done.values() if _digest(out) != digest]
+    assert not altered, altered
+
+
+@pytest.fixture(scope="session")
+def recorded_v1(recorded_scenario: RecordScenario) -> RecordV1:
+    """``recorded_v1(name, runs, transport=None, **overrides)``: ``scenarios/v1/<name>.yaml`` recorded once per session.
+
+    ``transport`` switches every server (the scenario's own otherwise); ``overrides``
+    replace scenario fields (``faults=load_faults(...)``, ``seed=...``). Returns the
+    shared experiment directory: read only.
+    """
+
+    def record(name: str, runs: int, *, transport: str | None = None, **overrides: Any) -> Path:
+        return recorded_scenario(_v1_scenario(name, runs, transport=transport, **overrides))
+
+    return record
+
+
+@pytest.fixture(scope="session")
+def recorded_v1_copy(recorded_v1: RecordV1) -> CopyV1:
+    """``recorded_v1_copy(name, out, runs, ...)``: a private copy at ``out`` of ``recorded_v1(name, runs, ...)``.
+
+    For tests that change the experiment directory (edit its events, write a report into it).
+    """
+
+    def copy(name: str, out: Path, runs: int, *, transport: str | None = None, **overrides: Any) -> Path:
+        shutil.copytree(recorded_v1(name, runs, transport=transport, **overrides), out, dirs_exist_ok=True)
+        return out
+
+    return copy
+
+
+@pytest.fixture(scope="session")
+def recorded_runs(recorded_scenario: RecordScenario) -> RecordRuns:
+    """``recorded_runs(scenario)``: one fresh :class:`RunRecord` list per call, from the shared recording."""
+    from testbed.events import BLOBS_DIR, BlobStore, read_events
+    from testbed.validators import split_runs
+
+    def runs(scenario: Scenario) -> list[RunRecord]:
+        out = recorded_scenario(scenario)
+        return split_runs(read_events(out).events, BlobStore(out / BLOBS_DIR))
+
+    return runs

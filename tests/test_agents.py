@@ -7,54 +7,26 @@ similarities); tests/test_agents_models.py runs the real embedded models.
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
-from agents import AgentModels
+from agents import AgentModels, MultiAgentSpec
 from agents._embedding import RecordingRetrieval
 from testbed.check import in_process
 from testbed.events import CallEvent, LLMEvent, MessageEvent, PlanEvent, RetrievalEvent, RunFinished, read_events
-from testbed.llm import LLMError, LLMFailure, LLMReply, LLMRequest, RecordingLLM
+from testbed.llm import LLMFailure, RecordingLLM
 from testbed.orchestrator import build_agent, replay_experiment, run_experiment
 from testbed.protocol import AGENT_META_KEY
 from testbed.scenario import Scenario, load_scenario
 from testbed.validators import validate_experiment
+from tests._helpers import ScriptedLLM
 
 V1 = Path(__file__).resolve().parent.parent / "scenarios" / "v1"
-
-
-class ScriptedLLM:
-    """A language model that answers by rule: detect first, then crop each detection, then finish."""
-
-    name = "fake"
-    model = "scripted-rules"
-
-    def __init__(self, replies: list[str] | None = None, failure: LLMFailure | None = None) -> None:
-        self.replies = replies
-        self.failure = failure
-        self.requests: list[LLMRequest] = []
-
-    async def complete(self, request: LLMRequest) -> LLMReply:
-        self.requests.append(request)
-        if self.failure is not None:
-            raise LLMError(self.failure, "connection refused by 127.0.0.1:9")
-        if self.replies is not None:
-            return LLMReply(text=self.replies[(len(self.requests) - 1) % len(self.replies)], model=self.model)
-        prompt = request.messages[-1].content
-        if "- nothing yet" in prompt:
-            reply = {"tool": "det.detect", "for_each": None, "arguments": {"image": "$scene.image"}}
-        elif "crop.crop" in prompt.split("Done so far:")[1].split("Values you can pass")[0]:
-            reply = {"tool": "finish"}
-        else:
-            reply = {
-                "tool": "crop.crop",
-                "for_each": "$detect.detections",
-                "arguments": {"image": "$scene.image", "box": "$item.bbox"},
-            }
-        return LLMReply(text=json.dumps(reply), model=self.model, completion_tokens=20)
 
 
 class FixedEmbedder:
@@ -185,10 +157,12 @@ def test_a_retrieval_agent_converting_boxes_itself_is_reported_as_conn_untracked
     assert report.divergence is None, str(report.divergence)
 
 
-def test_declared_adapters_are_not_reported_as_conn_untracked_bridging(tmp_path: Path) -> None:
+def test_declared_adapters_are_not_reported_as_conn_untracked_bridging(
+    tmp_path: Path, recorded_scenario: Callable[[Scenario], Path]
+) -> None:
     # detect_crop converts boxes on the edge with a declared adapter: conn.untracked_bridging must stay silent.
     scenario = _scenario("detect_crop", 2)
-    anyio.run(lambda: run_experiment(scenario, out_dir=tmp_path / "adapted", device="cpu"))
+    shutil.copytree(recorded_scenario(scenario), tmp_path / "adapted")
     ids = {v.id for v in validate_experiment(tmp_path / "adapted").violations}
     assert "conn.untracked_bridging" not in ids
 
@@ -196,9 +170,11 @@ def test_declared_adapters_are_not_reported_as_conn_untracked_bridging(tmp_path:
 # --- multi-agent coordination -----------------------------------------------------------------
 
 
-def test_a_worker_reading_another_workers_handle_is_reported_as_memory_cross_agent(tmp_path: Path) -> None:
+def test_a_worker_reading_another_workers_handle_is_reported_as_memory_cross_agent(
+    tmp_path: Path, recorded_scenario: Callable[[Scenario], Path]
+) -> None:
     scenario = _scenario("multi_detect_crop", 2)
-    anyio.run(lambda: run_experiment(scenario, out_dir=tmp_path / "multi", device="cpu"))
+    shutil.copytree(recorded_scenario(scenario), tmp_path / "multi")
     events = _events(tmp_path / "multi")
 
     calls = [e for e in events if isinstance(e, CallEvent)]
@@ -220,11 +196,10 @@ def test_a_worker_reading_another_workers_handle_is_reported_as_memory_cross_age
 
 def test_a_worker_reusing_its_own_handles_is_not_reported_as_memory_cross_agent(tmp_path: Path) -> None:
     scenario = _scenario("multi_detect_crop", 1)
+    assert isinstance(scenario.agent, MultiAgentSpec)
     workers = (
-        scenario.agent.workers[0].model_copy(  # type: ignore[union-attr]
-            update={"tools": ("store.put_image", "store.crop_image")}
-        ),
-        scenario.agent.workers[1],  # type: ignore[union-attr]
+        scenario.agent.workers[0].model_copy(update={"tools": ("store.put_image", "store.crop_image")}),
+        scenario.agent.workers[1],
     )
     single = scenario.model_copy(update={"agent": scenario.agent.model_copy(update={"workers": workers})})
     anyio.run(lambda: run_experiment(single, out_dir=tmp_path / "own", device="cpu"))

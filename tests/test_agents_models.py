@@ -8,15 +8,17 @@ from pathlib import Path
 import anyio
 import pytest
 
+from agents import LLMAgentSpec
 from agents._embedding import MiniLMEmbedder
 from testbed.check import in_process
 from testbed.events import CallEvent, LLMEvent, PlanEvent, RetrievalEvent, RunFinished, read_events
 from testbed.llm import EmbeddedBackend, OpenAICompatibleLLM
 from testbed.orchestrator import replay_experiment, run_experiment
-from agents import LLMAgentSpec
 from testbed.scenario import Scenario, load_scenario
+from tests._helpers import NetworkAttempts
 from tests._llama_server import SERVER_MODEL, llama_server
-from tests.conftest import NetworkAttempts
+
+pytestmark = pytest.mark.slow  # real models: MiniLM, SmolLM2 in process and behind llama.cpp's server
 
 V1 = Path(__file__).resolve().parent.parent / "scenarios" / "v1"
 

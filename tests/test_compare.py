@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -18,7 +19,7 @@ from testbed.metrics import mode_row
 from testbed.orchestrator import run_experiment
 from testbed.scenario import load_scenario
 from testbed.validators import validate_experiment
-from tests.test_agents import ScriptedLLM
+from tests._helpers import ScriptedLLM
 
 V1 = Path(__file__).resolve().parent.parent / "scenarios" / "v1"
 
@@ -55,9 +56,11 @@ def test_a_mode_row_counts_plans_tasks_and_violations_from_the_runs(tmp_path: Pa
     assert row.occurrences == len(result.violations)
 
 
-def test_compare_prints_one_row_per_experiment_and_writes_csv(tmp_path: Path) -> None:
-    scripted = _record("detect_crop", tmp_path / "scripted", 2)
-    multi = _record("multi_detect_crop", tmp_path / "multi", 2)
+def test_compare_prints_one_row_per_experiment_and_writes_csv(
+    tmp_path: Path, recorded_v1_copy: Callable[..., Path]
+) -> None:
+    scripted = recorded_v1_copy("detect_crop", tmp_path / "scripted", 2, transport="inprocess")
+    multi = recorded_v1_copy("multi_detect_crop", tmp_path / "multi", 2, transport="inprocess")
     table = tmp_path / "modes.csv"
 
     result = CliRunner().invoke(main, ["compare", str(scripted), str(multi), "--csv", str(table)])

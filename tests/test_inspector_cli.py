@@ -22,6 +22,8 @@ from testbed.imaging import encode_png_base64
 from testbed.scenes import SceneSpec, generate_scene
 from testbed.transport import free_port, wait_until_listening
 
+pytestmark = pytest.mark.slow  # Node.js subprocesses driving server subprocesses
+
 INSPECTOR = Path(__file__).parent / "inspector" / "node_modules" / ".bin" / "mcp-inspector"
 
 

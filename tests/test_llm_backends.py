@@ -61,11 +61,6 @@ TOOL_REQUEST = LLMRequest(
 )
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def _comparable(event: LLMEvent) -> dict[str, Any]:
     return event.model_dump(exclude=set(WALL_CLOCK_FIELDS))
 
@@ -135,6 +130,7 @@ async def test_embedded_request_longer_than_the_context_is_a_backend_error() -> 
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.slow
 async def test_embedded_model_reply_follows_the_schema_and_repeats_exactly(embedded: EmbeddedBackend) -> None:
     with anyio.fail_after(TIMEOUT_S):
         first = await embedded.complete(TOOL_REQUEST)
@@ -149,6 +145,7 @@ async def test_embedded_model_reply_follows_the_schema_and_repeats_exactly(embed
     assert first.completion_tokens > 0
 
 
+@pytest.mark.slow
 async def test_embedded_model_answers_concurrent_requests_as_it_answers_them_alone(
     embedded: EmbeddedBackend,
 ) -> None:
@@ -334,6 +331,7 @@ def test_make_backend_builds_the_backend_the_spec_names_without_loading_it() -> 
 # --- a real llama.cpp server --------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_openai_backend_gets_a_schema_following_reply_from_a_real_llama_cpp_server() -> None:
     with llama_server() as base_url:
         backend = OpenAICompatibleBackend(

@@ -12,23 +12,19 @@ import pytest
 from testbed.events import CallEvent, RunFinished, RunStarted
 from testbed.metrics import OVERALL, GroupKind, poisson_interval, summarize, wilson_interval
 from testbed.validators import ValidationResult, validate_experiment
-from tests._experiments import record_v1
 
-SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios" / "v1"
-
-
-def record_experiment(name: str, out: Path, runs: int = 10) -> Path:
-    return record_v1(name, out, runs)
+RUNS = 10
+"""Runs of each recorded experiment (shared, read only: see ``recorded_v1`` in conftest.py)."""
 
 
 @pytest.fixture(scope="module")
-def incompatible(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return record_experiment("detect_crop_incompatible", tmp_path_factory.mktemp("incompatible") / "exp")
+def incompatible(recorded_v1: Callable[..., Path]) -> Path:
+    return recorded_v1("detect_crop_incompatible", RUNS)
 
 
 @pytest.fixture(scope="module")
-def compatible(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return record_experiment("detect_crop", tmp_path_factory.mktemp("compatible") / "exp")
+def compatible(recorded_v1: Callable[..., Path]) -> Path:
+    return recorded_v1("detect_crop", RUNS)
 
 
 def wilson_by_hand(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:

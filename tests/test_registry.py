@@ -15,7 +15,7 @@ from mcp.server.mcpserver import MCPServer
 from pydantic import BaseModel, ConfigDict
 
 from testbed import registry as registry_module
-from testbed.faults import PayloadFault, load_faults
+from testbed.faults import EffectContext, PayloadFault, PayloadPath, load_faults
 from testbed.protocol import SchemaStyle, ServerTruth, ToolTruth
 from testbed.registry import (
     AgentSpec,
@@ -136,6 +136,9 @@ def test_a_registered_fault_kind_is_valid_in_a_fault_list(isolated_registry: Reg
 
             kind: Literal["my-dist/jitter"] = "my-dist/jitter"
             expected = ("coords.mismatch",)
+
+            def alter(self, path: PayloadPath, payload: Any, context: EffectContext) -> tuple[Any, str]:
+                return payload, "moved nothing"
 
     faults = load_faults([{"kind": "my-dist/jitter", "target": {"server": "det", "path": "boxes"}}])
     assert isinstance(faults[0], Jitter)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -16,19 +17,14 @@ from testbed.events import CallEvent, FaultEvent, RunFinished, read_events
 from testbed.faults import load_faults
 from testbed.orchestrator import replay_experiment, run_experiment
 from testbed.scenario import load_scenario
-from tests._experiments import record_v1
 
 V1 = Path(__file__).resolve().parent.parent / "scenarios" / "v1"
 
 
-def _record(name: str, out: Path, runs: int, **updates: object) -> None:
-    record_v1(name, out, runs, **updates)
-
-
 def test_fault_free_experiment_replays_identically_without_loading_a_model(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, recorded_v1_copy: Callable[..., Path]
 ) -> None:
-    _record("detect_segment_crop", tmp_path, runs=3)
+    recorded_v1_copy("detect_segment_crop", tmp_path, runs=3)
 
     def no_models(*_: object, **__: object) -> None:
         raise AssertionError("replay must not load a model")
@@ -40,8 +36,8 @@ def test_fault_free_experiment_replays_identically_without_loading_a_model(
     assert report.events > 3
 
 
-def test_replay_names_the_first_event_that_differs(tmp_path: Path) -> None:
-    _record("detect_crop", tmp_path, runs=2)
+def test_replay_names_the_first_event_that_differs(tmp_path: Path, recorded_v1_copy: Callable[..., Path]) -> None:
+    recorded_v1_copy("detect_crop", tmp_path, runs=2)
     events_file = tmp_path / "events.jsonl"
     lines = events_file.read_text().splitlines()
     for index, line in enumerate(lines):
@@ -64,8 +60,10 @@ def test_replay_names_the_first_event_that_differs(tmp_path: Path) -> None:
     assert "did not reproduce" in str(report.divergence)
 
 
-def test_cli_replay_reports_reproduction_and_exits_non_zero_on_divergence(tmp_path: Path) -> None:
-    _record("fanout", tmp_path, runs=2)
+def test_cli_replay_reports_reproduction_and_exits_non_zero_on_divergence(
+    tmp_path: Path, recorded_v1_copy: Callable[..., Path]
+) -> None:
+    recorded_v1_copy("fanout", tmp_path, runs=2)
     result = CliRunner().invoke(main, ["replay", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "reproduced 2 runs" in result.output
@@ -75,8 +73,8 @@ def test_cli_replay_reports_reproduction_and_exits_non_zero_on_divergence(tmp_pa
     assert CliRunner().invoke(main, ["replay", str(tmp_path)]).exit_code != 0
 
 
-def test_replay_of_another_format_version_says_so(tmp_path: Path) -> None:
-    _record("detect_crop", tmp_path, runs=1)
+def test_replay_of_another_format_version_says_so(tmp_path: Path, recorded_v1_copy: Callable[..., Path]) -> None:
+    recorded_v1_copy("detect_crop", tmp_path, runs=1)
     events_file = tmp_path / "events.jsonl"
     lines = events_file.read_text().splitlines()
     header = json.loads(lines[0])
@@ -86,6 +84,7 @@ def test_replay_of_another_format_version_says_so(tmp_path: Path) -> None:
         anyio.run(lambda: replay_experiment(tmp_path))
 
 
+@pytest.mark.slow
 def test_faulted_experiment_of_100_runs_replays_identically(tmp_path: Path) -> None:
     scenario = load_scenario(V1 / "faults.yaml")
     in_process = {alias: ref.model_copy(update={"transport": "inprocess"}) for alias, ref in scenario.servers.items()}
@@ -112,10 +111,13 @@ def test_faulted_experiment_of_100_runs_replays_identically(tmp_path: Path) -> N
     assert report.divergence is None, str(report.divergence)
 
 
-def test_faults_scenario_injects_every_kind_over_stdio_and_replays(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_faults_scenario_injects_every_kind_over_stdio_and_replays(
+    tmp_path: Path, recorded_v1_copy: Callable[..., Path]
+) -> None:
     from testbed.faults import FAULT_CATALOG
 
-    _record("faults", tmp_path, runs=20)
+    recorded_v1_copy("faults", tmp_path, runs=20)
     events = read_events(tmp_path).events
     applied = {e.kind for e in events if isinstance(e, FaultEvent) and not e.detail.startswith("not applicable")}
     assert applied == set(FAULT_CATALOG)
@@ -128,6 +130,7 @@ def test_faults_scenario_injects_every_kind_over_stdio_and_replays(tmp_path: Pat
     assert report.divergence is None, str(report.divergence)
 
 
+@pytest.mark.slow
 def test_timed_out_calls_record_whether_the_server_honoured_the_cancellation(tmp_path: Path) -> None:
     scenario = load_scenario(V1 / "faults.yaml")
     in_process = {alias: ref.model_copy(update={"transport": "inprocess"}) for alias, ref in scenario.servers.items()}
@@ -142,10 +145,10 @@ def test_timed_out_calls_record_whether_the_server_honoured_the_cancellation(tmp
     assert all(e.cancel_honoured is None for e in others)
 
 
-def test_replay_recomputes_the_same_violations(tmp_path: Path) -> None:
+def test_replay_recomputes_the_same_violations(tmp_path: Path, recorded_v1_copy: Callable[..., Path]) -> None:
     from testbed.validators import validate_experiment
 
-    _record("detect_crop_incompatible", tmp_path, runs=3)
+    recorded_v1_copy("detect_crop_incompatible", tmp_path, runs=3)
     report = anyio.run(lambda: replay_experiment(tmp_path))
     assert report.divergence is None, str(report.divergence)
     recorded = validate_experiment(tmp_path).violations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,23 +17,20 @@ from testbed.events import EVENTS_FILE
 from testbed.metrics import summarize
 from testbed.report import CSV_FIELDS, render_terminal, show_run, write_report
 from testbed.validators import validate_experiment
-from tests._experiments import record_v1
 
-SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios" / "v1"
-
-
-def record_experiment(name: str, out: Path, runs: int = 6) -> Path:
-    return record_v1(name, out, runs)
+RUNS = 6
+"""Runs of each recorded experiment (recorded once per session: see ``recorded_v1`` in conftest.py)."""
 
 
 @pytest.fixture(scope="module")
-def incompatible(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return record_experiment("detect_crop_incompatible", tmp_path_factory.mktemp("incompatible") / "exp")
+def incompatible(recorded_v1_copy: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This module's own copy: the report command writes its report into the experiment directory."""
+    return recorded_v1_copy("detect_crop_incompatible", tmp_path_factory.mktemp("incompatible") / "exp", RUNS)
 
 
 @pytest.fixture(scope="module")
-def compatible(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return record_experiment("detect_crop", tmp_path_factory.mktemp("compatible") / "exp")
+def compatible(recorded_v1: Callable[..., Path]) -> Path:
+    return recorded_v1("detect_crop", RUNS)
 
 
 def truncated_copy(source: Path, target: Path, *, keep_runs: int) -> Path:

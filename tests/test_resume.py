@@ -38,6 +38,7 @@ def _recorded_runs(out: Path) -> int:
     return path.read_text().count('"event":"run_finished"') if path.exists() else 0
 
 
+@pytest.mark.slow
 def test_sigkill_at_ten_random_points_then_resume_records_every_run_exactly_once(tmp_path: Path) -> None:
     out = tmp_path / "exp"
     rng = derive_rng(2026, "sigkill-points")

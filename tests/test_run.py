@@ -29,6 +29,8 @@ from testbed.scenario import load_scenario
 
 V1 = Path(__file__).resolve().parent.parent / "scenarios" / "v1"
 V1_SCENARIOS = sorted(V1.glob("*.yaml"))
+SLOW_V1 = {"faults", "llm_detect_crop", "llm_detect_segment_crop"}
+"""v1 scenarios that take well over 5 s to run three times (stdio servers, the embedded LLM)."""
 
 
 def _run(name: str, out: Path, *, runs: int = 3, transport: str | None = None, seed: int | None = None) -> None:
@@ -62,7 +64,11 @@ def test_v1_suite_has_a_compatible_and_an_incompatible_version_of_each_pipeline(
         assert {pipeline, f"{pipeline}_incompatible"} <= names
 
 
-@pytest.mark.parametrize("scenario_file", V1_SCENARIOS, ids=lambda path: path.stem)
+@pytest.mark.parametrize(
+    "scenario_file",
+    [pytest.param(path, marks=pytest.mark.slow) if path.stem in SLOW_V1 else path for path in V1_SCENARIOS],
+    ids=lambda path: path.stem,
+)
 def test_every_v1_scenario_runs_three_seeded_runs_and_records_every_message(
     scenario_file: Path, tmp_path: Path
 ) -> None:
@@ -149,6 +155,7 @@ def test_header_records_versions_servers_tools_and_truth(tmp_path: Path) -> None
     assert any(tool["name"] == "segment" for tool in by_alias["seg"].tools)
 
 
+@pytest.mark.slow
 def test_stdio_servers_record_the_same_calls_as_in_process(tmp_path: Path) -> None:
     _run("detect_segment_crop", tmp_path / "inproc", runs=2)
     _run("detect_segment_crop", tmp_path / "stdio", runs=2, transport="stdio")
@@ -164,6 +171,7 @@ def test_stdio_servers_record_the_same_calls_as_in_process(tmp_path: Path) -> No
     assert (tmp_path / "stdio" / "servers" / "det.stderr.log").exists()
 
 
+@pytest.mark.slow
 def test_http_transport_runs_a_scenario(tmp_path: Path) -> None:
     _run("detect_crop", tmp_path, runs=2, transport="http")
     header = read_events(tmp_path).events[0]

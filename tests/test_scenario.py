@@ -85,9 +85,10 @@ def test_a_valid_scenario_loads_into_frozen_models() -> None:
     [fault] = scenario.faults
     assert (fault.kind, fault.target.server) == ("delay", "det")
     assert "validators" not in Scenario.model_fields  # the unused placeholder is gone (issue 10)
-    crop = scenario.agent.workflow.node("crop")
+    assert scenario.workflow is not None
+    crop = scenario.workflow.node("crop")
     assert crop.adapters["box"] == BoxAdapter.between(BoxConvention.from_name("xyxy/pixel"), "xywh/pixel")
-    assert topological_layers(build_graph(scenario.agent.workflow)) == [["detect", "detect2"], ["crop"]]
+    assert topological_layers(build_graph(scenario.workflow)) == [["detect", "detect2"], ["crop"]]
     with pytest.raises(ValueError, match="frozen"):
         scenario.seed = 8
 

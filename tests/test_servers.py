@@ -8,12 +8,8 @@ server's divergence is exactly the convention its truth manifest records.
 from __future__ import annotations
 
 import base64
-import json
-import math
 import shutil
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -21,11 +17,8 @@ import anyio
 import numpy as np
 import pytest
 from mcp import Client
-from mcp_types import CallToolResult, ImageContent, RequestParamsMeta, TextContent
+from mcp_types import RequestParamsMeta
 
-from testbed.registry import registry
-from testbed.serve import serve
-from testbed.server_config import ServerConfig
 from servers.__main__ import main as servers_main
 from servers._runtime import vision_model
 from testbed._errors import TestbedError
@@ -39,10 +32,9 @@ from testbed.conventions import (
     parse_shape,
     to_canonical,
 )
-from testbed.imaging import decode_base64_image, encode_png_base64
+from testbed.imaging import encode_png_base64
 from testbed.protocol import (
     CLOCK_META_KEY,
-    SCOPE_META_KEY,
     ErrorStyle,
     SchemaStyle,
     SemanticRole,
@@ -51,40 +43,31 @@ from testbed.protocol import (
     declared_box_convention,
     extension_keywords,
 )
-from testbed.scenes import Scene, SceneSpec, generate_scene
+from testbed.registry import registry
+from testbed.scenes import Scene
+from testbed.serve import serve
+from testbed.server_config import ServerConfig
 from testbed.vision import InferenceCache, InferenceParams, InferenceResult, VisionModel, shipped_weights
+from tests._helpers import (
+    CALL_TIMEOUT,
+    call,
+    connected,
+    error_message,
+    expected_crop,
+    image_of,
+    ok_payload,
+    schema_at,
+    select,
+    truth_tool,
+)
 
 pytestmark = pytest.mark.anyio
-
-CALL_TIMEOUT = 60.0
-"""Bound on any single test's MCP exchange (the first call may load a model)."""
 
 SERVERS = registry().servers
 get_server = registry().server
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-# --- fixtures -------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def config() -> ServerConfig:
-    """CPU inference; weights from TESTBED_*_WEIGHTS when set, else the shipped ones."""
-    return ServerConfig.from_env(device="cpu")
-
-
-@pytest.fixture(scope="module")
-def scene() -> Scene:
-    return generate_scene(SceneSpec(min_objects=3, max_objects=4), 11)
-
-
-@pytest.fixture(scope="module")
-def image_b64(scene: Scene) -> str:
-    return encode_png_base64(scene.image)
+# --- fixtures (config, scene, image_b64: tests/conftest.py) ------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -117,87 +100,7 @@ def sandbox_config(config: ServerConfig, tmp_path: Path) -> ServerConfig:
     return config.model_copy(update={"sandbox": tmp_path / "sandbox"})
 
 
-@asynccontextmanager
-async def connected(name: str, config: ServerConfig) -> AsyncIterator[Client]:
-    """An in-process client of a freshly built server."""
-    async with Client(get_server(name).build(config)) as client:
-        yield client
-
-
-# --- helpers --------------------------------------------------------------------------------
-
-
-def meta(*, scope: str | None = None, clock: float | None = None) -> RequestParamsMeta:
-    """The request ``_meta`` a run would send."""
-    values: dict[str, Any] = {}
-    if scope is not None:
-        values[SCOPE_META_KEY] = scope
-    if clock is not None:
-        values[CLOCK_META_KEY] = clock
-    return cast("RequestParamsMeta", values)
-
-
-async def call(client: Client, tool: str, arguments: dict[str, Any], **meta_fields: Any) -> CallToolResult:
-    with anyio.fail_after(CALL_TIMEOUT):
-        return await client.call_tool(tool, arguments, meta=meta(**meta_fields) or None)
-
-
-def payload_of(result: CallToolResult) -> Any:
-    """``structuredContent`` when present, else the JSON of the first text block (the truth manifests' rule)."""
-    if result.structured_content is not None:
-        return result.structured_content
-    first = result.content[0]
-    assert isinstance(first, TextContent)
-    return json.loads(first.text)
-
-
-def ok_payload(result: CallToolResult) -> Any:
-    assert not result.is_error, result.content
-    payload = payload_of(result)
-    assert not (isinstance(payload, dict) and "error" in payload), payload
-    return payload
-
-
-def error_message(result: CallToolResult, tool: ToolTruth) -> str:
-    """The error a call reported in its tool's error style; fails if the call succeeded."""
-    if tool.error_style is ErrorStyle.PAYLOAD:
-        assert not result.is_error
-        payload = payload_of(result)
-        assert isinstance(payload, dict)
-        assert set(payload) == {"error"}, payload
-        message = payload["error"]
-    else:
-        assert result.is_error, result.content
-        first = result.content[0]
-        assert isinstance(first, TextContent)
-        message = first.text
-    assert isinstance(message, str)
-    assert "\n" not in message
-    return message
-
-
-def select(payload: Any, path: str) -> Any:
-    """Evaluate a truth path such as ``detections[*].bbox``."""
-
-    def walk(node: Any, parts: list[str]) -> Any:
-        if not parts:
-            return node
-        head, *rest = parts
-        if head.endswith("[*]"):
-            return [walk(item, rest) for item in node[head.removesuffix("[*]")]]
-        return walk(node[head], rest)
-
-    return walk(payload, path.split("."))
-
-
-def schema_at(schema: dict[str, Any], path: str) -> dict[str, Any]:
-    """The schema of the property a truth path names."""
-    node = schema
-    for part in path.split("."):
-        node = node["properties"][part.removesuffix("[*]")]
-        if part.endswith("[*]"):
-            node = node["items"]
-    return node
+# --- helpers (the in-process client helpers: tests/_helpers.py) ------------------------------
 
 
 def keyword_locations(schema: dict[str, Any], prefix: str = "") -> dict[str, dict[str, Any]]:
@@ -218,23 +121,6 @@ def canonical_boxes(payload: Any, tool: ToolTruth, image_size: ImageSize) -> np.
     assert tool.box_convention is not None
     raw = np.array(select(payload, tool.paths[SemanticRole.BOUNDING_BOX]), dtype=np.float64).reshape(-1, 4)
     return to_canonical(raw, tool.box_convention, image_size)
-
-
-def expected_crop(scene: Scene, box: tuple[float, float, float, float]) -> np.ndarray:
-    x1, y1, x2, y2 = box
-    return scene.image[math.floor(y1) : math.ceil(y2), math.floor(x1) : math.ceil(x2)]
-
-
-def image_of(result: CallToolResult) -> np.ndarray:
-    assert not result.is_error, result.content
-    block = result.content[0]
-    assert isinstance(block, ImageContent)
-    assert block.mime_type == "image/png"
-    return decode_base64_image(block.data, what="result")
-
-
-def truth_tool(server: str, tool: str) -> ToolTruth:
-    return get_server(server).truth.tool(tool)
 
 
 # --- registry -------------------------------------------------------------------------------

@@ -12,13 +12,12 @@ from typing import Any, cast
 import numpy as np
 import pytest
 
-from testbed.server_config import ServerConfig
 from servers.crop_ttl import DECLARED_TTL_SECONDS, RETAINED_SECONDS
 from testbed.conventions import CANONICAL, MaskEncoding, MaskResolution, encode_masks
-from testbed.imaging import encode_png_base64
 from testbed.protocol import MemoryScope, SemanticRole
-from testbed.scenes import Scene, SceneSpec, generate_scene
-from tests.test_servers import (
+from testbed.scenes import Scene
+from testbed.server_config import ServerConfig
+from tests._helpers import (
     call,
     connected,
     error_message,
@@ -31,26 +30,6 @@ from tests.test_servers import (
 )
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
-def config() -> ServerConfig:
-    return ServerConfig.from_env(device="cpu")
-
-
-@pytest.fixture(scope="module")
-def scene() -> Scene:
-    return generate_scene(SceneSpec(min_objects=3, max_objects=4), 11)
-
-
-@pytest.fixture(scope="module")
-def image_b64(scene: Scene) -> str:
-    return encode_png_base64(scene.image)
 
 
 def rle(mask: np.ndarray) -> dict[str, Any]:

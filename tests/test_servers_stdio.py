@@ -20,14 +20,14 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp_types import CallToolResult, ImageContent
 
-from testbed.registry import registry
 from testbed.conventions import MaskEncoding, encode_masks
 from testbed.imaging import encode_png_base64
 from testbed.protocol import SemanticRole
+from testbed.registry import registry
 from testbed.scenes import SceneSpec, generate_scene
 from testbed.transport import free_port, wait_until_listening
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]  # a server subprocess per test
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 START_AND_CALL_TIMEOUT = 120.0
@@ -35,11 +35,6 @@ START_AND_CALL_TIMEOUT = 120.0
 
 SERVERS = registry().servers
 get_server = registry().server
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @pytest.fixture(scope="module")

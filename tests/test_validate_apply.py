@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from testbed.validators import (
@@ -14,18 +14,13 @@ from testbed.validators import (
     validate_experiment,
     validate_runs,
 )
-from tests._experiments import record_v1
-
-V1 = Path(__file__).resolve().parent.parent / "scenarios" / "v1"
 
 
-def _record(name: str, out: Path, runs: int) -> None:
-    record_v1(name, out, runs)
-
-
-def test_compatible_pipeline_has_no_violations_and_incompatible_one_has_coords_mismatch(tmp_path: Path) -> None:
-    _record("detect_crop", tmp_path / "ok", runs=3)
-    _record("detect_crop_incompatible", tmp_path / "bad", runs=3)
+def test_compatible_pipeline_has_no_violations_and_incompatible_one_has_coords_mismatch(
+    tmp_path: Path, recorded_v1_copy: Callable[..., Path]
+) -> None:
+    recorded_v1_copy("detect_crop", tmp_path / "ok", runs=3)
+    recorded_v1_copy("detect_crop_incompatible", tmp_path / "bad", runs=3)
     clean = validate_experiment(tmp_path / "ok")
     assert len(clean.runs) == 3
     assert clean.violations == ()
@@ -34,8 +29,10 @@ def test_compatible_pipeline_has_no_violations_and_incompatible_one_has_coords_m
     assert "coords.mismatch" in found
 
 
-def test_a_validator_that_throws_is_reported_and_the_others_still_run(tmp_path: Path) -> None:
-    _record("detect_crop_incompatible", tmp_path, runs=2)
+def test_a_validator_that_throws_is_reported_and_the_others_still_run(
+    tmp_path: Path, recorded_v1_copy: Callable[..., Path]
+) -> None:
+    recorded_v1_copy("detect_crop_incompatible", tmp_path, runs=2)
     from testbed.events import BlobStore, read_events
 
     records = split_runs(read_events(tmp_path).events, BlobStore(tmp_path / "blobs"))

@@ -8,6 +8,8 @@ workflow or server would have recorded them.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +18,6 @@ from testbed.events import BLOBS_DIR, BlobStore, CallEvent, CallOutcomeKind, rea
 from testbed.validators import RunRecord, Violation, split_runs
 from testbed.validators._mask import check_encoding_mismatch
 from testbed.validators._memory import check_handle_expired, check_retention_exceeded
-from tests._experiments import record_v1
 
 SCENARIOS = (
     "segment_crop_masked",
@@ -28,11 +29,10 @@ SCENARIOS = (
 
 
 @pytest.fixture(scope="module")
-def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[RunRecord]]:
-    root = tmp_path_factory.mktemp("encoding-retention")
+def recorded(recorded_v1: Callable[..., Path]) -> dict[str, list[RunRecord]]:
     found = {}
     for name in SCENARIOS:
-        out = record_v1(name, root / name, 2)
+        out = recorded_v1(name, 2)
         found[name] = split_runs(read_events(out).events, BlobStore(out / BLOBS_DIR))
     return found
 

@@ -7,21 +7,17 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 
+from testbed.check import in_process
 from testbed.events import (
-    BLOBS_DIR,
-    BlobStore,
     Direction,
     Event,
     MessageEvent,
-    read_events,
 )
 from testbed.faults import load_faults
-from testbed.orchestrator import run_experiment
 from testbed.scenario import Scenario, load_scenario
-from testbed.validators import RunRecord, ValidatorSpec, Violation, split_runs
+from testbed.validators import RunRecord, ValidatorSpec, Violation
 from testbed.validators._protocol import VALIDATORS
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios" / "v1"
@@ -34,23 +30,6 @@ PROTO_FAULTS: list[dict[str, Any]] = [
     {"kind": "rug_pull", "change": "description", "runs": [4], "target": {"server": "seg", "tool": "segment_image"}},
 ]
 """One protocol fault per run of the faults scenario (the rug pull last: the changed listing persists)."""
-
-
-def in_process(scenario: Scenario) -> Scenario:
-    """The scenario with every server switched to the in-process transport."""
-    servers = {alias: ref.model_copy(update={"transport": "inprocess"}) for alias, ref in scenario.servers.items()}
-    return scenario.model_copy(update={"servers": servers})
-
-
-def record_runs(scenario: Scenario, out_dir: Path) -> list[RunRecord]:
-    """Run ``scenario`` in process under ``out_dir`` and return one :class:`RunRecord` per run."""
-
-    async def run() -> None:
-        with anyio.fail_after(300):
-            await run_experiment(scenario, out_dir=out_dir, device="cpu")
-
-    anyio.run(run)
-    return split_runs(read_events(out_dir).events, BlobStore(out_dir / BLOBS_DIR))
 
 
 def violations(record: RunRecord, specs: Iterable[ValidatorSpec]) -> list[Violation]:
@@ -66,16 +45,16 @@ def ids(found: Iterable[Violation]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def clean_runs(tmp_path_factory: pytest.TempPathFactory) -> list[RunRecord]:
+def clean_runs(recorded_runs: Callable[[Scenario], list[RunRecord]]) -> list[RunRecord]:
     scenario = load_scenario(SCENARIOS / "detect_crop.yaml").model_copy(update={"runs": 2})
-    return record_runs(scenario, tmp_path_factory.mktemp("detect_crop"))
+    return recorded_runs(scenario)
 
 
 @pytest.fixture(scope="module")
-def fault_runs(tmp_path_factory: pytest.TempPathFactory) -> list[RunRecord]:
+def fault_runs(recorded_runs: Callable[[Scenario], list[RunRecord]]) -> list[RunRecord]:
     scenario = in_process(load_scenario(SCENARIOS / "faults.yaml"))
     scenario = scenario.model_copy(update={"runs": len(PROTO_FAULTS), "faults": load_faults(PROTO_FAULTS)})
-    return record_runs(scenario, tmp_path_factory.mktemp("faults"))
+    return recorded_runs(scenario)
 
 
 def by_id(record: RunRecord, violation_id: str) -> list[Violation]:

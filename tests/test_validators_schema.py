@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from testbed.check import in_process
 from testbed.faults import load_faults
-from testbed.scenario import load_scenario, load_scenario_text
+from testbed.scenario import Scenario, load_scenario, load_scenario_text
 from testbed.validators import RunRecord, Violation
 from testbed.validators._connection import VALIDATORS as CONNECTION
 from testbed.validators._permission import VALIDATORS as PERMISSION
 from testbed.validators._permission import path_outside_sandbox
 from testbed.validators._schema import VALIDATORS
-from tests.test_validators_protocol import SCENARIOS, in_process, record_runs
+
+SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios" / "v1"
 
 # Three detectors that diverge in every schema convention, called well and badly:
 # detect-cxcywh lists a loose outputSchema and reports failures as {"error": ...} payloads,
@@ -63,25 +67,25 @@ def at(violations: list[Violation], violation_id: str) -> list[tuple[str | None,
 
 
 @pytest.fixture(scope="module")
-def clean_runs(tmp_path_factory: pytest.TempPathFactory) -> list[RunRecord]:
+def clean_runs(recorded_runs: Callable[[Scenario], list[RunRecord]]) -> list[RunRecord]:
     scenario = load_scenario(SCENARIOS / "detect_crop.yaml").model_copy(update={"runs": 1})
-    return record_runs(scenario, tmp_path_factory.mktemp("detect_crop"))
+    return recorded_runs(scenario)
 
 
 @pytest.fixture(scope="module")
-def mixed_violations(tmp_path_factory: pytest.TempPathFactory) -> list[Violation]:
+def mixed_violations(recorded_runs: Callable[[Scenario], list[RunRecord]]) -> list[Violation]:
     scenario = load_scenario_text(MIXED_SCENARIO)
-    return found(record_runs(scenario, tmp_path_factory.mktemp("schema_mix")))
+    return found(recorded_runs(scenario))
 
 
 @pytest.fixture(scope="module")
-def removed_field_runs(tmp_path_factory: pytest.TempPathFactory) -> list[RunRecord]:
+def removed_field_runs(recorded_runs: Callable[[Scenario], list[RunRecord]]) -> list[RunRecord]:
     faults = [
         {"kind": "remove_field", "runs": [1], "target": {"server": "seg", "tool": "segment_image", "path": "masks"}}
     ]
     scenario = in_process(load_scenario(SCENARIOS / "faults.yaml"))
     scenario = scenario.model_copy(update={"runs": 2, "faults": load_faults(faults)})
-    return record_runs(scenario, tmp_path_factory.mktemp("faults"))
+    return recorded_runs(scenario)
 
 
 def test_fault_free_detect_crop_has_no_schema_violation(clean_runs: list[RunRecord]) -> None:
@@ -227,9 +231,9 @@ def conn_perm_found(records: list[RunRecord]) -> list[Violation]:
 
 
 @pytest.fixture(scope="module")
-def conn_perm_violations(tmp_path_factory: pytest.TempPathFactory) -> list[Violation]:
+def conn_perm_violations(recorded_runs: Callable[[Scenario], list[RunRecord]]) -> list[Violation]:
     scenario = load_scenario_text(CONN_PERM_SCENARIO)
-    return conn_perm_found(record_runs(scenario, tmp_path_factory.mktemp("conn_perm")))
+    return conn_perm_found(recorded_runs(scenario))
 
 
 def test_fault_free_detect_crop_has_no_connection_or_permission_violation(clean_runs: list[RunRecord]) -> None:

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 
 from testbed.events import BLOBS_DIR, BlobStore, read_events
 from testbed.faults import load_faults
-from testbed.orchestrator import run_experiment
-from testbed.scenario import load_scenario
 from testbed.validators import RunRecord, Violation, split_runs
 from testbed.validators._coords import VALIDATORS as COORDS
 from testbed.validators._mask import VALIDATORS as MASK
 from testbed.validators._memory import VALIDATORS as MEMORY
 from testbed.validators._memory import check_out_of_scope, check_unbounded_store
 
-SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios" / "v1"
 ALL = (*COORDS, *MASK, *MEMORY)
 
 
@@ -28,22 +24,18 @@ def run_records(directory: Path) -> list[RunRecord]:
     return split_runs(read_events(directory).events, BlobStore(directory / BLOBS_DIR))
 
 
-def _experiment(out: Path, name: str, runs: int, faults: list[dict[str, Any]] | None = None) -> list[RunRecord]:
-    scenario = load_scenario(SCENARIOS / f"{name}.yaml")
-    update: dict[str, Any] = {
-        "runs": runs,
-        "servers": {a: r.model_copy(update={"transport": "inprocess"}) for a, r in scenario.servers.items()},
-    }
+def _experiment(
+    recorded_v1: Callable[..., Path], name: str, runs: int, faults: list[dict[str, Any]] | None = None
+) -> list[RunRecord]:
+    """The runs of ``scenarios/v1/<name>.yaml`` recorded in process (shared with other modules)."""
+    update: dict[str, Any] = {}
     if faults is not None:
         update["faults"] = load_faults(faults)
-    scenario = scenario.model_copy(update=update)
-    anyio.run(lambda: run_experiment(scenario, out_dir=out, device="cpu"))
-    return run_records(out)
+    return run_records(recorded_v1(name, runs, transport="inprocess", **update))
 
 
 @pytest.fixture(scope="module")
-def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[RunRecord]]:
-    root = tmp_path_factory.mktemp("vision-validators")
+def recorded(recorded_v1: Callable[..., Path]) -> dict[str, list[RunRecord]]:
     seg = {"server": "seg", "tool": "segment_image"}
     load = {"server": "seg", "tool": "load_image"}
     det_boxes = {"server": "det", "tool": "detect", "role": "bounding_box"}
@@ -54,14 +46,14 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[RunReco
         {"kind": "expire_handle", "advance_s": 100, "runs": [3], "target": load},
     ]
     return {
-        "detect_crop": _experiment(root / "dc", "detect_crop", 1),
-        "detect_crop_incompatible": _experiment(root / "dci", "detect_crop_incompatible", 1),
-        "detect_segment_crop": _experiment(root / "dsc", "detect_segment_crop", 1),
-        "fanout": _experiment(root / "fo", "fanout", 1),
+        "detect_crop": _experiment(recorded_v1, "detect_crop", 1),
+        "detect_crop_incompatible": _experiment(recorded_v1, "detect_crop_incompatible", 1),
+        "detect_segment_crop": _experiment(recorded_v1, "detect_segment_crop", 1),
+        "fanout": _experiment(recorded_v1, "fanout", 1),
         "flipped": _experiment(
-            root / "flip", "detect_crop", 1, [{"kind": "flip_convention", "to": "xywh/pixel", "target": det_boxes}]
+            recorded_v1, "detect_crop", 1, [{"kind": "flip_convention", "to": "xywh/pixel", "target": det_boxes}]
         ),
-        "faults": _experiment(root / "faults", "faults", 4, faults),
+        "faults": _experiment(recorded_v1, "faults", 4, faults),
     }
 
 

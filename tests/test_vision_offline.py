@@ -7,14 +7,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from testbed.scenes import SceneSpec, generate_scene
 from testbed.vision import InferenceParams, VisionModel, configure_ultralytics, import_ultralytics
 from testbed.vision._training import TrainingPlan, train_model
-from tests.conftest import NetworkAttempts
+from tests._helpers import NetworkAttempts
 
 TINY = TrainingPlan(train_images=8, val_images=4, detect_epochs=1, segment_epochs=1, imgsz=64, batch=4)
 
 
+@pytest.mark.slow
 def test_training_detection_and_segmentation_open_no_network_socket(
     network_guard: NetworkAttempts, tmp_path: Path
 ) -> None:
@@ -54,6 +57,7 @@ def test_ultralytics_config_and_font_live_in_the_testbed_folder(testbed_home: Pa
     assert SETTINGS["sync"] is False
 
 
+@pytest.mark.slow
 def test_loading_and_inference_print_nothing_on_stdout(tmp_path: Path) -> None:
     # A stdio MCP server's stdout is the protocol channel: a single stray print corrupts it.
     script = (

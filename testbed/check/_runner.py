@@ -40,8 +40,11 @@ class RunResult:
 
 
 def in_process(scenario: Scenario) -> Scenario:
-    """The same scenario with every server in process."""
-    servers = {alias: ref.model_copy(update={"transport": "inprocess"}) for alias, ref in scenario.servers.items()}
+    """The same scenario with every registered server in process (an external one keeps its own transport)."""
+    servers = {
+        alias: ref if ref.external else ref.model_copy(update={"transport": "inprocess"})
+        for alias, ref in scenario.servers.items()
+    }
     return scenario.model_copy(update={"servers": servers})
 
 

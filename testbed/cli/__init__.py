@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import click
 
 from testbed import __version__
@@ -15,12 +17,16 @@ from testbed.cli._report import report, show
 from testbed.cli._run import run
 from testbed.cli._scenario import scenario
 from testbed.cli._servers import list_servers, plugins, serve
+from testbed.cli._view import view
 
 
 @click.group(cls=TestbedGroup)
 @click.version_option(__version__, prog_name="testbed")
 def main() -> None:
     """mcp-vision-testbed: measure how MCP vision tool chains break, and whether protocol fixes help."""
+    # Warnings (e.g. a plug-in left out) are plain lines on stderr. Configured before any MCP server is built:
+    # the SDK's MCPServer otherwise installs a line-wrapping rich handler on the root logger, at its own level.
+    logging.basicConfig(format="%(message)s", level=logging.WARNING)
 
 
 main.add_command(demo)
@@ -35,5 +41,6 @@ main.add_command(scenario)
 main.add_command(list_servers)
 main.add_command(serve)
 main.add_command(plugins)
+main.add_command(view)
 
 __all__ = ["main"]

@@ -13,15 +13,17 @@ from rich.table import Table
 
 from testbed.metrics import summarize
 from testbed.orchestrator import ExperimentSummary, outcome_counts, run_experiment
-from testbed.report import render_terminal
-from testbed.scenario import load_scenario
+from testbed.report import render_terminal, report_console
+from testbed.scenario import MAX_RUNS, load_scenario
 from testbed.transport import TRANSPORT_KINDS
 from testbed.validators import validate_experiment
 
 
 @click.command()
 @click.argument("scenario_file", metavar="SCENARIO", type=click.Path(path_type=Path))
-@click.option("--runs", type=click.IntRange(min=1), default=None, help="Override the scenario's run count.")
+@click.option(
+    "--runs", type=click.IntRange(min=1, max=MAX_RUNS), default=None, help="Override the scenario's run count."
+)
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Override the scenario's seed.")
 @click.option(
     "--transport",
@@ -82,13 +84,14 @@ def run(
         )
     if summary.resume_note:
         console.print(f"{directory}: {summary.resume_note}")
-    out = Console()
+    out = report_console()
     print_summary(summary, out)
     if violations:
         result = validate_experiment(directory)
         if result.runs:
             render_terminal(summarize(result, source=str(directory)), out, groups=False)
             click.echo(f"by server, fault and agent, with plots: testbed report {directory}")
+            click.echo(f"every run, with the evidence of each violation: testbed view {directory}")
 
 
 def print_summary(summary: ExperimentSummary, console: Console) -> None:

@@ -16,11 +16,13 @@ from testbed.conventions._box import (
     ShapeOrder,
     all_box_conventions,
     box_iou,
+    box_iou_many,
     convert_boxes,
     from_canonical,
     parse_shape,
     report_shape,
     to_canonical,
+    to_canonical_many,
 )
 from testbed.conventions._mask import (
     CocoRle,
@@ -55,6 +57,7 @@ __all__ = [
     "ShapeOrder",
     "all_box_conventions",
     "box_iou",
+    "box_iou_many",
     "convert_boxes",
     "decode_masks",
     "encode_masks",
@@ -65,4 +68,5 @@ __all__ = [
     "report_shape",
     "resize_masks",
     "to_canonical",
+    "to_canonical_many",
 ]

@@ -33,11 +33,13 @@ __all__ = [
     "ShapeOrder",
     "all_box_conventions",
     "box_iou",
+    "box_iou_many",
     "convert_boxes",
     "from_canonical",
     "parse_shape",
     "report_shape",
     "to_canonical",
+    "to_canonical_many",
 ]
 
 
@@ -373,3 +375,117 @@ def _areas(boxes: BoxArray) -> _FloatArray:
     heights = np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
     result: _FloatArray = widths * heights
     return result
+
+
+# Array-at-once forms: the same floating-point operations as the one-convention, one-array-pair forms above,
+# element by element, so every entry equals what those return bit for bit.
+
+_FORMAT_CODES = {BoxFormat.XYXY: 0, BoxFormat.XYWH: 1, BoxFormat.CXCYWH: 2}
+
+
+class _ConventionTable:
+    """Per-convention columns of :func:`to_canonical`'s four steps, for a fixed sequence of conventions."""
+
+    def __init__(self, conventions: tuple[BoxConvention, ...]) -> None:
+        self.conventions = conventions
+        self.swap = np.array([_SWAP_PAIRS if c.axis_order is AxisOrder.YX else [0, 1, 2, 3] for c in conventions])
+        self.units = tuple(c.units for c in conventions)
+        codes = np.array([_FORMAT_CODES[c.format] for c in conventions]).reshape(-1, 1)
+        self.xywh = codes == 1
+        self.cxcywh = codes == 2
+        self.flip = np.array([c.origin is Origin.BOTTOM_LEFT for c in conventions]).reshape(-1, 1)
+        self._scales: dict[tuple[int, int], BoxArray] = {}
+
+    def scale(self, size: ImageSize) -> BoxArray:
+        """``(K, 1, 4)``: each convention's :func:`_unit_scale` for an image of ``size``."""
+        key = (size.width, size.height)
+        found = self._scales.get(key)
+        if found is None:
+            if len(self._scales) >= 64:
+                self._scales.clear()
+            by_units = {units: _unit_scale(units, size) for units in set(self.units)}
+            found = self._scales[key] = np.stack([by_units[units] for units in self.units])[:, None, :]
+        return found
+
+
+_TABLES: dict[tuple[BoxConvention, ...], _ConventionTable] = {}
+_TABLES_BY_ID: dict[int, tuple[Sequence[BoxConvention], _ConventionTable]] = {}
+"""The same tables by the identity of the sequence passed (hashing 36 conventions costs more than converting)."""
+
+
+def _table(conventions: Sequence[BoxConvention]) -> _ConventionTable:
+    known = _TABLES_BY_ID.get(id(conventions))
+    if known is not None and known[0] is conventions:
+        return known[1]
+    key = tuple(conventions)
+    found = _TABLES.get(key)
+    if found is None:
+        if len(_TABLES) >= 64:
+            _TABLES.clear()
+            _TABLES_BY_ID.clear()
+        found = _TABLES[key] = _ConventionTable(key)
+    if isinstance(conventions, tuple):  # immutable: safe to recognise by identity (the entry keeps it alive)
+        if len(_TABLES_BY_ID) >= 64:
+            _TABLES_BY_ID.clear()
+        _TABLES_BY_ID[id(conventions)] = (conventions, found)
+    return found
+
+
+def to_canonical_many(boxes: ArrayLike, conventions: Sequence[BoxConvention], image_size: ImageSize) -> _FloatArray:
+    """Read the same boxes in each of several conventions at once: ``to_canonical`` for every convention.
+
+    Args:
+        boxes: ``(N, 4)`` numbers (array or nested lists); ``N`` may be 0.
+        conventions: the ``K`` conventions to read ``boxes`` in (e.g. :func:`all_box_conventions`).
+        image_size: the size of the image the boxes refer to.
+
+    Returns:
+        A new float64 ``(K, N, 4)`` array whose ``[k]`` equals ``to_canonical(boxes, conventions[k], image_size)``
+        exactly (the same floating-point operations, entry by entry).
+
+    Raises:
+        ValueError: ``boxes`` is not ``(N, 4)`` numbers.
+    """
+    array = _as_boxes(boxes)
+    table = _table(conventions)
+    if not table.conventions:
+        return np.zeros((0, len(array), 4))
+    read = array[:, table.swap].transpose(1, 0, 2) / table.scale(image_size)  # (K, N, 4): axis order, then units
+    first, size = read[..., :2], read[..., 2:]  # (x, y) and (w, h) pairs, or the two corners
+    half = size / 2
+    anchored = np.concatenate([first, first + size], axis=-1)
+    centred = np.concatenate([first - half, first + half], axis=-1)
+    xyxy = np.where(table.xywh[..., None], anchored, np.where(table.cxcywh[..., None], centred, read))
+    flipped = xyxy[..., [0, 3, 2, 1]]
+    flipped[..., 1::2] = image_size.height - flipped[..., 1::2]
+    result: _FloatArray = np.where(table.flip[..., None], flipped, xyxy)
+    return result
+
+
+def box_iou_many(a: ArrayLike, b: ArrayLike) -> _FloatArray:
+    """Intersection over union of every box of ``a`` (any leading shape) with every box of ``b``.
+
+    Args:
+        a: ``(..., 4)`` canonical boxes, e.g. ``(K, N, 4)`` from :func:`to_canonical_many`.
+        b: ``(M, 4)`` canonical boxes.
+
+    Returns:
+        A float64 ``(..., M)`` array; for two-dimensional ``a`` it equals :func:`box_iou` exactly.
+
+    Raises:
+        ValueError: ``a`` does not end in 4 numbers, or ``b`` is not ``(M, 4)`` numbers.
+    """
+    first = np.asarray(a, dtype=np.float64)
+    if first.ndim == 0 or first.shape[-1] != 4:
+        raise ValueError(f"boxes must have shape (..., 4), got {first.shape}")
+    second = _as_boxes(b)
+    sides_first = np.clip(first[..., 2:] - first[..., :2], 0, None)
+    area_first = sides_first[..., 0] * sides_first[..., 1]
+    area_second = _areas(second)
+    top_left = np.maximum(first[..., None, :2], second[:, :2])  # (..., M, 2)
+    bottom_right = np.minimum(first[..., None, 2:], second[:, 2:])
+    sides = np.clip(bottom_right - top_left, 0, None)
+    intersection = sides[..., 0] * sides[..., 1]
+    union = area_first[..., None] + area_second - intersection
+    iou: _FloatArray = np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
+    return iou

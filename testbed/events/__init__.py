@@ -14,6 +14,7 @@ from testbed.events._model import (
     FaultLayer,
     GroundTruthRecord,
     LLMEvent,
+    LoadedWeights,
     MessageEvent,
     PlanEvent,
     RetrievalEvent,
@@ -21,6 +22,7 @@ from testbed.events._model import (
     RunStarted,
     ServerEvent,
     ServerRecord,
+    TruthMode,
 )
 from testbed.events._store import (
     BLOBS_DIR,
@@ -53,6 +55,7 @@ __all__ = [
     "GroundTruthRecord",
     "LLMEvent",
     "LoadedLog",
+    "LoadedWeights",
     "MessageEvent",
     "PlanEvent",
     "RetrievalEvent",
@@ -61,6 +64,7 @@ __all__ = [
     "RunStarted",
     "ServerEvent",
     "ServerRecord",
+    "TruthMode",
     "externalize",
     "internalize",
     "read_events",

@@ -37,6 +37,22 @@ class _Event(BaseModel):
     """Wall-clock UNIX time the event was recorded (excluded from comparisons)."""
 
 
+TruthMode = Literal["truth", "declared", "none"]
+"""How validators that read a truth manifest see a server: its manifest (``truth``), what its ``tools/list``
+declares (``declared``: an external server without a truth file), or nothing (``none``: they skip it)."""
+
+
+class LoadedWeights(BaseModel):
+    """One weights file a server was configured with."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    path: str
+    """The file, absolute."""
+    sha256: str | None
+    """Its hash; ``None`` when it could not be read (the server then reports the weights error on use)."""
+
+
 class ServerRecord(BaseModel):
     """One server of the experiment as connected: what it declared and what it actually does."""
 
@@ -45,7 +61,11 @@ class ServerRecord(BaseModel):
     alias: str
     """Its name in the scenario."""
     server: str
-    """Registry name."""
+    """Registry name; for an external server, how the scenario reaches it (``command '...'`` or ``url ...``)."""
+    command: list[str] | None = None
+    """An external stdio server's command, as the scenario gives it."""
+    url: str | None = None
+    """An external streamable-HTTP server's URL, as the scenario gives it."""
     transport: str
     """inprocess, stdio or http."""
     protocol_version: str | None
@@ -55,7 +75,11 @@ class ServerRecord(BaseModel):
     tools: list[dict[str, Any]]
     """Its ``tools/list`` result, as sent."""
     truth: dict[str, Any] | None
-    """The testbed's truth manifest for it (None for third-party servers)."""
+    """Its truth manifest: the registry's, or an external server's truth file (None without one)."""
+    truth_mode: TruthMode | None = None
+    """How truth-reading validators see it (``None`` in recordings made before this was recorded)."""
+    weights: dict[str, LoadedWeights] = {}
+    """The weights it was configured with, by task (``detect``, ``segment``); empty for servers without models."""
 
 
 class ExperimentHeader(_Event):
@@ -75,7 +99,8 @@ class ExperimentHeader(_Event):
     git_revision: str | None
     device: str
     weights: dict[str, str]
-    """sha256 of the weights each task uses."""
+    """sha256 of the weights each task uses, as configured (``TESTBED_*_WEIGHTS``, else the shipped ones);
+    each server's own are in ``servers[].weights``."""
     servers: list[ServerRecord]
     started_at: float
 

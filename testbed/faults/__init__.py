@@ -7,7 +7,7 @@ decides, per call site and from the seed alone, which faults apply; a
 applies them to the JSON-RPC messages and reports each one to ``on_fault``.
 """
 
-from testbed.faults._effects import SCHEMA_RUG_PULL_ARGUMENT
+from testbed.faults._effects import SCHEMA_RUG_PULL_ARGUMENT, EffectContext, NotApplicableError
 from testbed.faults._injector import FaultInjector, OnFault, ProcessAction
 from testbed.faults._model import (
     BUILTIN_FAULTS,
@@ -66,6 +66,7 @@ __all__ = [
     "DelayFault",
     "DropFault",
     "DuplicateFault",
+    "EffectContext",
     "EvictHandleFault",
     "ExpireHandleFault",
     "Fault",
@@ -80,6 +81,7 @@ __all__ = [
     "JsonRpcErrorFault",
     "KillFault",
     "MaskResolutionFault",
+    "NotApplicableError",
     "OnFault",
     "PayloadFault",
     "PayloadPath",

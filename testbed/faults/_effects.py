@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ from testbed.faults._model import (
     EvictHandleFault,
     FlipConventionFault,
     MaskResolutionFault,
+    NotApplicableError,
+    PayloadFault,
     RemoveFieldFault,
     RenameFieldFault,
     RugPullFault,
@@ -60,16 +63,13 @@ __all__ = [
     "alter_result",
     "alter_tool_list",
     "corrupted_frame",
+    "payload_effect",
     "truncated_frame",
 ]
 
 SCHEMA_RUG_PULL_ARGUMENT: Final = "confirm_token"
 """The required argument a ``schema`` rug pull adds to a tool's input schema."""
 _DESCRIPTION_NOTE: Final = " (This description was changed mid-run.)"
-
-
-class NotApplicableError(Exception):
-    """The fault cannot alter this message (e.g. the tool errored, or the payload has no such place)."""
 
 
 @dataclass(frozen=True)
@@ -373,7 +373,30 @@ PAYLOAD_EFFECTS: Final[dict[type, PayloadEffect]] = {
     MaskResolutionFault: _resample,
     EvictHandleFault: _evict,
 }
-"""The payload-altering semantic faults, by model class."""
+"""The core's payload-altering semantic faults, by model class."""
+
+
+def payload_effect(fault: object) -> PayloadEffect | None:
+    """How ``fault`` alters a result payload, or ``None`` when it alters none.
+
+    A core kind's effect is its entry in :data:`PAYLOAD_EFFECTS`; any other
+    :class:`PayloadFault` (a plug-in's kind) brings its own, :meth:`PayloadFault.alter`.
+    """
+    effect = PAYLOAD_EFFECTS.get(type(fault))
+    if effect is None and isinstance(fault, PayloadFault):
+        return _alter_by_its_kind
+    return effect
+
+
+def _alter_by_its_kind(fault: PayloadFault, path: PayloadPath, payload: Any, context: EffectContext) -> tuple[Any, str]:
+    try:
+        return fault.alter(path, copy.deepcopy(payload), context)
+    except NotApplicableError:
+        raise
+    except PayloadPathError as error:
+        raise NotApplicableError(str(error)) from None
+    except Exception as error:  # a plug-in's bug is recorded as the fault not applying; the run goes on
+        raise NotApplicableError(f"{fault.kind}: alter raised {error.__class__.__name__}: {error}") from None
 
 
 # --- tools/list ----------------------------------------------------------------------------------

@@ -27,12 +27,12 @@ from mcp.shared.message import SessionMessage
 
 from testbed.events import Direction, FaultEvent
 from testbed.faults._effects import (
-    PAYLOAD_EFFECTS,
     EffectContext,
     NotApplicableError,
     alter_result,
     alter_tool_list,
     corrupted_frame,
+    payload_effect,
     truncated_frame,
 )
 from testbed.faults._model import (
@@ -288,7 +288,7 @@ class FaultInjector:
     ) -> tuple[list[Item], str, bool]:
         """Apply one response-side fault to the items about to be delivered: (new items, detail, close?)."""
         context = EffectContext(site=site, index=index, seed=self.plan.seed)
-        effect = PAYLOAD_EFFECTS.get(type(fault))
+        effect = payload_effect(fault)
         if effect is not None or isinstance(fault, RugPullFault | ExpireHandleFault):
             response, metadata = _only_response(items)
             if isinstance(fault, RugPullFault):

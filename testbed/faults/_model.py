@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Mapping, Sequence
 from types import MappingProxyType
-from typing import Annotated, ClassVar, Final, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -43,6 +43,9 @@ from testbed.workflow._paths import (
     parse_payload_path,
 )
 
+if TYPE_CHECKING:
+    from testbed.faults._effects import EffectContext
+
 __all__ = [
     "BUILTIN_FAULTS",
     "FAULT_ADAPTER",
@@ -65,6 +68,7 @@ __all__ = [
     "JsonRpcErrorFault",
     "KillFault",
     "MaskResolutionFault",
+    "NotApplicableError",
     "PayloadFault",
     "RecordedFault",
     "RemoveFieldFault",
@@ -77,6 +81,10 @@ __all__ = [
     "check_targets",
     "load_faults",
 ]
+
+
+class NotApplicableError(Exception):
+    """The fault cannot alter this message (e.g. the tool errored, or the payload has no such place)."""
 
 
 class FaultError(LocatedError):
@@ -249,7 +257,11 @@ class Fault(BaseModel):
 
 
 class PayloadFault(Fault):
-    """A semantic fault that alters one place of the result payload: it needs ``target.path`` or ``target.role``."""
+    """A semantic fault that alters one place of the result payload: it needs ``target.path`` or ``target.role``.
+
+    A plug-in's payload kind overrides :meth:`alter`; the core's kinds keep their effects in one table
+    (``testbed.faults._effects.PAYLOAD_EFFECTS``).
+    """
 
     @field_validator("target")
     @classmethod
@@ -257,6 +269,30 @@ class PayloadFault(Fault):
         if target.path is None and target.role is None:
             raise FaultError("a semantic fault needs target.path or target.role: where in the payload to alter")
         return target
+
+    def alter(self, path: PayloadPath, payload: Any, context: EffectContext) -> tuple[Any, str]:
+        """What this fault does to one result payload: the altered payload and a one-line detail.
+
+        Args:
+            path: the target's place in ``payload`` (``target.path``, or the truth manifest's path for ``target.role``).
+            payload: the result's JSON payload (a private copy: change it or return a new one).
+            context: the call site, and ``context.rng(...)`` for anything random (drawn from the seed, never global).
+
+        Raises:
+            testbed.faults.NotApplicableError: the payload has nothing to alter; the fault is recorded as not
+                applied (so is any other exception, with its message).
+        """
+        # Unreachable for registered kinds: built-in ones are applied from the effects table, and
+        # registration refuses a plug-in kind that does not override this method.
+        raise NotApplicableError(f"fault kind {self.kind!r} defines no payload effect")
+
+    @classmethod
+    def registration_problem(cls) -> str | None:
+        """Why this kind cannot be registered, or ``None`` (called by :func:`testbed.registry.fault_kind`)."""
+        builtin = cls.__module__.startswith("testbed.")
+        if not builtin and cls.alter is PayloadFault.alter:
+            return "a PayloadFault kind must override alter(path, payload, context) with its effect"
+        return None
 
 
 # --- transport ---------------------------------------------------------------------------------

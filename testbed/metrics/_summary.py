@@ -17,7 +17,15 @@ from enum import StrEnum
 
 from testbed.events import CallEvent, CallOutcomeKind
 from testbed.metrics._intervals import Interval, poisson_interval, wilson_interval
-from testbed.validators import CATALOG, RunRecord, ValidationResult, ValidatorFailure, Violation
+from testbed.validators import (
+    CATALOG,
+    RunRecord,
+    ServerMode,
+    ValidationResult,
+    ValidatorFailure,
+    Violation,
+    server_modes,
+)
 
 
 class GroupKind(StrEnum):
@@ -111,6 +119,9 @@ class Summary:
     notes: tuple[str, ...]
     """What is missing or partial (no runs, no calls, incomplete runs, validator failures), one line each."""
     confidence: float
+    truth_modes: tuple[ServerMode, ...] = ()
+    """Per server alias, how the validators that read truth manifests saw it: ``truth``, ``declared``
+    (what its tools/list declares) or ``none`` (skipped)."""
 
     def overall(self) -> tuple[RateRow, ...]:
         """The overall row of each ID."""
@@ -271,4 +282,5 @@ def summarize(
         failures=result.failures,
         notes=tuple(notes),
         confidence=confidence,
+        truth_modes=server_modes(header) if header is not None else (),
     )

@@ -9,7 +9,6 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable
-from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -25,22 +24,24 @@ from testbed.events import (
     ExperimentFinished,
     ExperimentHeader,
     FaultEvent,
+    MessageEvent,
     RunFinished,
     ServerRecord,
-    externalize,
     read_events,
 )
-from testbed.faults import FaultInjector, FaultPlan, FaultSpec
-from testbed.orchestrator._agents import build_agent, live_models
+from testbed.faults import FaultInjector, FaultPlan
+from testbed.orchestrator._agents import live_models
 from testbed.orchestrator._pool import ServerPool
-from testbed.orchestrator._run import RunOutcome, TaskChecker, execute_run
+from testbed.orchestrator._resolvers import configured_weights, live_servers
+from testbed.orchestrator._run import RunOutcome, TaskChecker
+from testbed.orchestrator._runner import Runner, execute_runs
 from testbed.registry import registry
 from testbed.scenario import Scenario
 from testbed.scenes import Scene
+from testbed.server_config import ServerConfig
 from testbed.tasks import check_task
 from testbed.transport import Connection, TransportKind
-from testbed.vision import SHIPPED_MODELS, WEIGHTS_DIR, resolve_device
-from testbed.vision._weights import file_sha256
+from testbed.vision import SHIPPED_MODELS, resolve_device
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -100,16 +101,13 @@ def _git_revision() -> str | None:
 
 
 def _weights_hashes() -> dict[str, str]:
-    hashes = {}
-    for task, file in SHIPPED_MODELS.items():
-        path = WEIGHTS_DIR / file
-        if path.exists():
-            hashes[task] = file_sha256(path)
-    return hashes
+    """The weights each task uses as configured here (``TESTBED_*_WEIGHTS``, else the shipped ones)."""
+    configured = configured_weights(ServerConfig.from_env(), SHIPPED_MODELS)
+    return {task: weights.sha256 for task, weights in configured.items() if weights.sha256 is not None}
 
 
 def _server_record(connection: Connection) -> ServerRecord:
-    info = connection.client.server_info
+    info, external = connection.client.server_info, connection.external
     return ServerRecord(
         alias=connection.alias,
         server=connection.server,
@@ -117,8 +115,19 @@ def _server_record(connection: Connection) -> ServerRecord:
         protocol_version=connection.protocol_version,
         server_info=info.model_dump(mode="json", exclude_none=True) if info is not None else None,
         tools=[tool.model_dump(by_alias=True, mode="json", exclude_none=True) for tool in connection.tools],
-        truth=connection.truth.model_dump(mode="json") if connection.truth is not None else None,
+        truth=_manifest(connection),
+        truth_mode=connection.truth_mode,
+        command=list(external.command) if external is not None and external.command is not None else None,
+        url=external.url if external is not None else None,
+        weights=connection.weights,
     )
+
+
+def _manifest(connection: Connection) -> dict[str, object] | None:
+    """The truth manifest to record: a registered server's or a truth file's, never one derived from declarations."""
+    if connection.truth_mode != "truth" or connection.truth is None:
+        return None
+    return connection.truth.model_dump(mode="json")
 
 
 @dataclass(frozen=True)
@@ -216,21 +225,19 @@ async def run_experiment(
     summary.resumed_runs = len(done)
     summary.resume_note = resume.note if resume is not None else None
     base_dir = scenario_path.parent if scenario_path is not None else None
-    plan = FaultPlan(fault_specs(scenario), seed=scenario.seed)
-    fault_events: list[FaultEvent] = []
-    pool = ServerPool(out_dir=out_dir, sandbox=sandbox, device=resolved_device)
-    for alias, ref in scenario.servers.items():
-        pool.add(alias, ref.server, transport or ref.transport, fault_hook=_injector(plan, alias, pool, fault_events))
-    async with AsyncExitStack() as stack:
-        await stack.enter_async_context(pool)
-        await pool.start_all()
-        log = EventLog(out_dir)
-        stack.callback(log.close)
-        handshake = [
-            event.model_copy(update={"message": externalize(event.message, log.blobs)})
-            for recorder in pool.recorders.values()
-            for event in recorder.take(None)
-        ]
+    runner = Runner(
+        resolve=live_servers(sandbox=sandbox, device=resolved_device, transport=transport),
+        fault_hook=_injector,
+        scene_of=lambda run: (scene_for_run(scenario, run, base_dir), None),
+        models=models if models is not None else live_models(scenario),
+        check_task=task_checker(scenario),
+        log_dir=out_dir,
+        sandbox=sandbox,
+        servers_dir=out_dir,
+        device=resolved_device,
+    )
+
+    def on_start(pool: ServerPool, log: EventLog, handshake: list[MessageEvent]) -> None:
         if resume is None:
             header = ExperimentHeader(
                 time=time.time(),
@@ -247,30 +254,20 @@ async def run_experiment(
                 started_at=time.time(),
             )
             log.append([header, *handshake])
-        models = models if models is not None else live_models(scenario)
-        agent = build_agent(scenario, models)
         if progress is not None:
             progress(len(done), scenario.runs)
-        for run in range(scenario.runs):
-            if run in done:
-                continue
-            outcome = await execute_run(
-                run,
-                scene=scene_for_run(scenario, run, base_dir),
-                agent=agent,
-                pool=pool,
-                sandbox=sandbox,
-                blobs=log.blobs,
-                default_deadline_s=scenario.deadline_s,
-                check_task=task_checker(scenario),
-                fault_events=fault_events,
-                model_events=models.take_run,
-            )
-            log.append(outcome.events)
-            _tally(summary, outcome)
-            if progress is not None:
-                progress(run + 1, scenario.runs)
+
+    def on_run(run: int, outcome: RunOutcome, log: EventLog) -> None:
+        log.append(outcome.events)
+        _tally(summary, outcome)
+        if progress is not None:
+            progress(run + 1, scenario.runs)
+
+    def on_finish(log: EventLog) -> None:
         log.append([ExperimentFinished(time=time.time(), runs=scenario.runs, finished_at=time.time())])
+
+    runs = [run for run in range(scenario.runs) if run not in done]
+    await execute_runs(scenario, runner, runs, on_start=on_start, on_run=on_run, on_finish=on_finish)
     summary.duration_s = time.perf_counter() - started
     return summary
 
@@ -311,16 +308,8 @@ def task_checker(scenario: Scenario) -> TaskChecker:
     return check
 
 
-def fault_specs(scenario: Scenario) -> list[FaultSpec]:
-    """The scenario's faults, in their list order (fault indexes in events refer to it)."""
-    return list(scenario.faults)
-
-
-def _injector(
-    plan: FaultPlan, alias: str, pool: ServerPool, sink: list[FaultEvent]
-) -> Callable[[], FaultInjector] | None:
-    if not plan.faults:
-        return None
+def _injector(plan: FaultPlan, alias: str, pool: ServerPool, sink: list[FaultEvent]) -> Callable[[], FaultInjector]:
+    """Each (re)started connection of ``alias`` gets a fresh injector of the scenario's faults."""
 
     async def kill() -> None:
         await pool.kill(alias)
@@ -340,7 +329,6 @@ __all__ = [
     "ExperimentSummary",
     "ResumePoint",
     "experiment_id",
-    "fault_specs",
     "outcome_counts",
     "prepare_resume",
     "run_experiment",

@@ -1,35 +1,44 @@
-"""The experiment's servers: started once, reused across runs, restarted when one dies."""
+"""The experiment's servers: started once, reused across runs, restarted when one dies.
+
+The pool starts whatever a resolver (:mod:`testbed.orchestrator._resolvers`) made of each alias:
+a server built in process, a process it starts, a URL it reaches, or a recording it replays. It
+never looks a server up itself.
+"""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from testbed.events import SERVER_LOGS_DIR
+from testbed.events import SERVER_LOGS_DIR, LoadedWeights
 from testbed.protocol import ServerTruth
-from testbed.registry import ServerPlugin, registry
-from testbed.server_config import ServerConfig
-from testbed.transport import Connection, Hook, MessageRecorder, TransportKind, connect
+from testbed.transport import Connection, ExternalServer, Hook, MessageRecorder, TransportKind, connect
+
+__all__ = ["ServerPool", "ServerSpec"]
 
 
 @dataclass(frozen=True)
 class ServerSpec:
-    """How to (re)start one server alias."""
+    """How to (re)start one server alias: exactly one of ``factory`` (in process, or the registered name
+    started as its own process), ``external`` or ``replay_factory`` says where it comes from."""
 
     alias: str
     server: str
+    """How records name it: the registered name, or the external command or URL."""
     transport: TransportKind
     truth: ServerTruth | None
-    factory: Callable[[], Any] | None
-    fault_hook: Callable[[], Hook] | None
-    """Makes the fault injector of each (re)started connection (a killed connection's injector stays closed)."""
-    replay_factory: Callable[[], Any] | None
+    factory: Callable[[], Any] | None = None
+    """Builds the server object in process (registered servers)."""
+    external: ExternalServer | None = None
+    replay_factory: Callable[[], Any] | None = None
+    """Makes a transport that answers from a recording."""
+    weights: dict[str, LoadedWeights] = field(default_factory=dict)
+    """The weights the server is configured with (computed from the configuration it gets)."""
 
 
 class ServerPool:
@@ -49,6 +58,7 @@ class ServerPool:
         self.restart_requested: set[str] = set()
         self.close_errors: dict[str, str] = {}
         self._specs: dict[str, ServerSpec] = {}
+        self._hooks: dict[str, Callable[[], Hook] | None] = {}
         self._stops: dict[str, anyio.Event] = {}
         self._done: dict[str, anyio.Event] = {}
         self._group: TaskGroup | None = None
@@ -66,34 +76,12 @@ class ServerPool:
             await self._group.__aexit__(None, None, None)
             self._group = None
 
-    def add(
-        self,
-        alias: str,
-        server: str,
-        transport: TransportKind,
-        *,
-        fault_hook: Callable[[], Hook] | None = None,
-        replay_factory: Callable[[], Any] | None = None,
-        truth: ServerTruth | None = None,
-    ) -> None:
-        """Add a server alias; a replayed one (``replay_factory``) needs no registered server, only its
-        recorded ``truth``."""
-        factory: Callable[[], Any] | None = None
-        if replay_factory is None:
-            plugin = registry().server(server)
-            config = ServerConfig.from_env(device=self.device, sandbox=self.sandbox)
-            truth = plugin.truth
-            factory = functools.partial(_built_and_loaded, plugin, config)
-        self._specs[alias] = ServerSpec(
-            alias=alias,
-            server=server,
-            transport=transport,
-            truth=truth,
-            factory=factory,
-            fault_hook=fault_hook,
-            replay_factory=replay_factory,
-        )
-        self.recorders[alias] = MessageRecorder(server=alias)
+    def add(self, spec: ServerSpec, *, fault_hook: Callable[[], Hook] | None = None) -> None:
+        """Add a resolved server alias; ``fault_hook`` makes the fault injector of each (re)started connection
+        (a killed connection's injector stays closed)."""
+        self._specs[spec.alias] = spec
+        self._hooks[spec.alias] = fault_hook
+        self.recorders[spec.alias] = MessageRecorder(server=spec.alias)
 
     async def start(self, alias: str) -> Connection:
         if self._group is None:
@@ -118,9 +106,11 @@ class ServerPool:
                 in_process_factory=spec.factory,
                 truth=spec.truth,
                 recorder=self.recorders[alias],
-                fault_hook=spec.fault_hook() if spec.fault_hook is not None else None,
+                fault_hook=hook() if (hook := self._hooks[alias]) is not None else None,
                 replay_factory=spec.replay_factory,
+                external=spec.external,
             ) as connection:
+                connection.weights = dict(spec.weights)
                 started = True
                 task_status.started(connection)
                 await stop.wait()
@@ -164,11 +154,3 @@ class ServerPool:
     async def aclose(self) -> None:
         for alias in list(self._stops):
             await self._close(alias)
-
-
-def _built_and_loaded(plugin: ServerPlugin, config: ServerConfig) -> Any:
-    """An in-process server whose model is loaded and warm, like a stdio server's before it serves."""
-    server = plugin.build(config)
-    if plugin.preload is not None:
-        plugin.preload(config)
-    return server

@@ -9,11 +9,9 @@ ones in their deterministic order, without wall-clock fields.
 
 from __future__ import annotations
 
-import functools
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,6 @@ from testbed.events import (
     CallOutcomeKind,
     Direction,
     Event,
-    EventLog,
     ExperimentFinished,
     ExperimentHeader,
     FaultEvent,
@@ -42,16 +39,16 @@ from testbed.events import (
 )
 from testbed.faults import FaultPlan
 from testbed.imaging import decode_image
-from testbed.orchestrator._agents import build_agent, replay_models
-from testbed.orchestrator._experiment import experiment_id, fault_specs, run_experiment, task_checker
+from testbed.orchestrator._agents import replay_models
+from testbed.orchestrator._experiment import experiment_id, run_experiment, task_checker
 from testbed.orchestrator._pool import ServerPool
-from testbed.orchestrator._run import execute_run
-from testbed.protocol import ServerTruth
+from testbed.orchestrator._resolvers import recorded_servers
+from testbed.orchestrator._runner import Runner, execute_runs
 from testbed.registry import RECORDED_CONTEXT
 from testbed.scenario import Scenario
 from testbed.scenes import SHAPE_CLASSES, GroundTruthObject, Scene
-from testbed.transport import Item, ReplayTransport, current_call, recordings_by_server
-from testbed.validators import Violation, registered_validators, split_runs, validate_runs
+from testbed.transport import Hook, Item, current_call, recordings_by_server
+from testbed.validators import Violation, indistinguishable, registered_validators, split_runs, validate_runs
 
 _FAST_TIMEOUT_S = 0.05
 """Replay answers a call recorded as timed out by timing it out at once, not after its real deadline."""
@@ -202,8 +199,11 @@ def recorded_scene(started: RunStarted, blobs: BlobStore) -> tuple[bytes, Scene]
     return png, scene
 
 
-def _dry_fault_hook(plan: FaultPlan, alias: str, pool: ServerPool, sink: list[FaultEvent]) -> Any:
-    """In replay the recorded messages already carry the faults: only decide them again, and restart as live did."""
+def _dry_fault_hook(plan: FaultPlan, alias: str, pool: ServerPool, sink: list[FaultEvent]) -> Callable[[], Hook]:
+    """In replay the recorded messages already carry the faults: only decide them again, and restart as live did.
+
+    The hook keeps no state of its own, so every (re)started connection of ``alias`` shares it.
+    """
 
     async def hook(direction: Direction, item: Item) -> list[Item]:
         site = current_call.get()
@@ -226,7 +226,7 @@ def _dry_fault_hook(plan: FaultPlan, alias: str, pool: ServerPool, sink: list[Fa
                 await pool.request_restart(alias)
         return [item]
 
-    return hook
+    return lambda: hook
 
 
 async def replay_experiment(directory: Path, *, live: bool = False, device: str = "auto") -> ReplayReport:
@@ -251,8 +251,10 @@ async def replay_experiment(directory: Path, *, live: bool = False, device: str 
         compared, divergence = first_divergence(recorded, replayed)
         found = validate_runs(split_runs(recorded, BlobStore(directory / "blobs")), registered_validators())
         if divergence is None:
-            again = validate_runs(split_runs(replayed, replayed_blobs), registered_validators())
-            divergence = _violation_divergence(found.violations, again.violations)
+            replayed_runs = split_runs(replayed, replayed_blobs)
+            if not indistinguishable(found.runs, replayed_runs):  # else the same violations, by construction
+                again = validate_runs(replayed_runs, registered_validators())
+                divergence = _violation_divergence(found.violations, again.violations)
     runs = sum(isinstance(event, RunFinished) for event in recorded)
     return ReplayReport(
         runs=runs,
@@ -281,7 +283,8 @@ def _violation_divergence(recorded: Sequence[Violation], replayed: Sequence[Viol
 
 async def _replay_offline(directory: Path, recorded: list[Event], scenario: Scenario, out: Path) -> list[Event]:
     blobs = BlobStore(directory / "blobs")
-    recordings = recordings_by_server(recorded, blobs)
+    header = recorded[0]
+    assert isinstance(header, ExperimentHeader)
     outcomes = {
         (event.run, event.node, event.item): event.outcome for event in recorded if isinstance(event, CallEvent)
     }
@@ -289,56 +292,31 @@ async def _replay_offline(directory: Path, recorded: list[Event], scenario: Scen
     def deadline(run: int, node: str, item: int) -> float | None:
         return _FAST_TIMEOUT_S if outcomes.get((run, node, item)) is CallOutcomeKind.TIMEOUT else None
 
-    plan = FaultPlan(fault_specs(scenario), seed=scenario.seed)
-    fault_events: list[FaultEvent] = []
-    header = recorded[0]
-    assert isinstance(header, ExperimentHeader)
-    truths = {record.alias: record.truth for record in header.servers}
-    pool = ServerPool(out_dir=out, sandbox=out / "sandbox", device="cpu")
-    for alias, ref in scenario.servers.items():
-        recording = recordings.get(alias)
-        if recording is None:
-            raise TestbedError(f"{directory}: nothing recorded for server {alias!r}")
-        factory: Callable[[], Any] = functools.partial(ReplayTransport, recording)
-        pool.add(
-            alias,
-            ref.server,
-            ref.transport,
-            replay_factory=factory,
-            truth=ServerTruth.model_validate(truths[alias]) if truths.get(alias) else None,
-            fault_hook=functools.partial(_dry_fault_hook, plan, alias, pool, fault_events) if plan.faults else None,
-        )
-    runs = sorted({event.run for event in recorded if isinstance(event, RunFinished)})
     scenes = {event.run: event for event in recorded if isinstance(event, RunStarted)}
-    events: list[Event] = [recorded[0]]
-    async with AsyncExitStack() as stack:
-        await stack.enter_async_context(pool)
-        await pool.start_all()
-        for recorder in pool.recorders.values():
-            recorder.take(None)
-        log = EventLog(out / "replayed")
-        stack.callback(log.close)
-        models = replay_models(scenario, recorded)
-        agent = build_agent(scenario, models)
-        for run in runs:
-            token = current_call.set(None)
-            try:
-                png, scene = recorded_scene(scenes[run], blobs)
-                outcome = await execute_run(
-                    run,
-                    scene=scene,
-                    scene_png=png,
-                    agent=agent,
-                    pool=pool,
-                    sandbox=out / "sandbox",
-                    blobs=log.blobs,
-                    default_deadline_s=scenario.deadline_s,
-                    check_task=task_checker(scenario),
-                    fault_events=fault_events,
-                    deadline_override=deadline,
-                    model_events=models.take_run,
-                )
-            finally:
-                current_call.reset(token)
-            events.extend(outcome.events)
+
+    def scene_of(run: int) -> tuple[Scene, bytes | None]:
+        png, scene = recorded_scene(scenes[run], blobs)
+        return scene, png
+
+    runner = Runner(
+        resolve=recorded_servers(header, recordings_by_server(recorded, blobs), source=directory),
+        fault_hook=_dry_fault_hook,
+        scene_of=scene_of,
+        models=replay_models(scenario, recorded),
+        check_task=task_checker(scenario),
+        log_dir=out / "replayed",
+        sandbox=out / "sandbox",
+        servers_dir=out,
+        device="cpu",
+        deadline_override=deadline,
+    )
+    events: list[Event] = [header]
+    runs = sorted({event.run for event in recorded if isinstance(event, RunFinished)})
+    await execute_runs(
+        scenario,
+        runner,
+        runs,
+        on_start=lambda pool, log, handshake: None,
+        on_run=lambda run, outcome, log: events.extend(outcome.events),
+    )
     return events

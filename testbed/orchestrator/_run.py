@@ -98,6 +98,18 @@ async def _restart_dead_servers(run: int, pool: ServerPool, outcomes: Sequence[C
     return events
 
 
+@dataclass(frozen=True)
+class _RunContext:
+    """What every call of one run shares."""
+
+    run: int
+    scope: str
+    size: ImageSize
+    pool: ServerPool
+    default_deadline_s: float
+    deadline_override: DeadlineOverride | None
+
+
 async def execute_run(
     run: int,
     *,
@@ -118,101 +130,27 @@ async def execute_run(
     ``scene_png`` is the scene image already encoded (replay has it from the recording).
     ``model_events`` hands over what the agent's models (LLM, embeddings) recorded in a run.
     """
-    scope = f"run-{run}"
-    size = ImageSize(width=scene.width, height=scene.height)
-    run_dir = sandbox / scope
-    run_dir.mkdir(parents=True, exist_ok=True)
-    png = scene_png if scene_png is not None else encode_png(scene.image)
-    image_path = run_dir / "scene.png"
-    image_path.write_bytes(png)
-    view = RunView(
+    context = _RunContext(
         run=run,
-        scene=SceneView(
-            image=base64.b64encode(png).decode("ascii"),
-            image_path=str(image_path),
-            width=scene.width,
-            height=scene.height,
-        ),
-        catalog=await _list_tools(run, pool, size),
+        scope=f"run-{run}",
+        size=ImageSize(width=scene.width, height=scene.height),
+        pool=pool,
+        default_deadline_s=default_deadline_s,
+        deadline_override=deadline_override,
     )
+    png = scene_png if scene_png is not None else encode_png(scene.image)
+    view = await _start_view(context, scene, png, sandbox)
     started = RunStarted(
         time=time.time(),
         run=run,
-        scope=scope,
+        scope=context.scope,
         scene_source=scene.source,
         image_blob=blobs.put_bytes(png),
         width=scene.width,
         height=scene.height,
         ground_truth=scene_ground_truth(scene),
     )
-    call_events: list[CallEvent] = []
-    server_events: list[ServerEvent] = []
-    error: str | None = None
-    agent.start(view)
-    for step_index in range(MAX_STEPS):
-        step = await agent.step(view)
-        if step.error is not None:
-            error = step.error
-            break
-        for node, reason in step.skipped:
-            view.skipped[node] = reason
-            call_events.append(_skipped_event(run, node, reason, step_index * CLOCK_STEP_S))
-        for node in step.empty:
-            view.results[node] = NodeResult(node=node, calls=(), fan_out=True)
-        if step.done:
-            break
-        clock = step_index * CLOCK_STEP_S
-        outcomes: dict[tuple[str, int], CallOutcome] = {}
-
-        async def perform(
-            call: PlannedCall, clock: float = clock, outcomes: dict[tuple[str, int], CallOutcome] = outcomes
-        ) -> None:
-            connection = pool.connections.get(call.server)
-            nominal = call.deadline_s or default_deadline_s
-            deadline = nominal
-            if deadline_override is not None:
-                deadline = deadline_override(run, call.node, call.item) or nominal
-            truth = (
-                connection.truth.tool(call.tool)
-                if connection and connection.truth and _has_tool(connection, call.tool)
-                else None
-            )
-            token = current_call.set(
-                CallSite(
-                    run=run,
-                    node=call.node,
-                    item=call.item,
-                    server=call.server,
-                    tool=call.tool,
-                    image_size=size,
-                    truth=truth,
-                )
-            )
-            try:
-                if connection is None:
-                    outcome = CallOutcome(CallOutcomeKind.PROTOCOL_ERROR, None, f"unknown server {call.server!r}", 0.0)
-                else:
-                    outcome = await call_tool(
-                        connection,
-                        call.tool,
-                        call.arguments,
-                        meta=_meta(scope, clock, call.agent),
-                        deadline_s=deadline,
-                        nominal_deadline_s=nominal,
-                    )
-            finally:
-                current_call.reset(token)
-            outcomes[(call.node, call.item)] = outcome
-
-        async with anyio.create_task_group() as group:
-            for call in step.calls:
-                group.start_soon(perform, call)
-        step_events = _collect(step.calls, outcomes, view, run, clock, blobs)
-        call_events.extend(step_events)
-        server_events.extend(await _restart_dead_servers(run, pool, step_events))
-    else:
-        error = f"agent did not finish within {MAX_STEPS} steps"
-
+    call_events, server_events, error = await _step_agent(context, agent, view, blobs)
     messages = [
         event.model_copy(update={"message": externalize(event.message, blobs)})
         for recorder in pool.recorders.values()
@@ -230,24 +168,118 @@ async def execute_run(
         task_detail=detail,
         error=error,
     )
-    ordered_messages = sorted(messages, key=lambda m: (m.node or "", m.item or 0, m.server, m.seq))
-    ordered_calls = sorted(call_events, key=lambda c: (c.clock, c.node, c.item))
-    faults = sorted(
-        (event for event in fault_events if event.run == run), key=lambda f: (f.node, f.item, f.server, f.index, f.kind)
-    )
-    fault_events[:] = [event for event in fault_events if event.run != run]
     agent_events = [*view.agent_events, *(model_events(run) if model_events is not None else [])]
-    ordered_agent_events = sorted(agent_events, key=_agent_event_order)
     events: list[Event] = [
         started,
-        *ordered_messages,
-        *faults,
-        *ordered_agent_events,
-        *ordered_calls,
+        *sorted(messages, key=lambda m: (m.node or "", m.item or 0, m.server, m.seq)),
+        *_take_run_faults(fault_events, run),
+        *sorted(agent_events, key=_agent_event_order),
+        *sorted(call_events, key=lambda c: (c.clock, c.node, c.item)),
         *server_events,
         finished,
     ]
     return RunOutcome(events=events, calls=finished.calls, failed_calls=failed, task_passed=passed)
+
+
+async def _start_view(context: _RunContext, scene: Scene, png: bytes, sandbox: Path) -> RunView:
+    """What the agent sees at the start of a run: the scene (by value and as a sandbox file) and the tools."""
+    run_dir = sandbox / context.scope
+    run_dir.mkdir(parents=True, exist_ok=True)
+    image_path = run_dir / "scene.png"
+    image_path.write_bytes(png)
+    return RunView(
+        run=context.run,
+        scene=SceneView(
+            image=base64.b64encode(png).decode("ascii"),
+            image_path=str(image_path),
+            width=scene.width,
+            height=scene.height,
+        ),
+        catalog=await _list_tools(context.run, context.pool, context.size),
+    )
+
+
+async def _step_agent(
+    context: _RunContext, agent: Agent, view: RunView, blobs: BlobStore
+) -> tuple[list[CallEvent], list[ServerEvent], str | None]:
+    """Ask the agent for steps until it is done; make each step's calls concurrently.
+
+    Returns:
+        The call events, the server restarts, and why the run ended early (``None`` when it did not).
+    """
+    call_events: list[CallEvent] = []
+    server_events: list[ServerEvent] = []
+    agent.start(view)
+    for step_index in range(MAX_STEPS):
+        step = await agent.step(view)
+        if step.error is not None:
+            return call_events, server_events, step.error
+        clock = step_index * CLOCK_STEP_S
+        for node, reason in step.skipped:
+            view.skipped[node] = reason
+            call_events.append(_skipped_event(context.run, node, reason, clock))
+        for node in step.empty:
+            view.results[node] = NodeResult(node=node, calls=(), fan_out=True)
+        if step.done:
+            return call_events, server_events, None
+        outcomes: dict[tuple[str, int], CallOutcome] = {}
+        async with anyio.create_task_group() as group:
+            for call in step.calls:
+                group.start_soon(_perform, context, call, clock, outcomes)
+        step_events = _collect(step.calls, outcomes, view, context.run, clock, blobs)
+        call_events.extend(step_events)
+        server_events.extend(await _restart_dead_servers(context.run, context.pool, step_events))
+    return call_events, server_events, f"agent did not finish within {MAX_STEPS} steps"
+
+
+async def _perform(
+    context: _RunContext, call: PlannedCall, clock: float, outcomes: dict[tuple[str, int], CallOutcome]
+) -> None:
+    """Make one planned call inside its call site, and keep its outcome under (node, item)."""
+    connection = context.pool.connections.get(call.server)
+    nominal = call.deadline_s or context.default_deadline_s
+    deadline = nominal
+    if context.deadline_override is not None:
+        deadline = context.deadline_override(context.run, call.node, call.item) or nominal
+    truth = (
+        connection.truth.tool(call.tool)
+        if connection and connection.truth and _has_tool(connection, call.tool)
+        else None
+    )
+    site = CallSite(
+        run=context.run,
+        node=call.node,
+        item=call.item,
+        server=call.server,
+        tool=call.tool,
+        image_size=context.size,
+        truth=truth,
+    )
+    token = current_call.set(site)
+    try:
+        if connection is None:
+            outcome = CallOutcome(CallOutcomeKind.PROTOCOL_ERROR, None, f"unknown server {call.server!r}", 0.0)
+        else:
+            outcome = await call_tool(
+                connection,
+                call.tool,
+                call.arguments,
+                meta=_meta(context.scope, clock, call.agent),
+                deadline_s=deadline,
+                nominal_deadline_s=nominal,
+            )
+    finally:
+        current_call.reset(token)
+    outcomes[(call.node, call.item)] = outcome
+
+
+def _take_run_faults(fault_events: list[FaultEvent], run: int) -> list[FaultEvent]:
+    """Remove and return the run's fault events, in deterministic order."""
+    taken = sorted(
+        (event for event in fault_events if event.run == run), key=lambda f: (f.node, f.item, f.server, f.index, f.kind)
+    )
+    fault_events[:] = [event for event in fault_events if event.run != run]
+    return taken
 
 
 def _meta(scope: str, clock: float, agent: str) -> dict[str, object]:

@@ -49,7 +49,7 @@ class ErrorStyle(StrEnum):
 class ToolTruth(BaseModel):
     """What one tool actually does."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
     name: str
     """The tool's name in ``tools/list``."""
@@ -85,7 +85,7 @@ class ToolTruth(BaseModel):
 class ServerTruth(BaseModel):
     """What one reference server actually does."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
     name: str
     """Registry name (``testbed serve NAME``)."""

@@ -12,7 +12,7 @@ from testbed.report._files import (
     ReportFiles,
     write_report,
 )
-from testbed.report._terminal import render_terminal
+from testbed.report._terminal import render_terminal, report_console, task_line
 from testbed.report._timeline import find_run, render_run, show_run
 
 __all__ = [
@@ -26,6 +26,8 @@ __all__ = [
     "find_run",
     "render_run",
     "render_terminal",
+    "report_console",
     "show_run",
+    "task_line",
     "write_report",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from testbed.metrics import Interval, RateRow, Summary
+from testbed.validators import TRUTH_READERS
 
 RUNS_METRIC = "runs affected /100 runs"
 EXEC_METRIC = "per 100 executions"
@@ -59,3 +60,11 @@ def scope_line(summary: Summary) -> str:
         f"servers: {', '.join(summary.servers) or 'none'}; faults: {', '.join(summary.fault_kinds) or 'none'}; "
         f"agents: {', '.join(summary.agent_kinds) or 'none'}"
     )
+
+
+def truth_mode_lines(summary: Summary) -> tuple[str, ...]:
+    """Which validators read truth manifests, then per server the mode they ran in (none without servers)."""
+    if not summary.truth_modes:
+        return ()
+    heading = f"validators that read truth manifests ({', '.join(TRUTH_READERS)}) ran per server as follows:"
+    return (heading, *(f"{m.alias} ({m.server}): {m.mode}, {m.meaning}" for m in summary.truth_modes))

@@ -7,6 +7,7 @@ the file format as JSON Schema for editors.
 
 from testbed.scenario._load import ScenarioError, load_scenario, load_scenario_text
 from testbed.scenario._model import (
+    MAX_RUNS,
     FieldError,
     Scenario,
     SceneSource,
@@ -21,6 +22,7 @@ from testbed.scenario._schema import scenario_json_schema, write_json_schema
 from testbed.scenes import ImageSet
 
 __all__ = [
+    "MAX_RUNS",
     "FieldError",
     "ImageSet",
     "Scenario",

@@ -6,52 +6,41 @@ key's line for a mapping entry) and the field path with ``[i]`` for list
 indexes, as in ``agent.workflow.nodes[1].args.box``. The line is left out
 where there is none (an unreadable file); the path where the error concerns
 the whole document (a YAML syntax error).
+
+Beyond the models' own validation, loading resolves everything that can be
+known before a run: the YAML is parsed within limits (:mod:`._yaml`), numbers
+are finite, expected violation IDs are catalogued, faults are scheduled in runs
+and nodes that exist, images exist and decode, and names, arguments and
+references fit the registered servers (:mod:`._resolve`).
 """
 
 from __future__ import annotations
 
 import difflib
-import json
-import re
+import math
 import types
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Union, cast, get_args, get_origin
+from typing import Annotated, Any, NoReturn, Union, get_args, get_origin
 
 import yaml
+from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
-from testbed._errors import TestbedError
-from testbed.faults import FaultError
-from testbed.scenario._model import BASE_DIR_CONTEXT, FieldError, Scenario
-from testbed.scenes import packaged_images
-from testbed.workflow import Location, WorkflowError
+from testbed._errors import explain_error
+from testbed.catalog import CATALOG
+from testbed.registry import by_kind
+from testbed.scenario._error import ScenarioError, format_path
+from testbed.scenario._model import FieldError, Scenario
+from testbed.scenario._resolve import check_against_registry, check_bindings
+from testbed.scenario._yaml import parse_yaml, read_scenario_file
+from testbed.scenes import BASE_DIR_CONTEXT, IMAGE_SUFFIXES, packaged_images
+from testbed.workflow import Location
 
 __all__ = ["ScenarioError", "load_scenario", "load_scenario_text"]
-
-_MERGE_TAG = "tag:yaml.org,2002:merge"
-_MAX_INPUT_PREVIEW = 60
-_PLAIN_KEY = re.compile(r"[A-Za-z_@][A-Za-z0-9_-]*")
-
-
-class ScenarioError(TestbedError):
-    """An invalid scenario file, reported as one line: ``FILE:LINE: field.path: message``.
-
-    Attributes:
-        source: the file name (or ``<string>``).
-        line: the 1-based line of the offending YAML node, or ``None``.
-        path: the dotted field path (``""`` for the whole document).
-        message: what is wrong.
-    """
-
-    def __init__(self, message: str, *, source: str, line: int | None = None, path: str = "") -> None:
-        self.source = source
-        self.line = line
-        self.path = path
-        self.message = message
-        where = source if line is None else f"{source}:{line}"
-        super().__init__(f"{where}: {path}: {message}" if path else f"{where}: {message}")
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -61,12 +50,7 @@ def load_scenario(path: str | Path) -> Scenario:
         ScenarioError: the file cannot be read, is not valid YAML, or is not a valid scenario.
     """
     file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ScenarioError(f"cannot read the file: {error.strerror or error}", source=str(file)) from None
-    except UnicodeDecodeError as error:
-        raise ScenarioError(f"cannot read the file: not UTF-8 text ({error.reason})", source=str(file)) from None
+    text = read_scenario_file(file)
     return load_scenario_text(text, source=str(file), base_dir=file.parent)
 
 
@@ -82,10 +66,9 @@ def load_scenario_text(text: str, *, source: str = "<string>", base_dir: str | P
     Raises:
         ScenarioError: the text is not valid YAML or not a valid scenario.
     """
-    root, data = _parse_yaml(text, source)
+    root, data = parse_yaml(text, source)
     if root is None:
         raise ScenarioError("the file is empty; expected a mapping of scenario fields", source=source)
-    _check_duplicate_keys(root, source)
     if not isinstance(data, dict):
         raise ScenarioError(
             f"the top level must be a mapping of scenario fields (name, seed, runs, ...), got {_kind_of(data)}",
@@ -97,91 +80,29 @@ def load_scenario_text(text: str, *, source: str = "<string>", base_dir: str | P
         scenario = Scenario.model_validate(data, context=context)
     except ValidationError as error:
         raise _scenario_error(error, root, source) from None
-    _check_images(scenario, root, source)
-    _check_fault_tools(scenario, root, source)
-    return scenario
-
-
-class _ScenarioLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, except that dates and times stay strings (no scenario field is a date)."""
-
-
-def _timestamp_as_text(loader: _ScenarioLoader, node: yaml.Node) -> str:
-    # The resolver tags only plain scalars as timestamps.
-    return str(loader.construct_scalar(cast(yaml.ScalarNode, node)))
-
-
-_ScenarioLoader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_as_text)
-
-
-def _parse_yaml(text: str, source: str) -> tuple[yaml.Node | None, Any]:
-    """Return the composed node tree (for line numbers) and the constructed data."""
-    loader = _ScenarioLoader(text)
     try:
-        root = loader.get_single_node()
-        data = loader.construct_document(root) if root is not None else None
-    except yaml.MarkedYAMLError as error:
-        raise ScenarioError(_describe_yaml_error(error), source=source, line=_yaml_error_line(error)) from None
-    except yaml.YAMLError as error:
-        raise ScenarioError(f"invalid YAML: {error}", source=source) from None
-    finally:
-        loader.dispose()
-    return root, data
-
-
-def _describe_yaml_error(error: yaml.MarkedYAMLError) -> str:
-    """PyYAML's own wording (context, then problem), with the line the context started on."""
-    problem = error.problem or "syntax error"
-    context = error.context or ""
-    if context.startswith("while") and error.context_mark is not None:
-        context += f" started on line {error.context_mark.line + 1}"
-    return f"invalid YAML: {context}, {problem}" if context else f"invalid YAML: {problem}"
-
-
-def _yaml_error_line(error: yaml.MarkedYAMLError) -> int | None:
-    mark = error.problem_mark or error.context_mark
-    return mark.line + 1 if mark is not None else None
-
-
-def _check_duplicate_keys(root: yaml.Node, source: str) -> None:
-    """Reject a mapping that repeats a key (PyYAML would silently keep the last value)."""
-    visited: set[int] = set()
-
-    def visit(node: yaml.Node, path: list[str | int]) -> None:
-        if id(node) in visited:
-            return
-        visited.add(id(node))
-        if isinstance(node, yaml.MappingNode):
-            first_line: dict[str, int] = {}
-            for key, value in node.value:
-                if key.tag == _MERGE_TAG or not isinstance(key, yaml.ScalarNode):
-                    continue
-                line = key.start_mark.line + 1
-                if key.value in first_line:
-                    raise ScenarioError(
-                        f"duplicate key {key.value!r} (first on line {first_line[key.value]})",
-                        source=source,
-                        line=line,
-                        path=_format_path([*path, key.value]),
-                    )
-                first_line[key.value] = line
-                visit(value, [*path, key.value])
-        elif isinstance(node, yaml.SequenceNode):
-            for index, item in enumerate(node.value):
-                visit(item, [*path, index])
-
-    visit(root, [])
+        _check_finite(scenario, ())
+        _check_images(scenario)
+        _check_expect(scenario)
+        _check_fault_schedule(scenario)
+        check_against_registry(scenario)
+        check_bindings(scenario)
+    except FieldError as error:
+        _fail(root, source, error.loc, error.message)
+    return scenario
 
 
 def _scenario_error(error: ValidationError, root: yaml.Node, source: str) -> ScenarioError:
     """Turn pydantic's errors into one line: the first error in the file, and how many more there are."""
-    located: list[tuple[bool, int, int, str, str]] = []
-    for order, details in enumerate(error.errors()):
-        loc, message = _explain(details)
+    explained = [(details, *_explain(details)) for details in error.errors()]
+    located: list[tuple[bool, bool, int, int, str, str]] = []
+    for order, (details, loc, message) in enumerate(explained):
         line, path = _locate(root, loc)
-        # Problems with values that are there come before missing fields, then in file order.
-        located.append((details["type"] == "missing", line, order, path, message))
-    _, line, _, path, message = min(located)
+        # A list's length error that follows from an invalid item (pydantic drops it, then counts) is a consequence.
+        consequence = any(len(other) > len(loc) and other[: len(loc)] == loc for _, other, _ in explained)
+        # Problems with values that are there come before missing fields and consequences, then in file order.
+        located.append((details["type"] == "missing", consequence, line, order, path, message))
+    _, _, line, _, path, message = min(located)
     more = len(located) - 1
     if more:
         message += f" (and {more} more error{'s' if more > 1 else ''})"
@@ -190,34 +111,7 @@ def _scenario_error(error: ValidationError, root: yaml.Node, source: str) -> Sce
 
 def _explain(details: ErrorDetails) -> tuple[Location, str]:
     """Return the full location and a readable message for one pydantic error."""
-    loc: Location = tuple(details["loc"])
-    kind = details["type"]
-    context: Mapping[str, Any] = details.get("ctx") or {}
-    cause = context.get("error")
-    if isinstance(cause, WorkflowError | FieldError | FaultError):
-        return (*loc, *cause.loc), cause.message
-    if kind in ("union_tag_invalid", "union_tag_not_found"):
-        discriminator = str(context.get("discriminator", "kind")).strip("'")
-        if kind == "union_tag_not_found":
-            return (*loc, discriminator), f"missing required field {discriminator!r}"
-        return (*loc, discriminator), f"unknown {discriminator} {context.get('tag')!r}; expected one of: " + str(
-            context.get("expected_tags")
-        )
-    if kind == "missing":
-        return loc, "missing required field"
-    if kind == "extra_forbidden":
-        return loc, "unknown field" + _field_hint(loc)
-    message = details["msg"]
-    for prefix in ("Value error, ", "Assertion failed, "):
-        message = message.removeprefix(prefix)
-    if kind != "value_error":
-        message = message[:1].lower() + message[1:]
-        value = details.get("input")
-        if isinstance(value, str | int | float | bool) or value is None:
-            preview = repr(value)
-            if len(preview) <= _MAX_INPUT_PREVIEW:
-                message += f" (got {preview})"
-    return loc, message
+    return explain_error(details, unknown_field=_field_hint)
 
 
 def _field_hint(loc: Location) -> str:
@@ -243,20 +137,32 @@ def _walk_models(loc: Location) -> tuple[frozenset[int], list[str] | None]:
     tags: set[int] = set()
     for position, segment in enumerate(loc):
         annotation = _unwrap(annotation)
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            fields = {info.alias or name: info for name, info in annotation.model_fields.items()}
+        if isinstance(annotation, _Dispatched):
+            # The registry validates the spec of the kind the data names; pydantic puts no tag in the location.
+            found = [info for spec in annotation.specs if (info := _fields(spec).get(str(segment))) is not None]
+            if not found:
+                return frozenset(tags), None
+            annotation = _field_annotation(found[0])
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            fields = _fields(annotation)
             if segment in fields:
-                annotation = fields[segment].annotation
+                annotation = _field_annotation(fields[segment])
             elif _tag_of(annotation) == segment:
                 tags.add(position)
             else:
                 return frozenset(tags), None
         elif _is_union(annotation):
             members = [member for member in get_args(annotation) if _tag_of(_unwrap(member)) == segment]
-            if len(members) != 1:
+            if len(members) == 1:
+                tags.add(position)
+                annotation = members[0]
+                continue
+            # A registry-dispatched field (agent, faults) puts no tag in the location: follow the field.
+            candidates = [_unwrap(member).model_fields.get(str(segment)) for member in get_args(annotation)]
+            found = [info for info in candidates if info is not None]
+            if not found:
                 return frozenset(tags), None
-            tags.add(position)
-            annotation = members[0]
+            annotation = _field_annotation(found[0])
         elif get_origin(annotation) in (tuple, list) and isinstance(segment, int):
             annotation = get_args(annotation)[0]
         elif get_origin(annotation) is dict:
@@ -264,15 +170,40 @@ def _walk_models(loc: Location) -> tuple[frozenset[int], list[str] | None]:
         else:
             return frozenset(tags), None
     annotation = _unwrap(annotation)
+    if isinstance(annotation, _Dispatched):
+        names = dict.fromkeys(name for spec in annotation.specs for name in _fields(spec))
+        return frozenset(tags), list(names)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return frozenset(tags), [info.alias or name for name, info in annotation.model_fields.items()]
+        return frozenset(tags), list(_fields(annotation))
     return frozenset(tags), None
+
+
+@dataclass(frozen=True)
+class _Dispatched:
+    """A field the registry validates by its ``kind`` (:class:`by_kind`): one of these spec classes."""
+
+    specs: tuple[type[BaseModel], ...]
+
+
+def _fields(model: type[BaseModel]) -> dict[str, FieldInfo]:
+    return {info.alias or name: info for name, info in model.model_fields.items()}
+
+
+def _field_annotation(info: FieldInfo) -> Any:
+    """A field's annotation, with the registry's spec classes where the registry dispatches it by kind."""
+    dispatch = next((meta for meta in info.metadata if isinstance(meta, by_kind)), None)
+    if dispatch is not None:
+        return _Dispatched(tuple(dispatch.specs().values()))
+    return info.annotation
 
 
 def _unwrap(annotation: Any) -> Any:
     """Strip ``Annotated`` and ``| None`` from an annotation."""
     while True:
         if get_origin(annotation) is Annotated:
+            dispatch = next((meta for meta in get_args(annotation)[1:] if isinstance(meta, by_kind)), None)
+            if dispatch is not None:
+                return _Dispatched(tuple(dispatch.specs().values()))
             annotation = get_args(annotation)[0]
         elif _is_union(annotation):
             members = [member for member in get_args(annotation) if member is not type(None)]
@@ -291,7 +222,7 @@ def _tag_of(annotation: Any) -> object:
     """The ``kind`` literal of a discriminated union member, or ``None``."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         kind = annotation.model_fields.get("kind")
-        if kind is not None:
+        if kind is not None and isinstance(kind.default, str):
             return kind.default
     return None
 
@@ -338,20 +269,7 @@ def _locate(root: yaml.Node, loc: Location) -> tuple[int, str]:
             continue
         node = None
         path.append(segment)
-    return line, _format_path(path)
-
-
-def _format_path(path: list[str | int]) -> str:
-    """``a.b[0].c``; a key that is not an identifier is quoted in brackets (``servers["de.t"]``)."""
-    text = ""
-    for segment in path:
-        if isinstance(segment, int):
-            text += f"[{segment}]"
-        elif _PLAIN_KEY.fullmatch(segment):
-            text += f".{segment}"
-        else:
-            text += f"[{json.dumps(segment)}]"
-    return text.removeprefix(".")
+    return line, format_path(path)
 
 
 def _kind_of(data: object) -> str:
@@ -362,8 +280,27 @@ def _kind_of(data: object) -> str:
     return type(data).__name__
 
 
-def _check_images(scenario: Scenario, root: yaml.Node, source: str) -> None:
-    """Check that the images a scenario names exist on this machine."""
+def _check_finite(value: object, loc: Location) -> None:
+    """Refuse a non-finite float anywhere in the validated scenario (e.g. ``deadline_s: "inf"``, text
+    that pydantic reads as a float); non-finite YAML floats (``.inf``) never get this far."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise FieldError(f"{value} is not a finite number; give a finite one", loc=loc)
+    elif isinstance(value, BaseModel):
+        for name, info in type(value).model_fields.items():
+            _check_finite(getattr(value, name), (*loc, info.alias or name))
+        for name, inner in (value.__pydantic_extra__ or {}).items():
+            _check_finite(inner, (*loc, name))
+    elif isinstance(value, Mapping):
+        for key, inner in value.items():
+            _check_finite(inner, (*loc, str(key)))
+    elif isinstance(value, list | tuple):
+        for index, inner in enumerate(value):
+            _check_finite(inner, (*loc, index))
+
+
+def _check_images(scenario: Scenario) -> None:
+    """Check that the images a scenario names exist on this machine, and are images."""
     images = scenario.scene.images
     if images is None:
         return
@@ -372,37 +309,90 @@ def _check_images(scenario: Scenario, root: yaml.Node, source: str) -> None:
         for index, name in enumerate(images.packaged):
             if name not in available:
                 known = ", ".join(available) or "none installed"
-                _fail(
-                    root,
-                    source,
-                    ("scene", "images", "packaged", index),
-                    f"no packaged image {name!r} (available: {known})",
+                close = difflib.get_close_matches(name, list(available), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise FieldError(
+                    f"no packaged image {name!r}{hint} (available: {known})", loc=("scene", "images", "packaged", index)
                 )
     for index, file in enumerate(images.paths or ()):
+        loc: Location = ("scene", "images", "paths", index)
         if not file.is_file():
-            _fail(root, source, ("scene", "images", "paths", index), f"no such image file: {file}")
-    if images.folder is not None and not images.folder.is_dir():
-        _fail(root, source, ("scene", "images", "folder"), f"no such folder: {images.folder}")
+            raise FieldError(f"no such image file: {file}", loc=loc)
+        problem = _image_problem(file)
+        if problem is not None:
+            raise FieldError(f"{file} is not an image: {problem}", loc=loc)
+    folder = images.folder
+    if folder is None:
+        return
+    if not folder.is_dir():
+        raise FieldError(f"no such folder: {folder}", loc=("scene", "images", "folder"))
+    try:
+        found = sorted(path for path in folder.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file())
+    except OSError as error:
+        raise FieldError(
+            f"cannot list {folder}: {error.strerror or error}", loc=("scene", "images", "folder")
+        ) from None
+    if not found:
+        raise FieldError(
+            f"no images in {folder} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})", loc=("scene", "images", "folder")
+        )
+    for file in found:
+        problem = _image_problem(file, whole=False)
+        if problem is not None:
+            raise FieldError(f"{file.name} in {folder} is not an image: {problem}", loc=("scene", "images", "folder"))
 
 
-def _check_fault_tools(scenario: Scenario, root: yaml.Node, source: str) -> None:
-    """Check that each fault aimed at a tool names one its (testbed-owned) server has."""
-    from servers import SERVERS  # the registry; imported late because servers build on testbed
+def _image_problem(file: Path, *, whole: bool = True) -> str | None:
+    """Why ``file`` cannot be decoded as an image, or ``None``; no pixels are decoded.
 
-    for index, fault in enumerate(scenario.faults):
-        tool = fault.target.tool
-        ref = scenario.servers[fault.target.server]
-        entry = SERVERS.get(ref.server)
-        if tool is None or entry is None:
-            continue
-        tools = [t.name for t in entry.truth.tools]
-        if tool not in tools:
-            _fail(
-                root,
-                source,
-                ("faults", index, "target", "tool"),
-                f"server {fault.target.server!r} ({ref.server}) has no tool {tool!r} (tools: {', '.join(tools)})",
+    ``whole`` checks the file's structure through to its end (for the few files a scenario names);
+    otherwise only the header is read (for every file of a folder, which may hold thousands).
+    """
+    try:
+        with Image.open(file) as image:
+            if whole:
+                image.verify()
+    except Image.DecompressionBombError as error:
+        return str(error)
+    except UnidentifiedImageError:
+        return "its content is not in an image format Pillow reads"
+    except (OSError, SyntaxError, ValueError, EOFError) as error:  # Pillow's plug-ins raise these for damaged files
+        return str(error) or type(error).__name__
+    return None
+
+
+def _check_expect(scenario: Scenario) -> None:
+    """Check each expected violation ID against the catalog."""
+    for index, violation_id in enumerate(scenario.expect):
+        if violation_id not in CATALOG:
+            close = difflib.get_close_matches(violation_id, list(CATALOG), n=3)
+            hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+            raise FieldError(
+                f"{violation_id!r} is not in the violation catalog{hint} (see testbed.catalog.CATALOG)",
+                loc=("expect", index),
             )
+
+
+def _check_fault_schedule(scenario: Scenario) -> None:
+    """Check that faults are scheduled in runs the scenario makes and on nodes its workflow has."""
+    workflow = scenario.workflow
+    for index, fault in enumerate(scenario.faults):
+        for position, run in enumerate(fault.runs or ()):
+            if run >= scenario.runs:
+                raise FieldError(
+                    f"run {run} is not one of the scenario's {scenario.runs} runs (0 to {scenario.runs - 1})",
+                    loc=("faults", index, "runs", position),
+                )
+        if workflow is None:
+            continue  # an agent that plans names its nodes at run time
+        for position, node in enumerate(fault.nodes or ()):
+            if node not in workflow.node_ids:
+                close = difflib.get_close_matches(node, workflow.node_ids, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise FieldError(
+                    f"node {node!r} is not a workflow node{hint} (nodes: {', '.join(workflow.node_ids)})",
+                    loc=("faults", index, "nodes", position),
+                )
 
 
 def _fail(root: yaml.Node, source: str, loc: Location, message: str) -> NoReturn:

@@ -8,7 +8,9 @@ scenario recorded in a log validates anywhere.
 from __future__ import annotations
 
 import re
+import shlex
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any, Final, Self
 
 from pydantic import (
@@ -17,16 +19,20 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializeAsAny,
+    SerializerFunctionWrapHandler,
     StrictInt,
     ValidationInfo,
     WithJsonSchema,
+    field_validator,
+    model_serializer,
     model_validator,
 )
 
 from testbed._errors import LocatedError
 from testbed.faults import FaultSpec
+from testbed.protocol import ServerTruth, load_truth_file
 from testbed.registry import RECORDED_CONTEXT, AgentSpec, RecordedAgentSpec, by_kind, registry
-from testbed.scenes import ImageSet, SceneSpec
+from testbed.scenes import BASE_DIR_CONTEXT, ImageSet, SceneSpec
 from testbed.transport import TransportKind
 from testbed.workflow import (
     IDENTIFIER_JSON_SCHEMA,
@@ -92,15 +98,109 @@ Transport = TransportKind
 """How the testbed reaches a server (the default: in process)."""
 
 
+_EXTERNAL_TRANSPORTS: Final[dict[str, TransportKind]] = {"command": "stdio", "url": "http"}
+"""The transport each kind of external server implies."""
+_TRUTH_JSON_SCHEMA: Final = {
+    "anyOf": [
+        {"type": "string", "description": "a truth file (scenarios/truth.schema.json), relative to this file's folder"},
+        {"type": "object", "description": "an inline truth manifest (scenarios/truth.schema.json)"},
+    ]
+}
+
+
 class ServerRef(BaseModel):
-    """A server the workflow calls, by registry name."""
+    """A server the workflow calls: a registered one by name, or any MCP server by ``command`` or ``url``.
 
-    model_config = _MODEL_CONFIG
+    Give exactly one of ``server``, ``command`` and ``url``. An external server's transport is
+    implied (``stdio`` for a command, ``http`` for a URL); a ``transport`` that contradicts it is refused.
+    """
 
-    server: str = Field(min_length=1)
+    model_config = ConfigDict(
+        **_MODEL_CONFIG,
+        json_schema_extra={"oneOf": [{"required": ["server"]}, {"required": ["command"]}, {"required": ["url"]}]},
+    )
+
+    server: str | None = Field(default=None, min_length=1)
     """The server's name in the testbed's registry (checked when the scenario runs)."""
+    command: tuple[Annotated[str, Field(min_length=1)], ...] | None = Field(default=None, min_length=1)
+    """An external MCP server started as this command over stdio, e.g. ``[python, server.py]``."""
+    env: dict[str, str] = Field(default_factory=dict)
+    """Environment variables for a ``command`` server, over a minimal inherited set (``HOME``, ``PATH``, ...).
+    They are recorded with the scenario: pass no secrets here."""
+    cwd: Path | None = None
+    """The working folder of a ``command`` server (relative to the scenario file's folder); default: the testbed's."""
+    url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")
+    """An external MCP server already listening for streamable HTTP, e.g. ``http://127.0.0.1:8000/mcp``."""
+    truth: Annotated[ServerTruth | None, WithJsonSchema(_TRUTH_JSON_SCHEMA)] = None
+    """What the server actually does: a truth file (relative to the scenario file's folder), read when the
+    scenario loads. Without one, an external server's validators read what its ``tools/list`` declares."""
     transport: Transport = "inprocess"
     """How to reach it: ``inprocess`` (memory streams), ``stdio`` (a subprocess) or ``http`` (streamable HTTP)."""
+
+    @property
+    def external(self) -> bool:
+        """Whether this is a server the registry does not hold (given by ``command`` or ``url``)."""
+        return self.server is None
+
+    @property
+    def display_name(self) -> str:
+        """How records and messages name it: the registry name, else ``command 'python x.py'`` or ``url U``."""
+        if self.server is not None:
+            return self.server
+        if self.command is not None:
+            return f"command {shlex.join(self.command)!r}"
+        return f"url {self.url}"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _imply_transport(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        given = [key for key in ("server", *_EXTERNAL_TRANSPORTS) if data.get(key) is not None]
+        if len(given) != 1 or given[0] == "server":
+            return data  # the after-check names what is missing or doubled
+        implied = _EXTERNAL_TRANSPORTS[given[0]]
+        transport = data.get("transport")
+        if transport is not None and transport != implied:
+            raise FieldError(
+                f"a {given[0]} server speaks {implied}, not {transport!r}: leave transport out", loc=("transport",)
+            )
+        return {**data, "transport": implied}
+
+    @field_validator("truth", mode="before")
+    @classmethod
+    def _read_truth_file(cls, value: Any, info: ValidationInfo) -> Any:
+        if not isinstance(value, str | Path):
+            return value
+        base = info.context.get(BASE_DIR_CONTEXT) if isinstance(info.context, dict) else None
+        path = Path(value)
+        return load_truth_file((Path(base) / path if base is not None else path).absolute())
+
+    @field_validator("cwd")
+    @classmethod
+    def _resolve_cwd(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        base = info.context.get(BASE_DIR_CONTEXT) if isinstance(info.context, dict) else None
+        return (Path(base) / value).absolute() if value is not None and base is not None else value
+
+    @model_validator(mode="after")
+    def _check_exactly_one(self) -> Self:
+        given = [name for name in ("server", "command", "url") if getattr(self, name) is not None]
+        if len(given) != 1:
+            found = f"got {' and '.join(given)}" if given else "got none"
+            raise ValueError(
+                "give exactly one of 'server' (a registered server), 'command' (an MCP server over stdio) "
+                f"or 'url' (an MCP server over streamable HTTP) ({found})"
+            )
+        for name in ("env", "cwd"):
+            if getattr(self, name) and self.command is None:
+                raise FieldError(f"{name} applies to a command server only", loc=(name,))
+        return self
+
+    @model_serializer(mode="wrap")
+    def _leave_out_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Fields a server does not use are left out, so a registered server's record reads as it always has."""
+        data: dict[str, Any] = handler(self)
+        return {key: value for key, value in data.items() if value is not None and value != {}}
 
 
 class SceneSource(BaseModel):

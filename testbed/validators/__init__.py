@@ -24,10 +24,11 @@ from testbed.validators import (
     _protocol,
     _schema,
 )
-from testbed.validators._apply import ValidationResult, ValidatorFailure, split_runs, validate_runs
+from testbed.validators._apply import ValidationResult, ValidatorFailure, indistinguishable, split_runs, validate_runs
 from testbed.validators._apply import validate_experiment as _validate_experiment
 from testbed.validators._memory import check_out_of_scope, check_unbounded_store
 from testbed.validators._model import RunRecord, Validator, ValidatorSpec, Violation
+from testbed.validators._truth_modes import MODE_MEANINGS, TRUTH_READERS, ServerMode, server_modes, truth_mode
 
 VALIDATORS: tuple[ValidatorSpec, ...] = (
     *_protocol.VALIDATORS,
@@ -59,9 +60,12 @@ def validate_experiment(directory: Path) -> ValidationResult:
 __all__ = [
     "CATALOG",
     "CATEGORIES",
+    "MODE_MEANINGS",
+    "TRUTH_READERS",
     "VALIDATORS",
     "CatalogEntry",
     "RunRecord",
+    "ServerMode",
     "Severity",
     "ValidationResult",
     "Validator",
@@ -71,8 +75,11 @@ __all__ = [
     "check_out_of_scope",
     "check_unbounded_store",
     "entry",
+    "indistinguishable",
     "registered_validators",
+    "server_modes",
     "split_runs",
+    "truth_mode",
     "validate_experiment",
     "validate_runs",
 ]

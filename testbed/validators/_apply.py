@@ -5,12 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from testbed.events import (
     BLOBS_DIR,
+    WALL_CLOCK_FIELDS,
     BlobStore,
     Event,
     ExperimentHeader,
+    FaultEvent,
+    MessageEvent,
     RunFinished,
     RunStarted,
     read_events,
@@ -84,3 +88,43 @@ def validate_experiment(directory: Path, validators: Sequence[ValidatorSpec]) ->
     """Read an experiment directory and validate its complete runs."""
     log = read_events(directory)
     return validate_runs(split_runs(log.events, BlobStore(directory / BLOBS_DIR)), validators)
+
+
+_FAULT_FIELDS = ("event", "run", "node", "item", "server", "index", "kind")
+"""What a fault event says that a validator may read: which fault was decided where (not how it was applied)."""
+
+
+def indistinguishable(first: Sequence[RunRecord], second: Sequence[RunRecord]) -> bool:
+    """Whether every validator must find the same violations in two lists of runs (a recording and its replay).
+
+    Validators are pure functions of a run's events, its header (the scenario, the servers' listings and truth
+    manifests) and its blobs, which are content-addressed (equal references, equal content); none reads a
+    wall-clock field, how a fault was applied (a fault event's layer, expected IDs, detail) or the reason a
+    cancellation gives (it names the deadline, which replay shortens). Runs whose events and headers are equal
+    but for those fields therefore give equal violations: validating one list answers for both. Anything else
+    that differs (a JSON-RPC id, a header field) answers ``False``.
+    """
+    if len(first) != len(second):
+        return False
+    for left, right in zip(first, second, strict=True):
+        if left.header is not right.header and _visible(left.header) != _visible(right.header):
+            return False
+        if left.servers != right.servers or len(left.events) != len(right.events):
+            return False
+        for one, other in zip(left.events, right.events, strict=True):
+            if one is not other and (type(one) is not type(other) or _visible(one) != _visible(other)):
+                return False
+    return True
+
+
+def _visible(event: Event) -> dict[str, Any]:
+    """An event's fields as a validator may read them."""
+    fields = event.__dict__
+    if isinstance(event, FaultEvent):
+        return {name: fields[name] for name in _FAULT_FIELDS}
+    visible = {name: value for name, value in fields.items() if name not in WALL_CLOCK_FIELDS}
+    if isinstance(event, MessageEvent) and event.message.get("method") == "notifications/cancelled":
+        params = event.message.get("params")
+        if isinstance(params, dict) and "reason" in params:  # names the deadline, which replay shortens
+            visible["message"] = {**event.message, "params": {k: v for k, v in params.items() if k != "reason"}}
+    return visible

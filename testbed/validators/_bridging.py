@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from testbed.events import CallOutcomeKind, internalize
+from testbed.events import CallOutcomeKind
 from testbed.validators._model import RunRecord, ValidatorSpec, Violation
 from testbed.validators._workflow import RunEdges, run_workflow
 from testbed.workflow import FOR_EACH_ARG, BindingError
@@ -44,7 +44,7 @@ def check_untracked_bridging(record: RunRecord) -> Iterator[Violation]:
                 expected = feed.source_value(record, call.item)
             except _READ_ERRORS:
                 continue
-            sent = internalize(call.arguments[edge.target_arg], record.blobs)
+            sent = record.internalize(call.arguments[edge.target_arg])
             if sent != expected:
                 yield Violation(
                     id="conn.untracked_bridging",

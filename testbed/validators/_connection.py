@@ -12,14 +12,13 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from testbed.events import CallOutcomeKind, internalize
+from testbed.events import CallOutcomeKind
 from testbed.validators._model import RunRecord, ValidatorSpec, Violation
-from testbed.validators._schema import listed_tool
-from testbed.validators._workflow import run_workflow
-from testbed.workflow import FOR_EACH_ARG, Edge, Workflow, build_graph, graph_edges
+from testbed.validators._schema import compiled, listed_tool, proven_valid
+from testbed.validators._workflow import edges_of, run_workflow
+from testbed.workflow import FOR_EACH_ARG, Edge, Workflow
 
 __all__ = ["VALIDATORS", "check_type_incompatible", "check_untyped_edge", "top_argument", "workflow_of"]
 
@@ -61,7 +60,7 @@ def check_untyped_edge(record: RunRecord) -> Iterator[Violation]:
     workflow = workflow_of(record)
     if workflow is None:
         return
-    for edge in graph_edges(build_graph(workflow)):
+    for edge in edges_of(workflow):
         producer = workflow.node(edge.source_node)
         consumer = workflow.node(edge.target_node)
         missing: list[str] = []
@@ -95,7 +94,7 @@ def check_type_incompatible(record: RunRecord) -> Iterator[Violation]:
     if workflow is None:
         return
     edges_into: dict[str, list[Edge]] = {}
-    for edge in graph_edges(build_graph(workflow)):
+    for edge in edges_of(workflow):
         if edge.target_arg != FOR_EACH_ARG:
             edges_into.setdefault(edge.target_node, []).append(edge)
     for position, call in record.calls():
@@ -106,7 +105,7 @@ def check_type_incompatible(record: RunRecord) -> Iterator[Violation]:
             schema = _input_property(record, f"{call.server}.{call.tool}", argument)
             if schema is None or argument not in call.arguments:
                 continue
-            rejected = _type_errors(internalize(call.arguments[argument], record.blobs), schema)
+            rejected = _type_errors(record.internalize(call.arguments[argument]), schema)
             if rejected:
                 yield Violation.at_call(
                     "conn.type_incompatible",
@@ -118,8 +117,10 @@ def check_type_incompatible(record: RunRecord) -> Iterator[Violation]:
 
 
 def _type_errors(value: Any, schema: dict[str, Any]) -> list[str]:
+    if proven_valid(value, schema):
+        return []
     try:
-        errors = list(Draft202012Validator(schema).iter_errors(value))
+        errors = list(compiled(schema).iter_errors(value))
     except SchemaError:
         return []
     found: list[str] = []

@@ -9,23 +9,36 @@ is attributed to a ground-truth object only when, read in *some* of the 36
 conventions, it lies inside the image (1 px tolerance) and overlaps that
 object at IoU >= 0.5. A box that matches no object under any convention is a
 missed or mislocated detection (model error) and is never flagged.
+
+Every box of a run is read in all 36 conventions at once (:func:`read_boxes`:
+one array of canonical boxes, one of IoUs with every object), with the same
+floating-point operations as reading one box in one convention
+(:func:`infer_convention`, :func:`reads_as`), so the results are identical.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from testbed.conventions import BoxConvention, ImageSize, all_box_conventions, box_iou, to_canonical
-from testbed.events import CallEvent, CallOutcomeKind, internalize
-from testbed.protocol import SemanticRole, ToolTruth, declared_box_convention
+from testbed.conventions import (
+    BoxConvention,
+    ImageSize,
+    all_box_conventions,
+    box_iou,
+    box_iou_many,
+    to_canonical,
+    to_canonical_many,
+)
+from testbed.events import CallEvent, CallOutcomeKind
+from testbed.protocol import SemanticRole, ToolTruth, declared_box_convention, schema_at
 from testbed.validators._model import RunRecord, ValidatorSpec, Violation
-from testbed.validators._workflow import RunEdges
-from testbed.workflow import BindingError, BoxAdapter, Edge, read_path
+from testbed.validators._workflow import RunEdges, read_at
+from testbed.workflow import BindingError, BoxAdapter, Edge
 
 MATCH_IOU = 0.5
 """IoU at which a box is taken to locate a ground-truth object."""
@@ -41,12 +54,18 @@ Boxes = NDArray[np.float64]
 
 def image_size(record: RunRecord) -> ImageSize:
     """The run's scene size."""
-    return ImageSize(width=record.started.width, height=record.started.height)
+    return record.memo("coords.image_size", lambda: ImageSize(width=record.started.width, height=record.started.height))
 
 
 def gt_boxes(record: RunRecord) -> Boxes:
-    """The run's canonical ground-truth boxes, ``(N, 4)``."""
-    return np.array([g.box_xyxy for g in record.started.ground_truth], dtype=np.float64).reshape(-1, 4)
+    """The run's canonical ground-truth boxes, ``(N, 4)`` (shared: read-only)."""
+
+    def compute() -> Boxes:
+        boxes = np.array([g.box_xyxy for g in record.started.ground_truth], dtype=np.float64).reshape(-1, 4)
+        boxes.setflags(write=False)
+        return boxes
+
+    return record.memo("coords.gt_boxes", compute)
 
 
 def as_boxes(value: object) -> Boxes | None:
@@ -106,6 +125,66 @@ def reads_as(box: Boxes, convention: BoxConvention, size: ImageSize, truth_boxes
     return float(box_iou(canonical, truth_boxes[gt_index : gt_index + 1])[0, 0])
 
 
+CONVENTIONS: tuple[BoxConvention, ...] = all_box_conventions()
+"""Every convention a box may be read in, canonical first (the order :func:`infer_convention` tries them)."""
+_CONVENTION_AT = {(c.format, c.units, c.axis_order, c.origin): k for k, c in enumerate(CONVENTIONS)}
+
+
+def convention_index(convention: BoxConvention) -> int:
+    """The position of ``convention`` in :data:`CONVENTIONS`."""
+    return _CONVENTION_AT[(convention.format, convention.units, convention.axis_order, convention.origin)]
+
+
+@dataclass(frozen=True)
+class Readings:
+    """Boxes read in every convention of :data:`CONVENTIONS` at once.
+
+    Entry ``[k, n]`` of each array is what :func:`to_canonical`, :func:`inside` and :func:`box_iou` give for box
+    ``n`` read in ``CONVENTIONS[k]``, bit for bit.
+    """
+
+    canonical: Boxes
+    """``(K, N, 4)`` canonical boxes."""
+    inside: NDArray[np.bool_]
+    """``(K, N)``: the box lies in the image."""
+    ious: Boxes
+    """``(K, N, M)``: IoU with each ground-truth object."""
+    best: tuple[Reading | None, ...]
+    """Per box, :func:`infer_convention`'s answer."""
+
+    def reads_as(self, index: int, convention: BoxConvention, gt_index: int) -> float:
+        """:func:`reads_as` for box ``index``."""
+        k = convention_index(convention)
+        return float(self.ious[k, index, gt_index]) if self.inside[k, index] else 0.0
+
+    def canonical_as(self, index: int, convention: BoxConvention) -> Boxes:
+        """Box ``index`` read in ``convention``, canonical (``(4,)``)."""
+        row: Boxes = self.canonical[convention_index(convention), index]
+        return row
+
+
+def read_boxes(boxes: Boxes, size: ImageSize, truth_boxes: Boxes) -> Readings:
+    """Read ``(N, 4)`` boxes in every convention and infer each one's (:func:`infer_convention` for every row)."""
+    canonical = to_canonical_many(boxes, CONVENTIONS, size)
+    x1, y1, x2, y2 = canonical[..., 0], canonical[..., 1], canonical[..., 2], canonical[..., 3]
+    tolerance = BOUNDS_TOLERANCE_PX
+    within = (x1 >= -tolerance) & (y1 >= -tolerance) & (x2 <= size.width + tolerance) & (y2 <= size.height + tolerance)
+    in_image: NDArray[np.bool_] = (x2 > x1) & (y2 > y1) & within
+    ious = box_iou_many(canonical, truth_boxes)
+    best: list[Reading | None] = [None] * len(boxes)
+    if len(truth_boxes):
+        top = ious.argmax(axis=2)  # (K, N): the first object of highest IoU, as np.argmax over one row
+        top_iou = np.take_along_axis(ious, top[..., None], axis=2)[..., 0]
+        candidates = in_image & (top_iou >= MATCH_IOU)
+        boxes_at, conventions_at = np.nonzero(candidates.T)  # by box, then the conventions in order
+        for box, at in zip(boxes_at.tolist(), conventions_at.tolist(), strict=True):
+            iou = float(top_iou[at, box])
+            current = best[box]
+            if current is None or iou > current.iou + 1e-9:  # as infer_convention: ties keep the earlier
+                best[box] = Reading(CONVENTIONS[at], int(top[at, box]), iou)
+    return Readings(canonical, in_image, ious, tuple(best))
+
+
 def tool_truth(record: RunRecord, call: CallEvent) -> ToolTruth | None:
     """The truth manifest of the tool a call used, if the testbed holds one."""
     truth = record.truth(call.server)
@@ -136,13 +215,17 @@ class BoxEdge:
 
 def box_edges(record: RunRecord) -> Iterator[BoxEdge]:
     """Every box-carrying edge instance of the run: consumers whose truth has a ``bounding_box`` input."""
+    return iter(record.memo("coords.box_edges", lambda: tuple(_box_edges(record))))
+
+
+def _box_edges(record: RunRecord) -> Iterator[BoxEdge]:
     run_edges = RunEdges(record)
     for at, call in record.calls():
         truth = tool_truth(record, call)
         if truth is None or truth.box_convention is None or SemanticRole.BOUNDING_BOX not in truth.inputs:
             continue
         argument = truth.inputs[SemanticRole.BOUNDING_BOX]
-        sent = as_boxes(internalize(call.arguments.get(argument), record.blobs))
+        sent = as_boxes(record.internalize(call.arguments.get(argument)))
         if sent is None:
             continue
         for feed in run_edges.feeds(call, argument):
@@ -217,17 +300,10 @@ def _input_property(tool: dict[str, Any], argument: str) -> dict[str, Any] | Non
 
 
 def listed_output_property(tool: dict[str, Any], path: str) -> dict[str, Any] | None:
-    """Walk ``outputSchema`` along a truth path such as ``detections[*].bbox``."""
-    node: Any = tool.get("outputSchema")
-    for part in path.replace("[*]", ".[*]").split("."):
-        if not part or not isinstance(node, dict):
-            continue
-        if part == "[*]":
-            node = node.get("items")
-        else:
-            props = node.get("properties")
-            node = props.get(part) if isinstance(props, dict) else None
-    return node if isinstance(node, dict) else None
+    """Walk ``outputSchema`` along a truth path such as ``detections[*].bbox`` (``$ref`` and ``anyOf``
+    followed, as pydantic-built servers publish them)."""
+    schema = tool.get("outputSchema")
+    return schema_at(schema, path) if isinstance(schema, dict) else None
 
 
 def check_out_of_bounds(record: RunRecord) -> Iterator[Violation]:
@@ -242,14 +318,12 @@ def check_out_of_bounds(record: RunRecord) -> Iterator[Violation]:
             continue
         found: list[tuple[str, Boxes]] = []
         if SemanticRole.BOUNDING_BOX in truth.inputs:
-            sent = as_boxes(internalize(call.arguments.get(truth.inputs[SemanticRole.BOUNDING_BOX]), record.blobs))
+            sent = as_boxes(record.internalize(call.arguments.get(truth.inputs[SemanticRole.BOUNDING_BOX])))
             if sent is not None:
                 found.append(("argument", sent))
         if SemanticRole.BOUNDING_BOX in truth.paths and call.outcome is CallOutcomeKind.OK:
             try:
-                returned = as_boxes(
-                    read_path(internalize(call.payload, record.blobs), truth.paths[SemanticRole.BOUNDING_BOX])
-                )
+                returned = as_boxes(read_at(record.internalize(call.payload), truth.paths[SemanticRole.BOUNDING_BOX]))
             except (BindingError, *_READ_ERRORS):
                 returned = None
             if returned is not None:
@@ -268,6 +342,39 @@ def check_out_of_bounds(record: RunRecord) -> Iterator[Violation]:
                 )
 
 
+def edge_readings(record: RunRecord) -> tuple[tuple[Readings, Readings], ...]:
+    """Per box edge of :func:`box_edges` (in order): its source boxes and its sent boxes read in every convention.
+
+    All boxes of the run are read in one batch, once per run.
+    """
+
+    def compute() -> tuple[tuple[Readings, Readings], ...]:
+        edges = tuple(box_edges(record))
+        if not edges:
+            return ()
+        stacked = np.concatenate([part for found in edges for part in (found.source, found.sent)])
+        everything = read_boxes(stacked, image_size(record), gt_boxes(record))
+        result = []
+        start = 0
+        for found in edges:
+            middle = start + len(found.source)
+            end = middle + len(found.sent)
+            result.append((_rows(everything, start, middle), _rows(everything, middle, end)))
+            start = end
+        return tuple(result)
+
+    return record.memo("coords.edge_readings", compute)
+
+
+def _rows(readings: Readings, start: int, end: int) -> Readings:
+    return Readings(
+        readings.canonical[:, start:end],
+        readings.inside[:, start:end],
+        readings.ious[:, start:end],
+        readings.best[start:end],
+    )
+
+
 def check_mismatch(record: RunRecord) -> Iterator[Violation]:
     """``coords.mismatch``: a box crossing an edge in a convention other than the one read on the other side.
 
@@ -277,15 +384,13 @@ def check_mismatch(record: RunRecord) -> Iterator[Violation]:
     is model error and skipped. It is a mismatch when the reader's convention locates the inferred object at
     IoU < 0.5 (or off the image). One violation per consumer call.
     """
-    size = image_size(record)
-    truth_boxes = gt_boxes(record)
-    for found in box_edges(record):
-        readers: list[tuple[str, Boxes, BoxConvention]] = []
+    for found, (source, sent) in zip(box_edges(record), edge_readings(record), strict=True):
+        readers: list[tuple[str, Readings, BoxConvention]] = []
         if isinstance(found.edge.adapter, BoxAdapter):
-            readers.append((f"adapter ({found.edge.adapter})", found.source, found.edge.adapter.from_))
+            readers.append((f"adapter ({found.edge.adapter})", source, found.edge.adapter.from_))
         assert found.consumer_truth.box_convention is not None
-        readers.append((f"{found.consumer.tool}", found.sent, found.consumer_truth.box_convention))
-        detail = _first_mismatch(readers, size, truth_boxes)
+        readers.append((f"{found.consumer.tool}", sent, found.consumer_truth.box_convention))
+        detail = _first_mismatch(readers)
         if detail is not None:
             yield _violation(
                 record,
@@ -298,13 +403,12 @@ def check_mismatch(record: RunRecord) -> Iterator[Violation]:
             )
 
 
-def _first_mismatch(readers: list[tuple[str, Boxes, BoxConvention]], size: ImageSize, truth_boxes: Boxes) -> str | None:
-    for reader, boxes, expected in readers:
-        for box in boxes:
-            reading = infer_convention(box, size, truth_boxes)
+def _first_mismatch(readers: Sequence[tuple[str, Readings, BoxConvention]]) -> str | None:
+    for reader, readings, expected in readers:
+        for index, reading in enumerate(readings.best):
             if reading is None:
                 continue  # model error: the box locates no object under any convention
-            if reads_as(box, expected, size, truth_boxes, reading.gt_index) < MATCH_IOU:
+            if readings.reads_as(index, expected, reading.gt_index) < MATCH_IOU:
                 return f"value is {reading.convention} but {reader} reads {expected}"
     return None
 
@@ -318,18 +422,17 @@ def check_crop_misses_object(record: RunRecord) -> Iterator[Violation]:
     """
     size = image_size(record)
     truth_boxes = gt_boxes(record)
-    for found in box_edges(record):
+    for found, (source, _) in zip(box_edges(record), edge_readings(record), strict=True):
         server = record.truth(found.consumer.server)
         if server is None or server.kind != "cropping" or found.consumer_truth.box_convention is None:
             continue
         crops = to_canonical(found.sent, found.consumer_truth.box_convention, size)
-        for source, crop in zip(found.source, crops, strict=True):
-            reading = infer_convention(source, size, truth_boxes)
+        for index, (reading, crop) in enumerate(zip(source.best, crops, strict=True)):
             if reading is None:
                 continue
             target = truth_boxes[reading.gt_index]
             coverage = _coverage(crop, target)
-            located = _coverage(to_canonical(source.reshape(1, 4), reading.convention, size)[0], target)
+            located = _coverage(source.canonical_as(index, reading.convention), target)
             if coverage < CROP_COVERAGE * located:
                 yield _violation(
                     record,

@@ -31,14 +31,14 @@ from typing import Any
 import numpy as np
 
 from testbed.conventions import ImageSize, MaskEncoding, MaskPayloadError, MaskResolution, decode_masks, to_canonical
-from testbed.events import CallEvent, CallOutcomeKind, internalize
+from testbed.events import CallEvent, CallOutcomeKind
 from testbed.imaging import decode_base64_image
 from testbed.protocol import SemanticRole, ToolTruth
 from testbed.tasks import unletterbox_masks
 from testbed.validators._coords import as_boxes, image_size, tool_truth
 from testbed.validators._model import RunRecord, ValidatorSpec, Violation
-from testbed.validators._workflow import RunEdges
-from testbed.workflow import BindingError, Edge, MaskAdapter, MaskConvention, read_path
+from testbed.validators._workflow import RunEdges, read_at
+from testbed.workflow import BindingError, Edge, MaskAdapter, MaskConvention
 
 STRIDE = 32
 """The letterbox stride of a model-resolution grid."""
@@ -56,6 +56,10 @@ def _violation(record: RunRecord, vid: str, at: int, call: CallEvent, detail: st
 
 def _mask_calls(record: RunRecord) -> Iterator[tuple[int, CallEvent, ToolTruth, Any]]:
     """Successful calls whose truth returns masks, with the mask payload at the truth path (internalized)."""
+    return iter(record.memo("mask.calls", lambda: tuple(_find_mask_calls(record))))
+
+
+def _find_mask_calls(record: RunRecord) -> Iterator[tuple[int, CallEvent, ToolTruth, Any]]:
     for at, call in record.calls():
         truth = tool_truth(record, call)
         if truth is None or truth.mask_encoding is None or SemanticRole.MASK not in truth.paths:
@@ -63,7 +67,7 @@ def _mask_calls(record: RunRecord) -> Iterator[tuple[int, CallEvent, ToolTruth, 
         if call.outcome is not CallOutcomeKind.OK:
             continue
         try:
-            payload = read_path(internalize(call.payload, record.blobs), truth.paths[SemanticRole.MASK])
+            payload = read_at(record.internalize(call.payload), truth.paths[SemanticRole.MASK])
         except _READ_ERRORS:
             continue
         yield at, call, truth, payload
@@ -106,13 +110,24 @@ def is_letterbox(grid: ImageSize, size: ImageSize) -> bool:
     return abs(round(size.width * gain) - grid.width) <= 1 or abs(round(size.height * gain) - grid.height) <= 1
 
 
+def _grids_of(record: RunRecord, payload: Any, encoding: MaskEncoding) -> list[ImageSize]:
+    """:func:`mask_grids`, once per payload object of the run (a PNG grid is known only by decoding it)."""
+    cache: dict[tuple[int, MaskEncoding], tuple[Any, list[ImageSize]]] = record.memo("mask.grids", dict)
+    found = cache.get((id(payload), encoding))
+    if found is not None and found[0] is payload:
+        return found[1]
+    grids = mask_grids(payload, encoding)  # raising as it does, every time
+    cache[(id(payload), encoding)] = (payload, grids)
+    return grids
+
+
 def check_size_mismatch(record: RunRecord) -> Iterator[Violation]:
     """``mask.size_mismatch``: a mask grid other than the image's (image resolution) or not a letterbox (model)."""
     size = image_size(record)
     for at, call, truth, payload in _mask_calls(record):
         assert truth.mask_encoding is not None
         try:
-            grids = mask_grids(payload, truth.mask_encoding)
+            grids = _grids_of(record, payload, truth.mask_encoding)
         except _READ_ERRORS:
             continue
         if not grids:
@@ -150,8 +165,8 @@ def check_outside_box(record: RunRecord) -> Iterator[Violation]:
         if truth.box_convention is None or truth.mask_encoding is None or SemanticRole.BOUNDING_BOX not in truth.paths:
             continue
         try:
-            boxes = as_boxes(read_path(internalize(call.payload, record.blobs), truth.paths[SemanticRole.BOUNDING_BOX]))
-            masks = _decode_at_image(payload, truth, size)
+            boxes = as_boxes(read_at(record.internalize(call.payload), truth.paths[SemanticRole.BOUNDING_BOX]))
+            masks = _decode_at_image(record, payload, truth, size)
         except (MaskPayloadError, *_READ_ERRORS):
             continue  # unreadable masks are mask.size_mismatch's (or schema's) business
         if boxes is None or len(boxes) != len(masks):
@@ -177,10 +192,10 @@ def check_outside_box(record: RunRecord) -> Iterator[Violation]:
                 break
 
 
-def _decode_at_image(payload: Any, truth: ToolTruth, size: ImageSize) -> np.ndarray:
+def _decode_at_image(record: RunRecord, payload: Any, truth: ToolTruth, size: ImageSize) -> np.ndarray:
     assert truth.mask_encoding is not None
     if truth.mask_resolution is MaskResolution.MODEL:
-        grids = mask_grids(payload, truth.mask_encoding)
+        grids = _grids_of(record, payload, truth.mask_encoding)
         if not grids:
             raise ValueError("model grid unknown")
         decoded = decode_masks(payload, truth.mask_encoding, grids[0], normalized_polygons=truth.normalized_polygons)

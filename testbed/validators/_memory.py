@@ -24,12 +24,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from testbed.events import CallEvent, CallOutcomeKind, Direction, internalize
+from testbed.events import CallEvent, CallOutcomeKind, Direction
 from testbed.protocol import CLOCK_META_KEY, MemoryScope, SemanticRole, ToolTruth
 from testbed.validators._coords import listed_output_property, tool_truth
 from testbed.validators._model import RunRecord, ValidatorSpec, Violation
 from testbed.validators._schema import listed_tool
-from testbed.workflow import BindingError, read_path
+from testbed.validators._workflow import read_at
+from testbed.workflow import BindingError
 
 HANDLE_ROLES = (SemanticRole.IMAGE_HANDLE, SemanticRole.CROP_HANDLE)
 _EVICTING_WORDS = ("delete", "evict", "release", "remove", "free", "clear")
@@ -60,7 +61,14 @@ class Use:
 
 
 def request_clocks(record: RunRecord) -> dict[tuple[str, str, int], float]:
-    """The ``_meta`` clock of each ``tools/call`` request by ``(server, node, item)`` (the last request)."""
+    """The ``_meta`` clock of each ``tools/call`` request by ``(server, node, item)`` (the last request).
+
+    Once per run; shared: read-only.
+    """
+    return record.memo("memory.request_clocks", lambda: _request_clocks(record))
+
+
+def _request_clocks(record: RunRecord) -> dict[tuple[str, str, int], float]:
     clocks: dict[tuple[str, str, int], float] = {}
     for _, message in record.messages():
         if message.direction is not Direction.CLIENT_TO_SERVER or message.node is None or message.item is None:
@@ -76,6 +84,10 @@ def request_clocks(record: RunRecord) -> dict[tuple[str, str, int], float]:
 
 def issued_handles(record: RunRecord) -> list[Issued]:
     """Every handle returned in the run, in event order."""
+    return list(record.memo("memory.issued_handles", lambda: tuple(_issued_handles(record))))
+
+
+def _issued_handles(record: RunRecord) -> list[Issued]:
     clocks = request_clocks(record)
     issued = []
     for at, call in record.calls():
@@ -86,7 +98,7 @@ def issued_handles(record: RunRecord) -> list[Issued]:
             if role not in truth.paths:
                 continue
             try:
-                value = read_path(internalize(call.payload, record.blobs), truth.paths[role])
+                value = read_at(record.internalize(call.payload), truth.paths[role])
             except _READ_ERRORS:
                 continue
             for handle in value if isinstance(value, list) else [value]:
@@ -98,6 +110,10 @@ def issued_handles(record: RunRecord) -> list[Issued]:
 
 def handle_uses(record: RunRecord) -> list[Use]:
     """Every handle argument sent in the run, in event order."""
+    return list(record.memo("memory.handle_uses", lambda: tuple(_handle_uses(record))))
+
+
+def _handle_uses(record: RunRecord) -> list[Use]:
     clocks = request_clocks(record)
     uses = []
     for at, call in record.calls():

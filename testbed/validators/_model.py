@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 from testbed.events import (
     BlobStore,
@@ -20,10 +21,12 @@ from testbed.events import (
     MessageEvent,
     RunStarted,
     ServerRecord,
+    internalize,
 )
 from testbed.protocol import ServerTruth
 from testbed.registry import RECORDED_CONTEXT, ValidatorPlugin
 from testbed.scenario import Scenario
+from testbed.validators._truth_modes import declared_of
 
 
 @dataclass(frozen=True)
@@ -88,22 +91,167 @@ class RunRecord:
         """The resolved scenario the run's header recorded (kinds this install lacks read as recorded)."""
         return recorded_scenario(self.header)
 
+    _memo: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    """Values derived from this record, computed once (see :meth:`memo`)."""
+
+    def memo(self, key: Any, compute: Callable[[], _T]) -> _T:
+        """``compute()``, once per record and ``key``: validators are pure functions of the record.
+
+        What it returns is shared by every caller: treat it as read-only.
+        """
+        try:
+            return self._memo[key]  # type: ignore[no-any-return]
+        except KeyError:
+            value = self._memo[key] = compute()
+            return value
+
     def truth(self, alias: str) -> ServerTruth | None:
+        """Its truth manifest; without one, what its ``tools/list`` declares (declared-only mode, see
+        :mod:`._truth_modes`); ``None`` where nothing is declared either."""
         record = self.servers.get(alias)
-        return ServerTruth.model_validate(record.truth) if record is not None and record.truth else None
+        if record is None:
+            return None
+        return parsed_truth(record) if record.truth else declared_of(record)
 
     def tools(self, alias: str) -> list[dict[str, Any]]:
         record = self.servers.get(alias)
         return list(record.tools) if record is not None else []
 
+    def internalize(self, value: Any) -> Any:
+        """``value`` (a part of one of this record's events) with blob references resolved, once per object.
+
+        The result is shared: treat it as read-only.
+        """
+        cache: dict[int, tuple[Any, Any]] = self.memo(_INTERNALIZED, dict)
+        found = cache.get(id(value))
+        if found is not None and found[0] is value:
+            return found[1]
+        resolved = _resolved(value, self.memo(_BLOBS, lambda: _ReadOnce(self.blobs)))
+        cache[id(value)] = (value, resolved)  # holding ``value`` keeps its id from being reused
+        return resolved
+
+    def blob_exists(self, digest: str) -> bool:
+        """Whether reading blob ``digest`` would find it (without reading it), once per record and digest."""
+        known: dict[str, bool] = self.memo(_PRESENT, dict)
+        found = known.get(digest)
+        if found is None:
+            found = known[digest] = self.blobs.path(digest) is not None
+        return found
+
+    def per_server(self, alias: str, key: str, compute: Callable[[list[dict[str, Any]]], _T]) -> _T:
+        """``compute(self.tools(alias))``, once per server record of the experiment (``alias`` unknown: every time).
+
+        For what depends only on the server's recorded listing; shared by every run: treat it as read-only.
+        """
+        record = self.servers.get(alias)
+        if record is None:
+            return compute([])
+        return per_server(record, self.blobs, key, lambda: compute(list(record.tools)))
+
+    def listed_tools(self, alias: str) -> dict[str, dict[str, Any]]:
+        """The tools ``alias`` listed when the experiment started, by name (the first of a name), blobs resolved.
+
+        Shared by every run of the experiment: treat it as read-only.
+        """
+        record = self.servers.get(alias)
+        return listed_by_name(record, self.blobs) if record is not None else {}
+
     def calls(self) -> list[tuple[int, CallEvent]]:
-        return [(i, e) for i, e in enumerate(self.events) if isinstance(e, CallEvent)]
+        return list(self.memo(_CALLS, lambda: tuple(self._of_kind(CallEvent))))
 
     def messages(self) -> list[tuple[int, MessageEvent]]:
-        return [(i, e) for i, e in enumerate(self.events) if isinstance(e, MessageEvent)]
+        return list(self.memo(_MESSAGES, lambda: tuple(self._of_kind(MessageEvent))))
 
     def faults(self) -> list[tuple[int, FaultEvent]]:
-        return [(i, e) for i, e in enumerate(self.events) if isinstance(e, FaultEvent)]
+        return list(self.memo(_FAULTS, lambda: tuple(self._of_kind(FaultEvent))))
+
+    def _of_kind(self, kind: type[_E]) -> list[tuple[int, _E]]:
+        return [(i, e) for i, e in enumerate(self.events) if isinstance(e, kind)]
+
+
+class _ReadOnce(BlobStore):
+    """A read-only view of a blob store that reads each blob once (a run refers to its image many times)."""
+
+    def __init__(self, store: BlobStore) -> None:  # no super().__init__: nothing is created or written
+        self.root = store.root
+        self._source = store
+        self._read: dict[str, str] = {}
+
+    def get(self, digest: str) -> str:
+        found = self._read.get(digest)
+        if found is None:
+            found = self._read[digest] = self._source.get(digest)
+        return found
+
+    def path(self, digest: str) -> Path | None:
+        return self._source.path(digest)
+
+    def put(self, text: str) -> str:
+        raise TypeError("validators do not write blobs")
+
+    def put_bytes(self, data: bytes, suffix: str = ".png") -> str:
+        raise TypeError("validators do not write blobs")
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+"""Types that hold no blob reference."""
+
+
+def _resolved(value: Any, blobs: BlobStore) -> Any:
+    """:func:`testbed.events.internalize`, sharing (not copying) every part that holds no blob reference.
+
+    Equal to what ``internalize`` returns; only the parts that changed are new objects.
+    """
+    if isinstance(value, dict):
+        if len(value) == 1 and "$blob" in value:  # internalize's ``set(value) == {"$blob"}``
+            return blobs.get(value["$blob"])
+        if _SCALARS.issuperset(map(type, value.values())):  # nothing to resolve (checked at C speed)
+            return value
+        changed: dict[Any, Any] | None = None
+        for key, item in value.items():
+            if isinstance(item, dict | list):
+                resolved = _resolved(item, blobs)
+                if resolved is not item:
+                    if changed is None:
+                        changed = {}
+                    changed[key] = resolved
+        if changed is None:
+            return value
+        return {key: changed.get(key, item) for key, item in value.items()}
+    if isinstance(value, list):
+        if _SCALARS.issuperset(map(type, value)):
+            return value
+        copy: list[Any] | None = None
+        for index, item in enumerate(value):
+            if isinstance(item, dict | list):
+                resolved = _resolved(item, blobs)
+                if resolved is not item:
+                    if copy is None:
+                        copy = list(value)
+                    copy[index] = resolved
+        return value if copy is None else copy
+    return value
+
+
+_T = TypeVar("_T")
+_E = TypeVar("_E", bound=Event)
+_CALLS, _MESSAGES, _FAULTS = ("record.calls", "record.messages", "record.faults")
+_INTERNALIZED, _BLOBS, _PRESENT = ("record.internalized", "record.blobs", "record.blobs_present")
+
+_truths: dict[int, tuple[ServerRecord, ServerTruth]] = {}
+"""Parsed truth manifests by server record identity (every run of an experiment shares its header's records)."""
+
+
+def parsed_truth(record: ServerRecord) -> ServerTruth:
+    """The truth manifest a server record holds, parsed once per record object."""
+    cached = _truths.get(id(record))
+    if cached is not None and cached[0] is record:
+        return cached[1]
+    truth = ServerTruth.model_validate(record.truth)
+    if len(_truths) >= 256:
+        _truths.clear()
+    _truths[id(record)] = (record, truth)
+    return truth
 
 
 Validator = Callable[[RunRecord], Iterable[Violation]]
@@ -112,3 +260,38 @@ Validator = Callable[[RunRecord], Iterable[Violation]]
 
 ValidatorSpec = ValidatorPlugin
 """A registered validator and the IDs it may emit (checked against the catalog when it registers)."""
+
+
+_per_server: dict[tuple[int, str], tuple[ServerRecord, Path, Any]] = {}
+"""Values derived from one server record (and blobs, content-addressed: one root, one meaning), by identity."""
+
+
+def per_server(record: ServerRecord, blobs: BlobStore, key: str, compute: Callable[[], _T]) -> _T:
+    """``compute()``, once per server record object, blob store root and ``key`` (shared by every run of an
+    experiment: treat it as read-only)."""
+    cached = _per_server.get((id(record), key))
+    if cached is not None and cached[0] is record and cached[1] == blobs.root:
+        return cached[2]  # type: ignore[no-any-return]
+    value = compute()
+    if len(_per_server) >= 1024:
+        _per_server.clear()
+    _per_server[(id(record), key)] = (record, blobs.root, value)
+    return value
+
+
+def listed_by_name(record: ServerRecord, blobs: BlobStore) -> dict[str, dict[str, Any]]:
+    """A server record's listed tools by name (the first of each name), blob references resolved, once per record."""
+    return per_server(record, blobs, "listed_by_name", lambda: _listed_by_name(record, blobs))
+
+
+def _listed_by_name(record: ServerRecord, blobs: BlobStore) -> dict[str, dict[str, Any]]:
+    by_name: dict[str, dict[str, Any]] = {}
+    seen: set[str] = set()
+    for listed in record.tools:
+        name = listed.get("name")
+        if isinstance(name, str) and name not in seen:
+            seen.add(name)
+            resolved = internalize(listed, blobs)
+            if isinstance(resolved, dict):
+                by_name[name] = resolved
+    return by_name

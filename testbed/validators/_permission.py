@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import PurePosixPath
 from typing import Any
 
-from testbed.events import CallOutcomeKind, internalize
+from testbed.events import CallOutcomeKind
 from testbed.protocol import SemanticRole
 from testbed.validators._model import RunRecord, ValidatorSpec, Violation
 
@@ -76,7 +76,7 @@ def check_path_outside_sandbox(record: RunRecord) -> Iterator[Violation]:
         if call.outcome is CallOutcomeKind.SKIPPED or not call.tool:
             continue
         for argument in _path_arguments(record, call.server, call.tool):
-            value: Any = internalize(call.arguments.get(argument), record.blobs)
+            value: Any = record.internalize(call.arguments.get(argument))
             if isinstance(value, str) and path_outside_sandbox(value):
                 yield Violation.at_call(
                     "perm.path_outside_sandbox",

@@ -129,10 +129,12 @@ def check_tool_list_changed(record: RunRecord) -> Iterator[Violation]:
     for position, message in record.messages():
         if message.node != LISTING_NODE or message.direction is not Direction.SERVER_TO_CLIENT:
             continue
-        result = internalize(message.message.get("result"), record.blobs)
+        result = record.internalize(message.message.get("result"))
         if not isinstance(result, dict) or not isinstance(result.get("tools"), list):
             continue
-        before = _tools_by_name(internalize(record.tools(message.server), record.blobs))
+        before = record.per_server(
+            message.server, "proto.tools_by_name", lambda tools: _tools_by_name(internalize(tools, record.blobs))
+        )
         after = _tools_by_name(result["tools"])
         changes = _listing_changes(before, after)
         if changes:

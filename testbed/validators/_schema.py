@@ -15,7 +15,8 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from testbed.events import CallEvent, CallOutcomeKind, Direction, internalize
+from testbed.events import CallEvent, CallOutcomeKind, Direction
+from testbed.validators._fastschema import Check, blob_references, compile_check
 from testbed.validators._model import RunRecord, ValidatorSpec, Violation
 
 __all__ = [
@@ -35,12 +36,11 @@ _INDEX = re.compile(r"\[[^\]]*\]")
 
 
 def listed_tool(record: RunRecord, alias: str, tool: str) -> dict[str, Any] | None:
-    """The tool as its server listed it when the experiment started (blob references resolved), or ``None``."""
-    for listed in record.tools(alias):
-        if listed.get("name") == tool:
-            resolved = internalize(listed, record.blobs)
-            return resolved if isinstance(resolved, dict) else None
-    return None
+    """The tool as its server listed it when the experiment started (blob references resolved), or ``None``.
+
+    Shared by every run of the experiment: treat it as read-only.
+    """
+    return record.listed_tools(alias).get(tool)
 
 
 def schema_errors(value: Any, schema: dict[str, Any]) -> list[str]:
@@ -49,11 +49,51 @@ def schema_errors(value: Any, schema: dict[str, Any]) -> list[str]:
     An invalid schema is itself reported as one error.
     """
     try:
-        validator = Draft202012Validator(schema)
+        if proven_valid(value, schema):
+            return []
+        validator = compiled(schema)
         errors = sorted(validator.iter_errors(value), key=lambda error: list(error.absolute_path))
     except SchemaError as error:
         return [f"invalid schema: {error.message}"]
     return [f"{error.json_path}: {_short(error.message)}" for error in errors]
+
+
+_Compiled = tuple[dict[str, Any], Draft202012Validator, Check | None, Check | None]
+_compiled: dict[int, _Compiled] = {}
+"""Validators by schema identity (listings are parsed once per experiment, so their schemas are shared)."""
+
+
+def _compiled_entry(schema: dict[str, Any]) -> _Compiled:
+    cached = _compiled.get(id(schema))
+    if cached is not None and cached[0] is schema:
+        return cached
+    if len(_compiled) >= 1024:
+        _compiled.clear()
+    entry = _compiled[id(schema)] = (
+        schema,
+        Draft202012Validator(schema),
+        compile_check(schema),
+        compile_check(schema, opaque_blobs=True),
+    )
+    return entry
+
+
+def compiled(schema: dict[str, Any]) -> Draft202012Validator:
+    """``Draft202012Validator(schema)``, built once per schema object (the schema must not change afterwards)."""
+    return _compiled_entry(schema)[1]
+
+
+def proven_valid(value: Any, schema: dict[str, Any]) -> bool:
+    """Whether a fast check proves ``value`` valid under ``schema`` (``False``: ask :func:`compiled`'s validator)."""
+    check = _compiled_entry(schema)[2]
+    return check is not None and check(value)
+
+
+def proven_valid_as_recorded(record: RunRecord, value: Any, schema: dict[str, Any]) -> bool:
+    """:func:`proven_valid` for a value as recorded (blob references unresolved): reads no blob, only checks
+    that each one it refers to exists."""
+    check = _compiled_entry(schema)[3]
+    return check is not None and check(value) and all(record.blob_exists(digest) for digest in blob_references(value))
 
 
 def _short(text: str, limit: int = 120) -> str:
@@ -66,16 +106,39 @@ def _called(record: RunRecord) -> list[tuple[int, CallEvent]]:
 
 
 def _result(record: RunRecord, call: CallEvent) -> dict[str, Any] | None:
-    """The JSON-RPC result answering ``call`` (first response recorded for it), blob references resolved."""
+    """The JSON-RPC result answering ``call`` (first response recorded for it), blob references resolved.
+
+    Content blocks other than text blocks are left as recorded (no check here reads them; their blobs, images
+    mostly, are only checked to exist, so a missing one still fails as reading it would).
+    """
+    raw = record.memo("schema.results", lambda: _first_results(record)).get((call.server, call.node, call.item))
+    if raw is None:
+        return None
+    result = record.memo(("schema.result", id(raw)), lambda: _readable(record, raw))
+    return result if isinstance(result, dict) else None
+
+
+def _first_results(record: RunRecord) -> dict[tuple[str, str | None, int | None], dict[str, Any]]:
+    found: dict[tuple[str, str | None, int | None], dict[str, Any]] = {}
     for _, message in record.messages():
-        if (
-            message.direction is Direction.SERVER_TO_CLIENT
-            and (message.server, message.node, message.item) == (call.server, call.node, call.item)
-            and isinstance(message.message.get("result"), dict)
-        ):
-            result = internalize(message.message["result"], record.blobs)
-            return result if isinstance(result, dict) else None
-    return None
+        if message.direction is Direction.SERVER_TO_CLIENT and isinstance(message.message.get("result"), dict):
+            found.setdefault((message.server, message.node, message.item), message.message["result"])
+    return found
+
+
+def _readable(record: RunRecord, raw: dict[str, Any]) -> Any:
+    content = raw.get("content")
+    if not isinstance(content, list) or (len(raw) == 1 and "$blob" in raw):
+        return record.internalize(raw)
+    blocks = []
+    for block in content:
+        kind = block.get("type") if isinstance(block, dict) else None
+        unread = isinstance(kind, str) and kind != "text" and not (len(block) == 1 and "$blob" in block)
+        if unread and all(record.blob_exists(digest) for digest in blob_references(block)):
+            blocks.append(block)
+        else:
+            blocks.append(record.internalize(block))
+    return {key: blocks if key == "content" else record.internalize(value) for key, value in raw.items()}
 
 
 def _text_json(result: dict[str, Any]) -> Any:
@@ -191,9 +254,9 @@ def check_arguments_invalid(record: RunRecord) -> Iterator[Violation]:
     for position, call in _called(record):
         listed = listed_tool(record, call.server, call.tool)
         schema = listed.get("inputSchema") if listed is not None else None
-        if not isinstance(schema, dict):
+        if not isinstance(schema, dict) or proven_valid_as_recorded(record, call.arguments, schema):
             continue
-        errors = schema_errors(internalize(call.arguments, record.blobs), schema)
+        errors = schema_errors(record.internalize(call.arguments), schema)
         if errors:
             yield Violation.at_call(
                 "schema.arguments_invalid",
@@ -208,7 +271,7 @@ def check_error_in_payload(record: RunRecord) -> Iterator[Violation]:
     """``schema.error_in_payload``: a result not flagged isError whose payload is an object with an ``error`` key."""
     for position, call in _called(record):
         if call.outcome is CallOutcomeKind.OK and isinstance(call.payload, dict) and "error" in call.payload:
-            message = internalize(call.payload["error"], record.blobs)
+            message = record.internalize(call.payload["error"])
             yield Violation.at_call(
                 "schema.error_in_payload",
                 record.started.run,

@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from testbed.events import CallEvent, CallOutcomeKind, PlanEvent, internalize
+from testbed.events import CallEvent, CallOutcomeKind, PlanEvent
 from testbed.validators._model import RunRecord
-from testbed.workflow import Edge, Workflow, WorkflowError, build_graph, graph_edges, read_path
+from testbed.workflow import (
+    Edge,
+    PayloadPath,
+    Workflow,
+    WorkflowError,
+    build_graph,
+    graph_edges,
+    parse_payload_path,
+    read_path,
+)
 
 
 def run_workflow(record: RunRecord) -> Workflow | None:
     """The scenario's workflow; for agents that plan for themselves, the planned nodes that made calls.
 
-    ``None`` when there is neither (or the planned nodes do not form a workflow).
+    ``None`` when there is neither (or the planned nodes do not form a workflow). Once per run.
     """
+    return record.memo("workflow.run_workflow", lambda: _run_workflow(record))
+
+
+def _run_workflow(record: RunRecord) -> Workflow | None:
     workflow = record.scenario.workflow
     if workflow is None:
         called = {call.node for _, call in record.calls() if call.outcome is not CallOutcomeKind.SKIPPED}
@@ -41,14 +55,30 @@ def workflow_edges(record: RunRecord) -> list[Edge]:
     if workflow is None:
         return []
     try:
-        return graph_edges(build_graph(workflow))
+        return edges_of(workflow)
     except (WorkflowError, ValueError):
         return []
 
 
+_edges: dict[int, tuple[Workflow, tuple[Edge, ...]]] = {}
+"""Each workflow's edges by its identity (every run of an experiment shares the scenario's workflow object)."""
+
+
+def edges_of(workflow: Workflow) -> list[Edge]:
+    """``graph_edges(build_graph(workflow))``, built once per workflow object (raising as they do)."""
+    cached = _edges.get(id(workflow))
+    if cached is not None and cached[0] is workflow:
+        return list(cached[1])
+    edges = tuple(graph_edges(build_graph(workflow)))
+    if len(_edges) >= 256:
+        _edges.clear()
+    _edges[id(workflow)] = (workflow, edges)
+    return list(edges)
+
+
 def node_calls(record: RunRecord) -> dict[tuple[str, int], tuple[int, CallEvent]]:
-    """Each call by ``(node, item)`` (the last one when a node was retried)."""
-    return {(call.node, call.item): (i, call) for i, call in record.calls()}
+    """Each call by ``(node, item)`` (the last one when a node was retried). Shared: read-only."""
+    return record.memo("workflow.node_calls", lambda: {(call.node, call.item): (i, call) for i, call in record.calls()})
 
 
 @dataclass(frozen=True)
@@ -65,8 +95,19 @@ class Feed:
         Raises:
             BindingError, ValueError, TypeError, KeyError, IndexError: the result does not hold it.
         """
-        value = read_path(internalize(self.producer.payload, record.blobs), self.edge.source_path)
+        key = ("workflow.source_value", id(self.producer), self.edge.source_path)
+        value = record.memo(key, lambda: read_at(record.internalize(self.producer.payload), self.edge.source_path))
         return value[item] if self.edge.reference.startswith("$item") else value
+
+
+@functools.lru_cache(maxsize=1024)
+def _payload_path(text: str) -> PayloadPath:
+    return parse_payload_path(text)
+
+
+def read_at(payload: Any, path: str) -> Any:
+    """``read_path(payload, path)``, with the path text parsed once per process (it raises as ``read_path`` does)."""
+    return read_path(payload, _payload_path(path))
 
 
 class RunEdges:
