@@ -241,6 +241,86 @@ def _resolve_program(alias: str, external: ExternalServer) -> str:
     return found
 
 
+@dataclass(frozen=True)
+class _Source:
+    """Where one connection's transport comes from."""
+
+    alias: str
+    server: str
+    transport: TransportKind
+    in_process_factory: Any
+    replay_factory: Callable[[], Any] | None
+    external: ExternalServer | None
+
+
+@dataclass(frozen=True)
+class _Opened:
+    """A transport not yet wrapped by the taps, how to kill its process, and where its stderr goes."""
+
+    inner: Any
+    kill: Callable[[], None] | None = None
+    stderr: Path | None = None
+
+
+async def _open(
+    stack: AsyncExitStack,
+    source: _Source,
+    *,
+    stderr_path: Path,
+    sandbox: Path,
+    device: str,
+    bound: float,
+    started: Callable[[], bool],
+) -> _Opened:
+    """Open the transport to one server: a recording, an external command or URL, or a registered server
+    in process, as a stdio subprocess, or as an HTTP subprocess (``stack`` owns what must be closed)."""
+    alias, server, external = source.alias, source.server, source.external
+    if source.replay_factory is not None:
+        return _Opened(source.replay_factory())
+    if external is not None and external.command is not None:
+        program = _resolve_program(alias, external)
+        errlog = stack.enter_context(stderr_path.open("a"))
+        marker = f"{alias}-{os.getpid()}-{next(_markers)}"
+        params = StdioServerParameters(
+            command=program,
+            args=list(external.command[1:]),
+            env={**external.env, _MARKER_VARIABLE: marker},
+            cwd=external.cwd,
+        )
+        kill = functools.partial(_kill_marked_child, marker)
+        return _Opened(_killed_unless_started(stdio_client(params, errlog=errlog), kill, started), kill, stderr_path)
+    if external is not None:
+        assert external.url is not None
+        return _Opened(streamable_http_client(external.url))
+    if source.transport == "inprocess":
+        if source.in_process_factory is None:
+            raise TestbedError(f"server {alias!r}: no in-process factory for {server!r}")
+        return _Opened(InMemoryTransport(source.in_process_factory()))
+    if source.transport == "stdio":
+        errlog = stack.enter_context(stderr_path.open("a"))
+        marker = f"{alias}-{os.getpid()}-{next(_markers)}"
+        environment = {**server_environment(sandbox, device), _MARKER_VARIABLE: marker}
+        params = StdioServerParameters(
+            command=sys.executable, args=_server_command(server, "stdio", sandbox, device)[1:], env=environment
+        )
+        kill = functools.partial(_kill_marked_child, marker)
+        return _Opened(_killed_unless_started(stdio_client(params, errlog=errlog), kill, started), kill, stderr_path)
+    if source.transport == "http":
+        port = free_port()
+        log_handle = stack.enter_context(stderr_path.open("ab"))
+        process = subprocess.Popen(
+            _server_command(server, "http", sandbox, device, port),
+            stdin=subprocess.DEVNULL,
+            stdout=log_handle,
+            stderr=log_handle,
+            env=server_environment(sandbox, device),
+        )
+        stack.callback(_stop, process)
+        await wait_until_listening(port, process, name=server, log=stderr_path, timeout_s=bound)
+        return _Opened(streamable_http_client(f"http://127.0.0.1:{port}/mcp"), process.kill, stderr_path)
+    raise TestbedError(f"server {alias!r}: unknown transport {source.transport!r}; use inprocess, stdio or http")
+
+
 @asynccontextmanager
 async def connect(
     alias: str,
@@ -306,59 +386,17 @@ async def connect(
     failure: str | None = None
     with startup:
         async with AsyncExitStack() as stack:
-            inner: Any
-            kill: Callable[[], None] | None = None
-            stderr: Path | None = None
             log_start = stderr_path.stat().st_size if stderr_path.exists() else 0
-            if replay_factory is not None:
-                inner = replay_factory()
-            elif external is not None and external.command is not None:
-                program = _resolve_program(alias, external)
-                errlog = stack.enter_context(stderr_path.open("a"))
-                marker = f"{alias}-{os.getpid()}-{next(_markers)}"
-                params = StdioServerParameters(
-                    command=program,
-                    args=list(external.command[1:]),
-                    env={**external.env, _MARKER_VARIABLE: marker},
-                    cwd=external.cwd,
-                )
-                kill = functools.partial(_kill_marked_child, marker)
-                inner = _killed_unless_started(stdio_client(params, errlog=errlog), kill, lambda: not starting)
-                stderr = stderr_path
-            elif external is not None:
-                assert external.url is not None
-                inner = streamable_http_client(external.url)
-            elif transport == "inprocess":
-                if in_process_factory is None:
-                    raise TestbedError(f"server {alias!r}: no in-process factory for {server!r}")
-                inner = InMemoryTransport(in_process_factory())
-            elif transport == "stdio":
-                errlog = stack.enter_context(stderr_path.open("a"))
-                marker = f"{alias}-{os.getpid()}-{next(_markers)}"
-                environment = {**server_environment(sandbox, device), _MARKER_VARIABLE: marker}
-                params = StdioServerParameters(
-                    command=sys.executable, args=_server_command(server, "stdio", sandbox, device)[1:], env=environment
-                )
-                kill = functools.partial(_kill_marked_child, marker)
-                inner = _killed_unless_started(stdio_client(params, errlog=errlog), kill, lambda: not starting)
-                stderr = stderr_path
-            elif transport == "http":
-                port = free_port()
-                log_handle = stack.enter_context(stderr_path.open("ab"))
-                process = subprocess.Popen(
-                    _server_command(server, "http", sandbox, device, port),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log_handle,
-                    stderr=log_handle,
-                    env=server_environment(sandbox, device),
-                )
-                stack.callback(_stop, process)
-                kill = process.kill
-                await wait_until_listening(port, process, name=server, log=stderr_path, timeout_s=bound)
-                inner = streamable_http_client(f"http://127.0.0.1:{port}/mcp")
-                stderr = stderr_path
-            else:
-                raise TestbedError(f"server {alias!r}: unknown transport {transport!r}; use inprocess, stdio or http")
+            opened = await _open(
+                stack,
+                _Source(alias, server, transport, in_process_factory, replay_factory, external),
+                stderr_path=stderr_path,
+                sandbox=sandbox,
+                device=device,
+                bound=bound,
+                started=lambda: not starting,
+            )
+            inner, kill, stderr = opened.inner, opened.kill, opened.stderr
             if fault_hook is not None:
                 inner = TapTransport(inner, fault_hook)
             client = Client(TapTransport(inner, hook), cache=None)
