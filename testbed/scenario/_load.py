@@ -354,7 +354,9 @@ def _image_problem(file: Path, *, whole: bool = True) -> str | None:
                 image.verify()
     except Image.DecompressionBombError as error:
         return str(error)
-    except UnidentifiedImageError:
+    except (UnidentifiedImageError, ImportError):
+        # Once Ultralytics is imported it patches Image.open to try the optional pi_heif package on an
+        # unidentified file; without that package the same verdict arrives as an ImportError.
         return "its content is not in an image format Pillow reads"
     except (OSError, SyntaxError, ValueError, EOFError) as error:  # Pillow's plug-ins raise these for damaged files
         return str(error) or type(error).__name__
