@@ -24,6 +24,7 @@ from testbed.events._model import (
     ServerRecord,
     TruthMode,
 )
+from testbed.events._read_once import ReadOnceBlobs
 from testbed.events._store import (
     BLOBS_DIR,
     EVENTS_FILE,
@@ -58,6 +59,7 @@ __all__ = [
     "LoadedWeights",
     "MessageEvent",
     "PlanEvent",
+    "ReadOnceBlobs",
     "RetrievalEvent",
     "RunEventBuffer",
     "RunFinished",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -20,7 +19,16 @@ import mcp.types as types
 from mcp.shared.message import SessionMessage
 from pydantic import TypeAdapter
 
-from testbed.events import BlobStore, CallEvent, CallOutcomeKind, Direction, Event, MessageEvent, internalize
+from testbed.events import (
+    BlobStore,
+    CallEvent,
+    CallOutcomeKind,
+    Direction,
+    Event,
+    MessageEvent,
+    ReadOnceBlobs,
+    internalize,
+)
 from testbed.transport._recorder import CallSite, RecordedFrameError, current_call
 
 CallKey = tuple[int, str, int]
@@ -37,30 +45,6 @@ class ServerRecording:
     """Calls whose recorded outcome was a closed transport."""
 
 
-class _ReadOnce(BlobStore):
-    """A read-only view of a blob store that reads (and base64-encodes) each blob once."""
-
-    def __init__(self, store: BlobStore) -> None:  # no super().__init__: nothing is created or written
-        self.root = store.root
-        self._source = store
-        self._read: dict[str, str] = {}
-
-    def get(self, digest: str) -> str:
-        found = self._read.get(digest)
-        if found is None:
-            found = self._read[digest] = self._source.get(digest)
-        return found
-
-    def path(self, digest: str) -> Path | None:
-        return self._source.path(digest)
-
-    def put(self, text: str) -> str:
-        raise TypeError("replay reads the recording's blobs; it does not write them")
-
-    def put_bytes(self, data: bytes, suffix: str = ".png") -> str:
-        raise TypeError("replay reads the recording's blobs; it does not write them")
-
-
 def recordings_by_server(events: list[Event], blobs: BlobStore) -> dict[str, ServerRecording]:
     """Split recorded events into per-server recordings (large strings restored from blobs, each read once).
 
@@ -68,7 +52,7 @@ def recordings_by_server(events: list[Event], blobs: BlobStore) -> dict[str, Ser
     request's id): a replay asks each call once, so nothing is parsed twice.
     """
     recordings: dict[str, ServerRecording] = collections.defaultdict(ServerRecording)
-    once = _ReadOnce(blobs)
+    once = ReadOnceBlobs(blobs)
     for event in events:
         if isinstance(event, MessageEvent) and event.direction is Direction.SERVER_TO_CLIENT:
             message = internalize(event.message, once)

@@ -19,6 +19,7 @@ from testbed.events import (
     ExperimentHeader,
     FaultEvent,
     MessageEvent,
+    ReadOnceBlobs,
     RunStarted,
     ServerRecord,
     internalize,
@@ -126,7 +127,7 @@ class RunRecord:
         found = cache.get(id(value))
         if found is not None and found[0] is value:
             return found[1]
-        resolved = _resolved(value, self.memo(_BLOBS, lambda: _ReadOnce(self.blobs)))
+        resolved = _resolved(value, self.memo(_BLOBS, lambda: ReadOnceBlobs(self.blobs)))
         cache[id(value)] = (value, resolved)  # holding ``value`` keeps its id from being reused
         return resolved
 
@@ -167,30 +168,6 @@ class RunRecord:
 
     def _of_kind(self, kind: type[_E]) -> list[tuple[int, _E]]:
         return [(i, e) for i, e in enumerate(self.events) if isinstance(e, kind)]
-
-
-class _ReadOnce(BlobStore):
-    """A read-only view of a blob store that reads each blob once (a run refers to its image many times)."""
-
-    def __init__(self, store: BlobStore) -> None:  # no super().__init__: nothing is created or written
-        self.root = store.root
-        self._source = store
-        self._read: dict[str, str] = {}
-
-    def get(self, digest: str) -> str:
-        found = self._read.get(digest)
-        if found is None:
-            found = self._read[digest] = self._source.get(digest)
-        return found
-
-    def path(self, digest: str) -> Path | None:
-        return self._source.path(digest)
-
-    def put(self, text: str) -> str:
-        raise TypeError("validators do not write blobs")
-
-    def put_bytes(self, data: bytes, suffix: str = ".png") -> str:
-        raise TypeError("validators do not write blobs")
 
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})
