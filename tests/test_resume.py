@@ -16,8 +16,9 @@ from click.testing import CliRunner
 
 from testbed._seeding import derive_rng
 from testbed.cli import main
-from testbed.events import RunFinished, read_events
+from testbed.events import ExperimentHeader, RunFinished, read_events
 from testbed.orchestrator import ExperimentFinishedError, run_experiment
+from testbed.orchestrator._runner import KILL_AT_VARIABLE
 from testbed.scenario import load_scenario
 
 V1 = Path(__file__).resolve().parent.parent / "scenarios" / "v1"
@@ -28,9 +29,9 @@ def _finished_runs(out: Path) -> list[int]:
     return [event.run for event in read_events(out).events if isinstance(event, RunFinished)]
 
 
-def _command(out: Path, runs: int = RUNS) -> list[str]:
+def _command(out: Path, runs: int = RUNS, workers: int = 1) -> list[str]:
     return [sys.executable, "-m", "testbed", "run", str(V1 / "detect_crop.yaml"), "--runs", str(runs),
-            "--out", str(out), "--device", "cpu"]  # fmt: skip
+            "--out", str(out), "--device", "cpu", "--workers", str(workers), "--no-violations"]  # fmt: skip
 
 
 def _recorded_runs(out: Path) -> int:
@@ -39,14 +40,15 @@ def _recorded_runs(out: Path) -> int:
 
 
 @pytest.mark.slow
-def test_sigkill_at_ten_random_points_then_resume_records_every_run_exactly_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigkill_at_ten_random_points_then_resume_records_every_run_exactly_once(tmp_path: Path, workers: int) -> None:
     out = tmp_path / "exp"
     rng = derive_rng(2026, "sigkill-points")
     # Ten kill points: after a random number of recorded runs, plus a random moment inside the next run.
     targets = sorted(int(v) for v in rng.choice(np.arange(1, RUNS - 1), size=10, replace=False))
     kills = 0
     for target, pause in zip(targets, rng.uniform(0.0, 0.15, size=10), strict=True):
-        process = subprocess.Popen(_command(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(_command(out, workers=workers), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
         while process.poll() is None and _recorded_runs(out) < target and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -55,7 +57,7 @@ def test_sigkill_at_ten_random_points_then_resume_records_every_run_exactly_once
             os.kill(process.pid, signal.SIGKILL)
             kills += 1
         process.wait()
-    finished = subprocess.run(_command(out), capture_output=True, text=True, timeout=300, check=False)
+    finished = subprocess.run(_command(out, workers=workers), capture_output=True, text=True, timeout=300, check=False)
     assert finished.returncode == 0, finished.stderr[-2000:]
     runs = _finished_runs(out)
     assert sorted(runs) == list(range(RUNS))
@@ -118,3 +120,39 @@ def test_resume_continues_a_partially_recorded_experiment(tmp_path: Path) -> Non
     summary = anyio.run(lambda: run_experiment(scenario.model_copy(update={"runs": 4}), out_dir=out, device="cpu"))
     assert summary.resumed_runs == 2
     assert sorted(_finished_runs(out)) == [0, 1, 2, 3]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("step", ["sandbox", "servers", "blobs", "header"])
+def test_sigkill_while_creating_an_experiment_then_resume_starts_it_afresh(
+    tmp_path: Path, step: str, workers: int
+) -> None:
+    out = tmp_path / "exp"
+    environment = {**os.environ, KILL_AT_VARIABLE: step}
+    command = _command(out, runs=2, workers=workers)
+    killed = subprocess.run(command, env=environment, capture_output=True, timeout=300, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert not (out / "events.jsonl").exists()
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    events = read_events(out).events
+    assert isinstance(events[0], ExperimentHeader)
+    assert sum(isinstance(event, ExperimentHeader) for event in events) == 1
+    assert sorted(_finished_runs(out)) == [0, 1]
+    assert not (out / "events.jsonl.tmp").exists()
+
+
+@pytest.mark.parametrize("content", ["", '{"time": 1.0, "event": "hea'])
+def test_a_log_without_a_complete_header_is_started_afresh(tmp_path: Path, content: str) -> None:
+    """What a SIGKILL during creation left behind before the header was written atomically."""
+    out = tmp_path / "exp"
+    (out / "sandbox" / "run-0").mkdir(parents=True)
+    (out / "sandbox" / "run-0" / "stale.txt").write_text("not a recorded run")
+    (out / "events.jsonl").write_text(content)
+    scenario = load_scenario(V1 / "detect_crop.yaml").model_copy(update={"runs": 1})
+    summary = anyio.run(lambda: run_experiment(scenario, out_dir=out, device="cpu"))
+    assert summary.resume_note is not None
+    assert "started afresh" in summary.resume_note
+    assert _finished_runs(out) == [0]
+    assert not (out / "sandbox" / "run-0" / "stale.txt").exists()

@@ -260,9 +260,9 @@ def test_server_that_cannot_start_is_a_clear_error_and_records_nothing(
 
     monkeypatch.setattr(connect_module, "_server_command", exits_at_once)
     out = tmp_path / "exp"
-    result = CliRunner().invoke(
-        main, ["run", str(V1 / "detect_crop.yaml"), "--transport", "stdio", "--out", str(out), "--device", "cpu"]
-    )
+    command = ["run", str(V1 / "detect_crop.yaml"), "--transport", "stdio", "--out", str(out), "--device", "cpu"]
+    # The monkeypatch reaches this process only, not worker processes.
+    result = CliRunner().invoke(main, [*command, "--workers", "1"])
     assert result.exit_code != 0
     assert "failed to start" in result.output
     assert "Traceback" not in result.output

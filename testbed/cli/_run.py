@@ -33,6 +33,13 @@ from testbed.validators import validate_experiment
 )
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None, help="Experiment directory.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    help="Worker processes, each with its own servers [default: the CPUs this process may use, at most one per "
+    "50 runs left].",
+)
 @click.option("--violations/--no-violations", default=True, show_default=True, help="Validate and print the rates.")
 def run(
     scenario_file: Path,
@@ -41,13 +48,19 @@ def run(
     transport: str | None,
     out_dir: Path | None,
     device: str,
+    workers: int | None,
     violations: bool,
 ) -> None:
     """Run SCENARIO's runs against its servers and record every message.
 
     With --out naming a directory this scenario and seed started, continue it: runs already
     recorded are kept, a torn last line or an unfinished run is dropped and reported.
+
+    With --workers N, N processes execute the runs, each with its own servers; this process
+    alone writes the directory, run by run in run order, so the events do not depend on N.
     """
+    if workers is not None and workers < 1:
+        raise click.ClickException(f"--workers must be at least 1, not {workers}")
     scenario = load_scenario(scenario_file)
     updates: dict[str, int] = {}
     if runs is not None:
@@ -80,10 +93,13 @@ def run(
                 transport=transport,  # type: ignore[arg-type]
                 device=device,
                 progress=advance,
+                workers=workers,
             )
         )
     if summary.resume_note:
         console.print(f"{directory}: {summary.resume_note}")
+    if summary.workers_note:
+        console.print(summary.workers_note)
     out = report_console()
     print_summary(summary, out)
     if violations:
@@ -110,5 +126,7 @@ def print_summary(summary: ExperimentSummary, console: Console) -> None:
     if summary.tasks_checked:
         rate = summary.tasks_passed / summary.tasks_checked
         table.add_row("task success", f"{summary.tasks_passed}/{summary.tasks_checked} ({rate:.0%})")
+    if summary.workers > 1:
+        table.add_row("workers", str(summary.workers))
     table.add_row("wall time", f"{summary.duration_s:.1f} s ({summary.duration_s / max(summary.runs, 1):.2f} s/run)")
     console.print(table)

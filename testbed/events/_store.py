@@ -1,6 +1,8 @@
 """The experiment directory: an append-only ``events.jsonl`` and a content-addressed blob folder.
 
-Each run's events are buffered and appended together, then flushed and
+The log is created atomically with its header (a temporary file, fsynced, renamed
+into place, then the directory fsynced), so it never exists without a complete
+header. Each run's events are buffered and appended together, then flushed and
 fsynced, so a killed process leaves whole runs behind (at worst one torn
 last line, which the reader reports and drops).
 """
@@ -12,8 +14,10 @@ import binascii
 import hashlib
 import json
 import os
+import shutil
+import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -24,6 +28,8 @@ from testbed._errors import TestbedError, first_error
 from testbed.events._model import Event
 
 EVENTS_FILE = "events.jsonl"
+EVENTS_TMP_FILE = EVENTS_FILE + ".tmp"
+"""Where the header is written before it is renamed to :data:`EVENTS_FILE`."""
 BLOBS_DIR = "blobs"
 SERVER_LOGS_DIR = "servers"
 BLOB_MIN_CHARS = 512
@@ -65,23 +71,41 @@ class BlobStore:
         data, suffix = _decoded_image(text)
         if data is not None:
             return self.put_bytes(data, suffix)
-        digest = hashlib.sha256(text.encode()).hexdigest()
-        target = self.root / f"{digest}.txt"
-        if not target.exists():
-            tmp = target.with_suffix(".txt.tmp")
-            tmp.write_text(text)
-            tmp.replace(target)
+        data = text.encode()
+        digest = hashlib.sha256(data).hexdigest()
+        self._write(self.root / f"{digest}.txt", data)
         return digest
 
     def put_bytes(self, data: bytes, suffix: str = ".png") -> str:
         """Store raw bytes (e.g. a scene image) and return their hash."""
         digest = hashlib.sha256(data).hexdigest()
-        target = self.root / f"{digest}{suffix}"
-        if not target.exists():
-            tmp = target.with_suffix(suffix + ".tmp")
-            tmp.write_bytes(data)
-            tmp.replace(target)
+        self._write(self.root / f"{digest}{suffix}", data)
         return digest
+
+    def _write(self, target: Path, data: bytes) -> None:
+        """Write a blob once, atomically; concurrent writers (worker processes) each use their own temporary."""
+        if target.exists():
+            return
+        tmp = target.with_name(f"{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(target)
+
+    def link(self, digest: str, destination: Path) -> Path:
+        """Make ``destination`` a hard link to a stored blob (a copy where linking is impossible).
+
+        The blob's bytes are then stored once; whatever was at ``destination`` is replaced.
+        """
+        source = self.path(digest)
+        if source is None:
+            raise TestbedError(f"{self.root}: blob {digest} missing from the experiment directory")
+        tmp = destination.with_name(f"{destination.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(source, tmp)
+        except OSError:  # another filesystem, or one without hard links
+            shutil.copyfile(source, tmp)
+        tmp.replace(destination)
+        return destination
 
     def get(self, digest: str) -> str:
         for suffix in (".png", ".jpg"):
@@ -91,7 +115,7 @@ class BlobStore:
         path = self.root / f"{digest}.txt"
         if not path.exists():
             raise TestbedError(f"{path}: blob missing from the experiment directory")
-        return path.read_text()
+        return path.read_text(encoding="utf-8")
 
     def path(self, digest: str) -> Path | None:
         for suffix in (".png", ".jpg", ".txt"):
@@ -138,24 +162,73 @@ def internalize(value: Any, blobs: BlobStore) -> Any:
 
 
 class EventLog:
-    """Appends events to ``events.jsonl``; whole runs at a time."""
+    """Appends events to ``events.jsonl``; whole runs at a time.
 
-    def __init__(self, directory: Path) -> None:
+    A log that does not exist yet is made by :meth:`create` with its first events
+    (the header), atomically; :meth:`append` then adds to it.
+    """
+
+    def __init__(self, directory: Path, *, blobs_dir: Path | None = None) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
-        self.blobs = BlobStore(directory / BLOBS_DIR)
+        self.blobs = BlobStore(blobs_dir if blobs_dir is not None else directory / BLOBS_DIR)
         self.path = directory / EVENTS_FILE
-        self._handle: IO[str] = self.path.open("a", encoding="utf-8")
+        self._handle: IO[str] | None = self.path.open("a", encoding="utf-8") if self.path.exists() else None
+
+    @property
+    def created(self) -> bool:
+        """Whether the log file exists (it was there already, or :meth:`create` made it)."""
+        return self._handle is not None
+
+    def create(self, events: Iterable[Event], *, before_rename: Callable[[], None] | None = None) -> None:
+        """Create the log holding exactly ``events``, all or nothing.
+
+        The events go to a temporary file that is fsynced and renamed into place;
+        the directory is fsynced so the rename itself survives a crash.
+        ``before_rename`` is called between the two (tests kill the process there).
+
+        Raises:
+            TestbedError: the log exists already.
+        """
+        if self._handle is not None or self.path.exists():
+            raise TestbedError(f"{self.path}: exists already; refusing to create it again")
+        tmp = self.directory / EVENTS_TMP_FILE
+        with tmp.open("w", encoding="utf-8") as handle:
+            handle.write("".join(event.model_dump_json() + "\n" for event in events))
+            handle.flush()
+            os.fsync(handle.fileno())
+        if before_rename is not None:
+            before_rename()
+        tmp.replace(self.path)
+        fsync_directory(self.directory)
+        self._handle = self.path.open("a", encoding="utf-8")
 
     def append(self, events: Iterable[Event]) -> None:
         """Append events and make them durable before returning."""
+        if self._handle is None:
+            raise TestbedError(f"{self.path}: not created yet; create it with its header first")
         lines = [event.model_dump_json() + "\n" for event in events]
         self._handle.write("".join(lines))
         self._handle.flush()
         os.fsync(self._handle.fileno())
 
     def close(self) -> None:
-        self._handle.close()
+        if self._handle is not None:
+            self._handle.close()
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make the entries of ``directory`` (a rename into it) durable, where the platform allows it."""
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass  # some filesystems cannot fsync a directory
+    finally:
+        os.close(descriptor)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import shutil
 import subprocess
 import time
 from collections import Counter
@@ -16,6 +17,7 @@ from pathlib import Path
 from testbed._errors import TestbedError
 from testbed.agent import ModelEvents, NodeResult
 from testbed.events import (
+    BLOBS_DIR,
     EVENTS_FILE,
     EVENTS_FORMAT_VERSION,
     CallEvent,
@@ -24,17 +26,20 @@ from testbed.events import (
     ExperimentFinished,
     ExperimentHeader,
     FaultEvent,
+    LoadedLog,
     MessageEvent,
     RunFinished,
     ServerRecord,
     read_events,
 )
+from testbed.events._store import EVENTS_TMP_FILE
 from testbed.faults import FaultInjector, FaultPlan
 from testbed.orchestrator._agents import live_models
 from testbed.orchestrator._pool import ServerPool
 from testbed.orchestrator._resolvers import configured_weights, live_servers
 from testbed.orchestrator._run import RunOutcome, TaskChecker
-from testbed.orchestrator._runner import Runner, execute_runs
+from testbed.orchestrator._runner import Runner, crash_point, execute_runs
+from testbed.orchestrator._workers import WORKERS_DIR, available_cpus, run_in_workers
 from testbed.registry import registry
 from testbed.scenario import Scenario
 from testbed.scenes import Scene
@@ -65,6 +70,10 @@ class ExperimentSummary:
     tasks_passed: int = 0
     tasks_checked: int = 0
     duration_s: float = 0.0
+    workers: int = 1
+    """Worker processes that executed the runs (1: this process)."""
+    workers_note: str | None = None
+    """Why fewer workers ran than were asked for, if they did."""
 
 
 def experiment_id(scenario: Scenario) -> str:
@@ -138,10 +147,16 @@ class ResumePoint:
     finished: bool
     note: str | None
     """What was dropped (a torn last line, the events of an unfinished run), if anything."""
+    started: bool = True
+    """False where creation was interrupted before the header was complete: start afresh."""
 
 
 def prepare_resume(out_dir: Path, scenario: Scenario) -> ResumePoint | None:
     """Check an existing experiment directory and cut it back to its last complete run.
+
+    A directory whose creation was killed before its header was complete (no log but a
+    temporary header, an empty log, or a log of one torn line) is emptied of the log and the
+    sandbox and reported as not started (``started=False``): nothing in it is a recorded run.
 
     Returns:
         None when the directory holds no experiment yet.
@@ -150,10 +165,17 @@ def prepare_resume(out_dir: Path, scenario: Scenario) -> ResumePoint | None:
         TestbedError: it holds a different experiment or another format version.
     """
     path = out_dir / EVENTS_FILE
-    if not path.exists():
+    tmp_header = out_dir / EVENTS_TMP_FILE
+    if not path.exists() and not tmp_header.exists():
         return None
-    log = read_events(out_dir)
-    header = log.events[0] if log.events else None
+    log = read_events(out_dir) if path.exists() else LoadedLog(events=[], torn_line=None)
+    if not log.events:
+        path.unlink(missing_ok=True)
+        tmp_header.unlink(missing_ok=True)
+        shutil.rmtree(out_dir / "sandbox", ignore_errors=True)
+        note = "its creation was interrupted before the header was complete; started afresh"
+        return ResumePoint(done_runs=frozenset(), finished=False, note=note, started=False)
+    header = log.events[0]
     if not isinstance(header, ExperimentHeader):
         raise TestbedError(f"{path}: does not start with an experiment header; refusing to append to it")
     if header.format_version != EVENTS_FORMAT_VERSION:
@@ -188,6 +210,56 @@ def prepare_resume(out_dir: Path, scenario: Scenario) -> ResumePoint | None:
     return ResumePoint(done_runs=frozenset(done), finished=finished, note="; ".join(notes) or None)
 
 
+@dataclass(frozen=True)
+class _LiveRunner:
+    """Builds the runner that records live runs; picklable, so worker processes build their own."""
+
+    scenario: Scenario
+    scenario_path: Path | None
+    out_dir: Path
+    transport: TransportKind | None
+    device: str
+
+    def __call__(self, scratch: Path | None = None, models: ModelEvents | None = None) -> Runner:
+        """The runner; a worker passes its ``scratch`` folder (its servers' logs), blobs still go to ``out_dir``."""
+        sandbox = (self.out_dir / "sandbox").resolve()
+        base_dir = self.scenario_path.parent if self.scenario_path is not None else None
+        scenario = self.scenario
+        return Runner(
+            resolve=live_servers(sandbox=sandbox, device=self.device, transport=self.transport),
+            fault_hook=_injector,
+            scene_of=lambda run: (scene_for_run(scenario, run, base_dir), None),
+            models=models if models is not None else live_models(scenario),
+            check_task=task_checker(scenario),
+            log_dir=scratch if scratch is not None else self.out_dir,
+            sandbox=sandbox,
+            servers_dir=scratch if scratch is not None else self.out_dir,
+            device=self.device,
+            blobs_dir=self.out_dir / BLOBS_DIR if scratch is not None else None,
+        )
+
+
+def _server_records(pool: ServerPool) -> list[ServerRecord]:
+    return [_server_record(connection) for connection in pool.connections.values()]
+
+
+RUNS_PER_DEFAULT_WORKER = 50
+"""Runs that justify one more worker by default: each worker process pays several seconds to import
+and load its models, which a short experiment never earns back."""
+
+
+def _worker_count(requested: int | None, runs_left: int) -> tuple[int, str | None]:
+    """How many workers to start: ``requested``, else the CPUs this process may use but no more than one per
+    :data:`RUNS_PER_DEFAULT_WORKER` runs left; never more than one per run left."""
+    if requested is not None and requested < 1:
+        raise TestbedError(f"--workers must be at least 1, not {requested}")
+    wanted = requested if requested is not None else min(available_cpus(), runs_left // RUNS_PER_DEFAULT_WORKER)
+    count = max(1, min(wanted, runs_left))
+    if requested is not None and requested > count:
+        return count, f"--workers {requested} capped to {count}: {runs_left} run(s) left to record"
+    return count, None
+
+
 async def run_experiment(
     scenario: Scenario,
     *,
@@ -197,6 +269,7 @@ async def run_experiment(
     device: str = "auto",
     progress: ProgressCallback | None = None,
     models: ModelEvents | None = None,
+    workers: int | None = 1,
 ) -> ExperimentSummary:
     """Run every run of ``scenario`` and record it under ``out_dir``, continuing a killed experiment there.
 
@@ -207,10 +280,14 @@ async def run_experiment(
         transport: override every server's transport.
         device: compute device for the servers' models.
         progress: called with (runs done, runs total) after each run.
-        models: the agent's model clients (by default live ones for the scenario's agent, recording).
+        models: the agent's model clients (by default live ones for the scenario's agent, recording);
+            given, the runs are executed in this process whatever ``workers`` says.
+        workers: worker processes, each with its own servers (None: the CPUs this process may use),
+            at most one per run left; 1 executes the runs in this process.
 
     Raises:
-        TestbedError: the directory holds another experiment or is finished, or a server cannot start.
+        TestbedError: the directory holds another experiment or is finished, a server cannot start,
+            or ``workers`` is below 1.
     """
     resolved_device = resolve_device(device)
     resume = prepare_resume(out_dir, scenario)
@@ -219,26 +296,18 @@ async def run_experiment(
             f"{out_dir}: experiment already finished ({len(resume.done_runs)} runs); nothing to do"
         )
     done = resume.done_runs if resume is not None else frozenset()
+    runs = [run for run in range(scenario.runs) if run not in done]
+    count, workers_note = _worker_count(workers, len(runs))
+    fresh = resume is None or not resume.started
     started = time.perf_counter()
-    sandbox = (out_dir / "sandbox").resolve()
-    summary = ExperimentSummary(directory=out_dir, runs=scenario.runs)
+    summary = ExperimentSummary(directory=out_dir, runs=scenario.runs, workers=count, workers_note=workers_note)
     summary.resumed_runs = len(done)
     summary.resume_note = resume.note if resume is not None else None
-    base_dir = scenario_path.parent if scenario_path is not None else None
-    runner = Runner(
-        resolve=live_servers(sandbox=sandbox, device=resolved_device, transport=transport),
-        fault_hook=_injector,
-        scene_of=lambda run: (scene_for_run(scenario, run, base_dir), None),
-        models=models if models is not None else live_models(scenario),
-        check_task=task_checker(scenario),
-        log_dir=out_dir,
-        sandbox=sandbox,
-        servers_dir=out_dir,
-        device=resolved_device,
-    )
+    live = _LiveRunner(scenario, scenario_path, out_dir, transport, resolved_device)
+    recorded = len(done)
 
-    def on_start(pool: ServerPool, log: EventLog, handshake: list[MessageEvent]) -> None:
-        if resume is None:
+    def create(log: EventLog, servers: list[ServerRecord], handshake: list[MessageEvent]) -> None:
+        if fresh:
             header = ExperimentHeader(
                 time=time.time(),
                 experiment_id=experiment_id(scenario),
@@ -250,24 +319,65 @@ async def run_experiment(
                 git_revision=_git_revision(),
                 device=resolved_device,
                 weights=_weights_hashes(),
-                servers=[_server_record(conn) for conn in pool.connections.values()],
+                servers=servers,
                 started_at=time.time(),
             )
-            log.append([header, *handshake])
+            log.create([header, *handshake], before_rename=lambda: crash_point("header"))
         if progress is not None:
             progress(len(done), scenario.runs)
 
-    def on_run(run: int, outcome: RunOutcome, log: EventLog) -> None:
+    def record(log: EventLog, outcome: RunOutcome, *, report: bool = True) -> None:
+        nonlocal recorded
         log.append(outcome.events)
         _tally(summary, outcome)
-        if progress is not None:
-            progress(run + 1, scenario.runs)
+        recorded += 1
+        if report and progress is not None:
+            progress(recorded, scenario.runs)
 
-    def on_finish(log: EventLog) -> None:
+    def finish(log: EventLog) -> None:
         log.append([ExperimentFinished(time=time.time(), runs=scenario.runs, finished_at=time.time())])
 
-    runs = [run for run in range(scenario.runs) if run not in done]
-    await execute_runs(scenario, runner, runs, on_start=on_start, on_run=on_run, on_finish=on_finish)
+    if count == 1 or models is not None:
+        summary.workers = 1
+        await execute_runs(
+            scenario,
+            live(models=models),
+            runs,
+            on_start=lambda pool, log, handshake: create(log, _server_records(pool), handshake),
+            on_run=lambda run, outcome, log: record(log, outcome),
+            on_finish=finish,
+        )
+    else:
+        # A server that cannot be resolved fails here, before any worker starts.
+        live_servers(sandbox=(out_dir / "sandbox").resolve(), device=resolved_device, transport=transport)(scenario)
+        (out_dir / "sandbox").mkdir(parents=True, exist_ok=True)
+        crash_point("sandbox")
+        log = EventLog(out_dir)
+        try:
+            crash_point("blobs")
+
+            def ready(servers: list[ServerRecord], handshake: list[MessageEvent]) -> None:
+                crash_point("servers")
+                create(log, servers, handshake)
+
+            def finished_so_far(finished: int) -> None:
+                if progress is not None:
+                    progress(len(done) + finished, scenario.runs)
+
+            run_in_workers(
+                scenario,
+                live,
+                _server_records,
+                runs,
+                workers=count,
+                scratch=out_dir / WORKERS_DIR,
+                on_ready=ready,
+                on_run=lambda run, outcome: record(log, outcome, report=False),  # progress counts finished runs
+                on_progress=finished_so_far,
+            )
+            finish(log)
+        finally:
+            log.close()
     summary.duration_s = time.perf_counter() - started
     return summary
 

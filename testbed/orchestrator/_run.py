@@ -139,13 +139,14 @@ async def execute_run(
         deadline_override=deadline_override,
     )
     png = scene_png if scene_png is not None else encode_png(scene.image)
-    view = await _start_view(context, scene, png, sandbox)
+    image_blob = blobs.put_bytes(png)
+    view = await _start_view(context, scene, png, blobs.link(image_blob, _scene_path(sandbox, context.scope)))
     started = RunStarted(
         time=time.time(),
         run=run,
         scope=context.scope,
         scene_source=scene.source,
-        image_blob=blobs.put_bytes(png),
+        image_blob=image_blob,
         width=scene.width,
         height=scene.height,
         ground_truth=scene_ground_truth(scene),
@@ -181,12 +182,15 @@ async def execute_run(
     return RunOutcome(events=events, calls=finished.calls, failed_calls=failed, task_passed=passed)
 
 
-async def _start_view(context: _RunContext, scene: Scene, png: bytes, sandbox: Path) -> RunView:
-    """What the agent sees at the start of a run: the scene (by value and as a sandbox file) and the tools."""
-    run_dir = sandbox / context.scope
+def _scene_path(sandbox: Path, scope: str) -> Path:
+    """Where a run's scene lies in the sandbox (a hard link to its blob, so its bytes are stored once)."""
+    run_dir = sandbox / scope
     run_dir.mkdir(parents=True, exist_ok=True)
-    image_path = run_dir / "scene.png"
-    image_path.write_bytes(png)
+    return run_dir / "scene.png"
+
+
+async def _start_view(context: _RunContext, scene: Scene, png: bytes, image_path: Path) -> RunView:
+    """What the agent sees at the start of a run: the scene (by value and as a sandbox file) and the tools."""
     return RunView(
         run=context.run,
         scene=SceneView(

@@ -8,6 +8,8 @@ clients, deadlines, and what happens to each run's events.
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -24,7 +26,19 @@ from testbed.scenario import Scenario
 from testbed.scenes import Scene
 from testbed.transport import Hook, current_call
 
-__all__ = ["FaultHookFactory", "Runner", "execute_runs"]
+__all__ = ["KILL_AT_VARIABLE", "FaultHookFactory", "Runner", "crash_point", "execute_runs"]
+
+KILL_AT_VARIABLE = "TESTBED_TEST_KILL_AT"
+"""Test only: names the creation step (``sandbox``, ``servers``, ``blobs``, ``header``) at which
+:func:`crash_point` SIGKILLs the process, so tests can check that every step is crash safe; or
+``worker-run-N``: a worker process SIGKILLs itself on the first attempt of run N."""
+
+
+def crash_point(step: str) -> None:
+    """Test only: SIGKILL this process here when ``TESTBED_TEST_KILL_AT`` names ``step``; otherwise nothing."""
+    if os.environ.get(KILL_AT_VARIABLE) == step:
+        os.kill(os.getpid(), signal.SIGKILL)
+
 
 FaultHookFactory = Callable[[FaultPlan, str, ServerPool, list[FaultEvent]], Callable[[], Hook]]
 """Makes, for one alias, the factory of its connections' fault hooks."""
@@ -50,6 +64,8 @@ class Runner:
     """Where the servers' stderr logs go."""
     device: str
     deadline_override: DeadlineOverride | None = None
+    blobs_dir: Path | None = None
+    """Where blobs go when not under ``log_dir`` (a worker process writes into its experiment's blob store)."""
 
 
 async def execute_runs(
@@ -67,7 +83,8 @@ async def execute_runs(
         scenario: the resolved scenario.
         runner: what differs between recording and replay.
         runs: the run indices to execute, in order.
-        on_start: called once the servers answered, with their handshake messages (externalized).
+        on_start: called once the servers answered, with their handshake messages (externalized); a log
+            that does not exist yet must be created here (:meth:`EventLog.create`).
         on_run: called with each run's outcome as soon as it is complete.
         on_finish: called after the last run, with the log still open.
 
@@ -80,11 +97,15 @@ async def execute_runs(
     for spec in runner.resolve(scenario).values():
         hook = runner.fault_hook(plan, spec.alias, pool, fault_events) if plan.faults else None
         pool.add(spec, fault_hook=hook)
+    runner.sandbox.mkdir(parents=True, exist_ok=True)
+    crash_point("sandbox")
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(pool)
         await pool.start_all()
-        log = EventLog(runner.log_dir)
+        crash_point("servers")
+        log = EventLog(runner.log_dir, blobs_dir=runner.blobs_dir)
         stack.callback(log.close)
+        crash_point("blobs")
         handshake = [
             event.model_copy(update={"message": externalize(event.message, log.blobs)})
             for recorder in pool.recorders.values()
