@@ -9,6 +9,11 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from testbed.agent import RunView
+from testbed.protocol import declared_box_convention, extension_keywords
+
+_MAX_DEPTH = 8
+_UNSHOWN = ("modality", "provenance")
+"""Keywords a planner gains nothing from: the role says the same, and provenance is bookkeeping."""
 
 
 def granted_tools(view: RunView, grants: tuple[str, ...] | None) -> dict[str, types.Tool]:
@@ -75,3 +80,66 @@ def argument_problems(tool: types.Tool, arguments: dict[str, Any]) -> list[str]:
         message = found.message if len(found.message) <= 120 else found.message[:117] + "..."
         problems.append(f"{tool.name}: {where}: {message}")
     return problems
+
+
+def declared_conventions(tool: types.Tool) -> dict[str, dict[str, Any]]:
+    """The extension keywords ``tool`` declares, by where: ``arguments.NAME`` and ``returns.PATH`` (``[*]`` for items).
+
+    Empty when the server declares none: a planner that reads this sees exactly what it saw before.
+    """
+    found: dict[str, dict[str, Any]] = {}
+    for name, prop in input_properties(tool).items():
+        if keywords := extension_keywords(prop):
+            found[f"arguments.{name}"] = keywords
+    if tool.output_schema:
+        _walk_output(tool.output_schema, tool.output_schema, "returns", found, depth=0)
+    return found
+
+
+def _walk_output(node: dict[str, Any], root: dict[str, Any], where: str, found: dict[str, Any], *, depth: int) -> None:
+    if depth > _MAX_DEPTH:
+        return
+    node = resolve_ref(node, root)
+    if depth and (keywords := extension_keywords(node)):
+        found[where] = keywords
+    properties = node.get("properties")
+    if isinstance(properties, dict):
+        for name, child in properties.items():
+            if isinstance(child, dict):
+                _walk_output(child, root, f"{where}.{name}", found, depth=depth + 1)
+    items = node.get("items")
+    if isinstance(items, dict):
+        _walk_output(items, root, f"{where}[*]", found, depth=depth + 1)
+
+
+CONVENTION_KEYWORDS = ("coordinate_system", "shape_order", "encoding", "resolution", "ttl_seconds", "pixel_spacing")
+"""The keywords that say how a value is written (not what it is): what a planner must match between tools."""
+
+
+def declared_only(declared: dict[str, dict[str, Any]], keys: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """``declared`` limited to ``keys``, dropping the places that declare none of them."""
+    limited = {where: {k: v for k, v in keywords.items() if k in keys} for where, keywords in declared.items()}
+    return {where: keywords for where, keywords in limited.items() if keywords}
+
+
+def describe_declared(keywords: dict[str, Any]) -> str:
+    """Declared keywords as short text: ``semantic_role=bounding_box, coordinate_system=xyxy/pixel/xy/top_left``."""
+    parts = []
+    for key, value in keywords.items():
+        if key in _UNSHOWN:
+            continue
+        convention = declared_box_convention(keywords) if key == "coordinate_system" else None
+        shown = str(convention) if convention is not None else value
+        parts.append(f"{key}={shown}")
+    return ", ".join(parts)
+
+
+def declared_box_conventions(tools: dict[str, types.Tool], *, side: str) -> dict[str, str]:
+    """Box conventions the tools declare on one ``side`` (``arguments`` or ``returns``), by ``alias.tool:where``."""
+    conventions: dict[str, str] = {}
+    for name, tool in tools.items():
+        for where, keywords in declared_conventions(tool).items():
+            convention = declared_box_convention(keywords)
+            if convention is not None and where.startswith(f"{side}."):
+                conventions[f"{name}:{where.removeprefix(side + '.')}"] = str(convention)
+    return conventions

@@ -9,6 +9,13 @@ short and bounded. Each reply becomes a workflow node bound by the same
 machinery as a scripted node; the agent records every decision as a
 :class:`~testbed.events.PlanEvent` (valid when it parses and every call
 matches its tool's input schema).
+
+Where servers declare their conventions (the protocol's extension keywords), the
+prompt lists them with each tool, each argument's schema carries them as its
+description, and a box argument whose declared ``coordinate_system`` differs from
+one a granted tool declares on its output gets an ``adapters`` choice: no adapter,
+or a tracked box adapter from that convention to the argument's. Without
+declarations, prompt and schema are exactly as before.
 """
 
 from __future__ import annotations
@@ -19,7 +26,16 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from pydantic import ValidationError
 
-from agents._catalog import argument_problems, granted_tools, required_inputs
+from agents._catalog import (
+    CONVENTION_KEYWORDS,
+    argument_problems,
+    declared_box_conventions,
+    declared_conventions,
+    declared_only,
+    describe_declared,
+    granted_tools,
+    required_inputs,
+)
 from agents._planning import PlanLog, item_references, payload_references, plan_node, unique_node_id
 from agents._specs import LLMAgentSpec
 from testbed.agent import RunView, Step
@@ -33,6 +49,8 @@ SYSTEM_PROMPT = (
     'or {"tool": "finish"} once the goal is reached.'
 )
 _SUMMARY_STRING = 32
+_ADAPTS = " -> "
+"""Separates the two conventions of an adapter choice (``xyxy/pixel/xy/top_left -> xywh/pixel/xy/top_left``)."""
 
 
 class LLMAgent:
@@ -88,9 +106,7 @@ class LLMAgent:
         call = str(decision["tool"])
         node_id = unique_node_id(call.partition(".")[2], self._nodes)
         self._nodes.append(node_id)
-        raw = {"id": node_id, "call": call, "args": decision.get("arguments") or {}}
-        if decision.get("for_each"):
-            raw["for_each"] = decision["for_each"]
+        raw = decision_node(node_id, decision)
         try:
             node = WorkflowNode.model_validate(raw)
         except (ValidationError, WorkflowError) as error:
@@ -112,6 +128,16 @@ class LLMAgent:
         lines = [f"Goal: {self.spec.goal}", "Tools:"]
         for name, tool in tools.items():
             lines.append(f"- {name}: {tool.description or ''} Arguments: {', '.join(required_inputs(tool))}.")
+            declared = declared_only(declared_conventions(tool), CONVENTION_KEYWORDS)  # short: a small model reads it
+            if declared:
+                lines.append(
+                    "  Declares: " + "; ".join(f"{where}: {describe_declared(kw)}" for where, kw in declared.items())
+                )
+        if declared_box_conventions(tools, side="arguments"):
+            lines.append(
+                "Where a box argument declares a different coordinate_system from the output you pass it, "
+                "choose the adapter that converts between them."
+            )
         lines.append("Done so far:")
         done = [node for node in self._nodes if node in view.results or node in view.skipped]
         if not done:
@@ -141,25 +167,41 @@ def plan_schema(
 ) -> dict[str, Any]:
     """The JSON schema of one reply: a call of one granted tool (arguments chosen among references) or finish.
 
-    ``finish`` is offered only once something has run: no goal is reached without a call.
+    ``finish`` is offered only once something has run: no goal is reached without a call. Declared
+    conventions describe each argument, and differing declared box conventions add an ``adapters`` choice.
     """
+    produced = sorted(set(declared_box_conventions(tools, side="returns").values()))
     choices: list[dict[str, Any]] = []
     for name, tool in tools.items():
-        arguments = {argument: {"enum": [*values, *items]} for argument in required_inputs(tool)}
+        declared = declared_conventions(tool)
+        arguments: dict[str, dict[str, Any]] = {}
+        for argument in required_inputs(tool):
+            arguments[argument] = {"enum": [*values, *items]}
+            if keywords := declared.get(f"arguments.{argument}"):
+                arguments[argument]["description"] = "declares " + describe_declared(keywords)
+        properties: dict[str, Any] = {
+            "tool": {"const": name},
+            "for_each": {"enum": [None, *lists]},
+            "arguments": {
+                "type": "object",
+                "properties": arguments,
+                "required": list(arguments),
+                "additionalProperties": False,
+            },
+        }
+        adapters = _adapter_choices(name, tool, produced)
+        if adapters:
+            properties["adapters"] = {
+                "type": "object",
+                "properties": adapters,
+                "required": list(adapters),
+                "additionalProperties": False,
+            }
         choices.append(
             {
                 "type": "object",
-                "properties": {
-                    "tool": {"const": name},
-                    "for_each": {"enum": [None, *lists]},
-                    "arguments": {
-                        "type": "object",
-                        "properties": arguments,
-                        "required": list(arguments),
-                        "additionalProperties": False,
-                    },
-                },
-                "required": ["tool", "for_each", "arguments"],
+                "properties": properties,
+                "required": ["tool", "for_each", "arguments"],  # an adapter is offered, never demanded
                 "additionalProperties": False,
             }
         )
@@ -173,6 +215,33 @@ def plan_schema(
             }
         )
     return {"anyOf": choices}
+
+
+def decision_node(node_id: str, decision: dict[str, Any]) -> dict[str, Any]:
+    """The workflow node a call decision stands for; a chosen adapter becomes a declared box adapter."""
+    raw: dict[str, Any] = {"id": node_id, "call": decision["tool"], "args": decision.get("arguments") or {}}
+    if decision.get("for_each"):
+        raw["for_each"] = decision["for_each"]
+    adapters = {}
+    for argument, chosen in (decision.get("adapters") or {}).items():
+        if isinstance(chosen, str):
+            source, _, target = chosen.partition(_ADAPTS)
+            adapters[argument] = {"kind": "box", "from": source, "to": target}
+    if adapters:
+        raw["adapters"] = adapters
+    return raw
+
+
+def _adapter_choices(name: str, tool: Any, produced: list[str]) -> dict[str, dict[str, Any]]:
+    """For each required box argument declaring a convention: none, or an adapter from each other declared one."""
+    wanted = declared_box_conventions({name: tool}, side="arguments")
+    choices: dict[str, dict[str, Any]] = {}
+    for where, target in wanted.items():
+        argument = where.partition(":")[2]
+        sources = [source for source in produced if source != target]
+        if argument in required_inputs(tool) and sources:
+            choices[argument] = {"enum": [None, *(f"{source}{_ADAPTS}{target}" for source in sources)]}
+    return choices
 
 
 def parse_reply(text: str, schema: dict[str, Any]) -> tuple[dict[str, Any] | None, list[str]]:

@@ -8,7 +8,9 @@ or the previous results: by the ``semantic_role`` a schema declares, else by
 the argument's name. Where both sides declare a box ``coordinate_system`` and
 the two differ, the agent converts the boxes itself, as the bridging scripts
 of real deployments do; no adapter declares that conversion, which is what
-``conn.untracked_bridging`` measures.
+``conn.untracked_bridging`` measures. A tool's declared conventions are part of the
+text embedded for it, so a step that names a convention can match the tool that
+declares it; without declarations the text is the name and description alone.
 """
 
 from __future__ import annotations
@@ -19,7 +21,15 @@ from typing import Any
 import mcp.types as types
 import numpy as np
 
-from agents._catalog import argument_problems, granted_tools, input_properties, output_property, required_inputs
+from agents._catalog import (
+    argument_problems,
+    declared_conventions,
+    describe_declared,
+    granted_tools,
+    input_properties,
+    output_property,
+    required_inputs,
+)
 from agents._embedding import RetrievalClient
 from agents._planning import PlanLog, failed_producers, plan_node, unique_node_id
 from agents._specs import RetrievalAgentSpec
@@ -104,7 +114,7 @@ class RetrievalAgent:
 
     async def _select(self, view: RunView, tools: dict[str, types.Tool]) -> list[str]:
         names = list(tools)
-        documents = [f"{name}: {tools[name].description or ''}" for name in names]
+        documents = [tool_document(name, tools[name]) for name in names]
         scores = await self.retrieval.similarities(list(self.spec.steps), documents, run=view.run, agent=AGENT_NAME)
         chosen = [names[int(np.argmax(row))] for row in scores]
         plan = {
@@ -115,6 +125,15 @@ class RetrievalAgent:
         }
         self._plans.record(view, valid=True, problems=[], plan=plan)
         return chosen
+
+
+def tool_document(name: str, tool: types.Tool) -> str:
+    """The text embedded for a tool: its name and description, then the conventions it declares (if any)."""
+    document = f"{name}: {tool.description or ''}"
+    declared = declared_conventions(tool)
+    if not declared:
+        return document
+    return document + " Declares " + "; ".join(f"{where}: {describe_declared(kw)}" for where, kw in declared.items())
 
 
 def argument_role(name: str, schema: dict[str, Any]) -> str:

@@ -3,13 +3,13 @@
 The live experiment (detect -> segment -> crop over stdio by default, inference
 cache off) is recorded first; replay then serves its responses with no
 servers or models and recomputes the violations (``replay_experiment``: the
-replayed events are compared with the recorded ones, the recording is
-validated, and the replay is validated too unless its events are
-indistinguishable from the recording's, when its violations are the same by
-construction). Live time is the runs themselves (server start and model
-loading excluded); replay time is all of ``replay_experiment`` (its setup
-included). Goal (issue 11): replay at least 100x faster than live on CPU
-(:data:`GOAL_SPEEDUP`).
+recording is read, the agent is re-run against its responses, the replayed
+events are compared with the recorded ones, the recording is validated, and
+the replay is validated too unless its events are indistinguishable from the
+recording's, when its violations are the same by construction). Live time is
+the runs themselves (server start and model loading excluded); replay time is
+all of ``replay_experiment``, reading the recording included. Goal (issue 11):
+replay at least 100x faster than live on CPU (:data:`GOAL_SPEEDUP`).
 
     .venv/bin/python benchmarks/replay.py [--runs 30] [--device cpu] [--transport stdio]
 """
@@ -41,8 +41,10 @@ class Measurement:
     live_s: float
     """Sum of the live runs' own durations."""
     replay_s: float
-    """All of ``replay_experiment``."""
+    """All of ``replay_experiment``, reading the recording included."""
     violations: int
+    direct: bool
+    """Whether replay served the recorded responses directly (no MCP sessions)."""
 
     @property
     def speedup(self) -> float:
@@ -82,6 +84,7 @@ def measure(runs: int = 30, device: str = "cpu", transport: str = "stdio", repea
         live_s=live_s,
         replay_s=min(report.seconds for report in reports),
         violations=reports[0].violations,
+        direct=all(report.direct for report in reports),
     )
 
 
@@ -103,7 +106,8 @@ def main() -> None:
         table.add_column(column, justify="right" if column != "mode" else "left")
     table.add_row("live (servers, models; run time only)", f"{result.live_s:.2f}",
                   f"{1000 * result.live_s / result.runs:.1f}", f"{live_rate:.1f}", "1x")  # fmt: skip
-    table.add_row("replay (recorded responses, violations recomputed)", f"{result.replay_s:.2f}",
+    how = "served directly" if result.direct else "through MCP sessions"
+    table.add_row(f"replay (recorded responses {how}, violations recomputed)", f"{result.replay_s:.2f}",
                   f"{1000 * result.replay_s / result.runs:.1f}", f"{replay_rate:.1f}",
                   f"{result.speedup:.0f}x (goal >= {GOAL_SPEEDUP:g}x)")  # fmt: skip
     Console().print(table)

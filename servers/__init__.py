@@ -23,10 +23,12 @@ MODULES = (
     "crop_handle",
     "crop_masked",
     "crop_ttl",
+    "parametric",
 )
 """Every reference server's module; importing one registers it, so this order is the order they are listed in."""
 
 for _module in MODULES:
     importlib.import_module(f"servers.{_module}")
+importlib.import_module("servers.vulnerable")  # the deliberately vulnerable vuln-* servers, listed last
 
 __all__ = ["MODULES"]

@@ -139,12 +139,7 @@ def decode_image_data(data: bytes, *, argument: str, max_pixels: int) -> RGBImag
     Raises:
         InvalidImageError: not an image, or over ``max_pixels``; names ``argument``.
     """
-    try:
-        return decode_image(data, what=argument, max_pixels=max_pixels)
-    except ImportError:
-        # Once Ultralytics is imported it patches PIL.Image.open to import the optional pi_heif
-        # package when a file is unidentified; without it, that surfaces as an ImportError.
-        raise InvalidImageError(f"{argument}: not a readable image (UnidentifiedImageError)") from None
+    return decode_image(data, what=argument, max_pixels=max_pixels)
 
 
 def image_size_of(image: RGBImage) -> ImageSize:

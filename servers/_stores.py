@@ -222,7 +222,11 @@ class FileStore:
         candidate = (root / path).resolve()  # an absolute path replaces root; '..' and symlinks are resolved
         if not candidate.is_relative_to(root):
             raise ToolInputError(f"{argument}: {path!r} is outside the sandbox")
-        if not candidate.is_file():
+        try:
+            is_file = candidate.is_file()
+        except OSError as error:  # a name too long for the file system, for one
+            raise ToolInputError(f"{argument}: {path!r} is not a usable path ({error.strerror or error})") from None
+        if not is_file:
             raise ToolInputError(f"{argument}: {path!r} is not a file in the sandbox")
         return candidate
 

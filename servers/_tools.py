@@ -136,10 +136,17 @@ def _validate_arguments(model: type[ArgsT], raw: object) -> ArgsT:
         return model.model_validate(raw)
     except ValidationError as error:
         first = error.errors()[0]
-        location = ".".join(str(part) for part in first["loc"]) or "arguments"
+        location = ".".join(_segment(part) for part in first["loc"]) or "arguments"
         if first["type"] == "extra_forbidden":
             raise ToolInputError(f"{location}: unknown argument") from None
         raise ToolInputError(f"{location}: {first['msg']}") from None
+
+
+def _segment(part: str | int) -> str:
+    """A location segment as written in an error: a name a caller could not read back (blank, control
+    characters, spaces) is quoted, so the message still names exactly the argument sent."""
+    text = str(part)
+    return text if text.isprintable() and text and not any(char.isspace() for char in text) else repr(text)
 
 
 def _one_line(message: str) -> str:

@@ -123,6 +123,11 @@ def prompted_instances(boxes_xyxy: np.ndarray, prompts: list[list[float]]) -> li
     Raises:
         ToolInputError: a prompt is not four finite numbers with positive area.
     """
+    for index, prompt in enumerate(prompts):
+        if len(prompt) != 4:
+            raise ToolInputError(
+                f"boxes.{index}: a prompt is four numbers [x_min, y_min, x_max, y_max], got {len(prompt)}"
+            )
     array = np.asarray(prompts, dtype=np.float64).reshape(-1, 4) if prompts else np.zeros((0, 4))
     if array.shape[0] != len(prompts) or not np.isfinite(array).all():
         raise ToolInputError("boxes: each prompt must be four finite numbers [x_min, y_min, x_max, y_max]")

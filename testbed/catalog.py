@@ -58,6 +58,10 @@ CATALOG: dict[str, CatalogEntry] = {
         CatalogEntry("coords.out_of_bounds", "A box lies outside the image or has no area under its server's convention.", V, _PROJECT),
         CatalogEntry("coords.mismatch", "A box crosses an edge in a convention other than the one its consumer reads.", V, f"{_PAPER} §4 (coordinate conventions)"),
         CatalogEntry("coords.crop_misses_object", "A crop meant for an object does not contain it.", V, _PROJECT),
+        CatalogEntry("coords.inconsistent_convention", "Without ground truth: a tool's boxes agree with its earlier call's on the same image only when read in another convention (its convention changed).", V, _PROJECT),
+        CatalogEntry("coords.producers_disagree", "Without ground truth: a producer's boxes agree with another producer's on the same image only when read in another convention than its own.", V, _PROJECT),
+        CatalogEntry("coords.implausible_boxes", "Without ground truth: most of a call's boxes lie off the image or are implausibly small in its convention, and all fit in another.", V, _PROJECT),
+        CatalogEntry("coords.edge_disagrees", "Without ground truth: a box crossing an edge is read by its consumer as another box than its producer meant.", V, _PROJECT),
         # Mask-image consistency.
         CatalogEntry("mask.size_mismatch", "A mask's size or channels differ from its image's (or from its declared resolution).", V, f"{_PAPER} §4 (mask-image mismatch)"),
         CatalogEntry("mask.encoding_mismatch", "A mask crosses an edge in an encoding other than the one its consumer reads.", V, f"{_PAPER} §4 (mask-image mismatch)"),

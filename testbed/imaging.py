@@ -6,6 +6,8 @@ import base64
 import binascii
 import hashlib
 import io
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import cv2
@@ -17,6 +19,12 @@ from testbed._errors import InvalidImageError
 
 MAX_IMAGE_PIXELS = 40_000_000
 """Largest image (width x height) the testbed decodes; larger inputs are rejected before decoding."""
+
+_RECENT_ENCODINGS = 4
+"""PNGs this process encoded lately, kept with their pixels: an in-process server given the scene the
+orchestrator just encoded gets its pixels back without decoding the PNG (lossless, so they are equal)."""
+_recent_encodings: OrderedDict[bytes, RGBImage] = OrderedDict()
+_recent_lock = threading.Lock()
 
 
 def decode_image(data: bytes, *, what: str = "image", max_pixels: int = MAX_IMAGE_PIXELS) -> RGBImage:
@@ -30,18 +38,74 @@ def decode_image(data: bytes, *, what: str = "image", max_pixels: int = MAX_IMAG
     Raises:
         InvalidImageError: not an image, or larger than ``max_pixels``.
     """
+    known = _encoded_here(data, max_pixels)
+    if known is not None:
+        return known
     try:
         with Image.open(io.BytesIO(data)) as probe:
             width, height = probe.size
-    except (UnidentifiedImageError, OSError, ValueError, ImportError) as error:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        # Pillow's own limit (a warning, an error when warnings are errors, then an error) fires on the
+        # declared size before ours can: say the same as ours would.
+        raise InvalidImageError(_too_large(what, _png_declared_size(data), max_pixels)) from None
+    except (UnidentifiedImageError, ImportError, OSError, ValueError, SyntaxError):
         # ImportError: Ultralytics patches PIL's opener to try optional HEIF support on unknown data.
-        raise InvalidImageError(f"{what}: not a readable image ({error.__class__.__name__})") from None
+        raise InvalidImageError(f"{what}: not a readable image ({_why_unreadable(data)})") from None
     if width * height > max_pixels:
-        raise InvalidImageError(f"{what}: {width}x{height} exceeds the limit of {max_pixels} pixels")
+        raise InvalidImageError(_too_large(what, (width, height), max_pixels))
+    if not _png_chunks_fit(data):
+        raise InvalidImageError(
+            f"{what}: not a readable image (truncated or corrupt image data: a PNG chunk runs past the end)"
+        )
     array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if array is None:
-        raise InvalidImageError(f"{what}: not a readable image")
+        raise InvalidImageError(
+            f"{what}: not a readable image (truncated or corrupt, or a format the server cannot decode)"
+        )
     return np.asarray(cv2.cvtColor(array, cv2.COLOR_BGR2RGB), dtype=np.uint8)
+
+
+_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a")
+"""How PNG, JPEG and GIF files begin: data that starts so but does not open is damaged, not of another kind."""
+
+
+def _why_unreadable(data: bytes) -> str:
+    if not data:
+        return "no bytes"
+    if data.startswith(_SIGNATURES):
+        return "truncated or corrupt image data"
+    return "not PNG, JPEG or another known image format"
+
+
+def _png_chunks_fit(data: bytes) -> bool:
+    """Whether every chunk of a PNG ends inside the data (``True`` for other formats).
+
+    OpenCV spends seconds on a 70-byte PNG whose chunk declares gigabytes; walking the
+    chunk lengths first costs microseconds.
+    """
+    if not data.startswith(_SIGNATURES[0]):
+        return True
+    offset = len(_SIGNATURES[0])
+    while offset + 8 <= len(data):
+        length, kind = int.from_bytes(data[offset : offset + 4], "big"), data[offset + 4 : offset + 8]
+        offset += 12 + length  # length, type, data, CRC
+        if offset > len(data):
+            return False
+        if kind == b"IEND":
+            break
+    return True
+
+
+def _too_large(what: str, size: tuple[int, int] | None, max_pixels: int) -> str:
+    declared = f"{size[0]}x{size[1]}" if size is not None else "its declared size"
+    return f"{what}: {declared} exceeds the limit of {max_pixels} pixels"
+
+
+def _png_declared_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from a PNG's header, without decoding it; ``None`` for other formats."""
+    if not data.startswith(_SIGNATURES[0]) or data[12:16] != b"IHDR" or len(data) < 24:
+        return None
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
 def decode_base64_image(text: str, *, what: str = "image", max_pixels: int = MAX_IMAGE_PIXELS) -> RGBImage:
@@ -76,6 +140,32 @@ def encode_png(image: np.ndarray) -> bytes:
     if not ok:
         raise ValueError("PNG encoding failed")
     return bytes(buffer.tobytes())
+
+
+def encode_scene_png(image: RGBImage) -> bytes:
+    """:func:`encode_png` for an image this process will send by value: :func:`decode_image` of the
+    returned bytes then copies the pixels instead of decoding the PNG."""
+    data = encode_png(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        return data  # decoding would not give back the same array
+    pixels = image.copy()
+    pixels.setflags(write=False)
+    with _recent_lock:
+        _recent_encodings[data] = pixels
+        while len(_recent_encodings) > _RECENT_ENCODINGS:
+            _recent_encodings.popitem(last=False)
+    return data
+
+
+def _encoded_here(data: bytes, max_pixels: int) -> RGBImage | None:
+    """A copy of the pixels of a PNG :func:`encode_scene_png` made lately, if ``data`` is one within the limit."""
+    if not _recent_encodings or not isinstance(data, bytes):  # a server process encodes none: skip the hash
+        return None
+    with _recent_lock:
+        pixels = _recent_encodings.get(data)
+    if pixels is None or pixels.shape[0] * pixels.shape[1] > max_pixels:
+        return None  # over the limit: decode_image refuses it with its usual message
+    return pixels.copy()
 
 
 def encode_png_base64(image: np.ndarray) -> str:

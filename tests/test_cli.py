@@ -98,7 +98,8 @@ def test_plugins_lists_every_kind_and_where_it_came_from() -> None:
         ("scene source", "synthetic"),
     ]:
         assert any(kind in line and name in line for line in result.output.splitlines()), (kind, name)
-    assert "servers = servers (mcp-vision-testbed): 11 registered" in result.output
+    # 11 named + 5 parametric + 9 vuln-*
+    assert "servers = servers (mcp-vision-testbed): 25 registered" in result.output
 
 
 def test_serving_an_unknown_server_is_one_line_listing_the_known_ones() -> None:

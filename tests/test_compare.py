@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import anyio
+import pytest
 from click.testing import CliRunner
 
 from agents import AgentModels
@@ -83,3 +84,27 @@ def test_compare_names_a_directory_that_is_not_an_experiment(tmp_path: Path) -> 
 
     assert result.exit_code != 0
     assert "missing: no such experiment directory" in result.output
+
+
+def test_compare_csv_keeps_every_rate_with_its_interval_bounds(
+    tmp_path: Path, recorded_v1_copy: Callable[..., Path]
+) -> None:
+    scripted = recorded_v1_copy("detect_crop", tmp_path / "scripted", 2, transport="inprocess")
+    table = tmp_path / "modes.csv"
+
+    result = CliRunner().invoke(main, ["compare", str(scripted), "--csv", str(table)])
+
+    assert result.exit_code == 0, result.output
+    with table.open(encoding="utf-8") as handle:
+        (row,) = list(csv.DictReader(handle))
+    expected = mode_row("scripted", validate_experiment(scripted))
+    for name, interval in (
+        ("task_success", expected.task_success),
+        ("violation_runs_per_100", expected.violation_runs_per_100),
+        ("findings_per_100_executions", expected.occurrences_per_100_executions),
+    ):
+        assert interval is not None
+        low, estimate, high = (float(row[f"{name}_low"]), float(row[name]), float(row[f"{name}_high"]))
+        assert (low, estimate, high) == pytest.approx((interval.low, interval.estimate, interval.high)), name
+        assert low <= estimate <= high
+    assert (row["plan_validity"], row["plan_validity_low"], row["plan_validity_high"]) == ("", "", "")

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import base64
 
+import cv2
 import numpy as np
 import pytest
 
 from testbed._errors import InvalidImageError
-from testbed.imaging import decode_base64_image, decode_image, encode_png, encode_png_base64, image_digest
+from testbed.imaging import (
+    decode_base64_image,
+    decode_image,
+    encode_png,
+    encode_png_base64,
+    encode_scene_png,
+    image_digest,
+)
 
 
 def test_png_round_trip_is_lossless() -> None:
@@ -45,3 +53,20 @@ def test_digest_depends_on_pixels_and_shape() -> None:
     b = a.copy()
     b[0, 0, 0] = 1
     assert image_digest(a) != image_digest(b)
+
+
+def test_a_scene_encoded_here_is_not_decoded_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An in-process server handed the scene the orchestrator just encoded gets its pixels, as a copy of its own."""
+    image = np.arange(24 * 32 * 3, dtype=np.uint32).reshape(24, 32, 3).astype(np.uint8)
+    data = encode_scene_png(image)
+
+    def no_decoding(*args: object) -> None:
+        raise AssertionError("the PNG was decoded again")
+
+    monkeypatch.setattr(cv2, "imdecode", no_decoding)
+    first = decode_image(data)
+    assert np.array_equal(first, image)
+    first[:] = 0  # the caller's to change: the next decode is not affected
+    assert np.array_equal(decode_image(data), image)
+    with pytest.raises(InvalidImageError, match=r"^scene: 32x24 exceeds the limit of 100 pixels$"):
+        decode_image(data, what="scene", max_pixels=100)

@@ -43,9 +43,9 @@ def via_json(payload: object) -> object:
     return json.loads(json.dumps(payload))
 
 
-def round_trip(masks: np.ndarray, encoding: MaskEncoding, **options: bool) -> np.ndarray:
-    payload = via_json(encode_masks(masks, encoding, **options))
-    return decode_masks(payload, encoding, size_of(masks), **options)
+def round_trip(masks: np.ndarray, encoding: MaskEncoding, *, normalized_polygons: bool = False) -> np.ndarray:
+    payload = via_json(encode_masks(masks, encoding, normalized_polygons=normalized_polygons))
+    return decode_masks(payload, encoding, size_of(masks), normalized_polygons=normalized_polygons)
 
 
 @st.composite

@@ -73,7 +73,8 @@ def test_the_built_in_plugins_arrive_through_the_entry_point_group() -> None:
     loaded = {point.name: point for point in reg.entry_points}
     assert loaded["servers"].error is None
     assert loaded["agents"].error is None
-    assert len([line for line in loaded["servers"].registered if line.startswith("server ")]) == 11
+    servers = [line for line in loaded["servers"].registered if line.startswith("server ")]
+    assert len(servers) == 11 + 5 + 9  # named + parametric + vulnerable (vuln-*)
     assert set(reg.agents) >= {"scripted", "retrieval", "llm", "multi"}
     assert set(reg.tasks) >= {"none", "detect_all", "segment_all", "crop_every"}
     assert set(reg.scene_sources) >= {"synthetic", "images"}

@@ -2,20 +2,37 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 from pathlib import Path
 
 import anyio
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
+import testbed.orchestrator._replay as replay_module
 import testbed.vision._model as model_module
 from testbed._errors import TestbedError
 from testbed.cli import main
-from testbed.events import CallEvent, FaultEvent, RunFinished, read_events
+from testbed.events import (
+    BlobStore,
+    CallEvent,
+    FaultEvent,
+    ReplayBlobs,
+    RunFinished,
+    RunStarted,
+    externalize,
+    internalize,
+    internalized,
+    read_events,
+)
 from testbed.faults import load_faults
+from testbed.imaging import encode_png
 from testbed.orchestrator import replay_experiment, run_experiment
+from testbed.orchestrator._direct_replay import UndecodedScene, UnreplayableError
+from testbed.orchestrator._replay import recorded_scene
 from testbed.scenario import load_scenario
 
 V1 = Path(__file__).resolve().parent.parent / "scenarios" / "v1"
@@ -34,6 +51,7 @@ def test_fault_free_experiment_replays_identically_without_loading_a_model(
     assert report.divergence is None, str(report.divergence)
     assert report.runs == 3
     assert report.events > 3
+    assert report.direct  # served without MCP sessions: nothing in a fault-free recording needs the wire
 
 
 def test_replay_names_the_first_event_that_differs(tmp_path: Path, recorded_v1_copy: Callable[..., Path]) -> None:
@@ -58,6 +76,7 @@ def test_replay_names_the_first_event_that_differs(tmp_path: Path, recorded_v1_c
     assert report.divergence is not None
     assert report.divergence.run == 1
     assert "did not reproduce" in str(report.divergence)
+    assert not report.direct  # the direct replay found the difference and left naming it to the session replay
 
 
 def test_cli_replay_reports_reproduction_and_exits_non_zero_on_divergence(
@@ -128,6 +147,7 @@ def test_faults_scenario_injects_every_kind_over_stdio_and_replays(
     assert {"ok", "timeout", "protocol_error", "transport_closed"} <= outcomes
     report = anyio.run(lambda: replay_experiment(tmp_path))
     assert report.divergence is None, str(report.divergence)
+    assert not report.direct  # faults, timeouts and restarts are replayed through MCP sessions
 
 
 @pytest.mark.slow
@@ -154,3 +174,133 @@ def test_replay_recomputes_the_same_violations(tmp_path: Path, recorded_v1_copy:
     recorded = validate_experiment(tmp_path).violations
     assert report.violations == len(recorded) > 0
     assert "coords.mismatch" in {v.id for v in recorded}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("clock", 99.0), ("adapters", ["made up"]), ("payload", {"detections": []}), ("outcome", "tool_error")],
+)
+def test_a_recorded_call_that_its_replay_does_not_match_is_a_divergence(
+    tmp_path: Path, recorded_v1_copy: Callable[..., Path], field: str, value: object
+) -> None:
+    recorded_v1_copy("detect_crop", tmp_path, runs=2)
+    events_file = tmp_path / "events.jsonl"
+    lines = events_file.read_text().splitlines()
+    for index, line in enumerate(lines):
+        document = json.loads(line)
+        if document["event"] == "call" and document["run"] == 1 and document["node"] == "detect":
+            document[field] = value
+            lines[index] = json.dumps(document)
+            break
+    events_file.write_text("\n".join(lines) + "\n")
+    report = anyio.run(lambda: replay_experiment(tmp_path))
+    assert report.divergence is not None
+    assert (report.divergence.run, report.divergence.where) == (1, "call detect#0")
+    assert report.divergence.field.split(".")[0].split("[")[0] == field
+
+
+def test_direct_and_session_replay_report_the_same(
+    tmp_path: Path, recorded_v1_copy: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorded_v1_copy("detect_crop_incompatible", tmp_path, runs=2)
+    direct = anyio.run(lambda: replay_experiment(tmp_path))
+
+    def refuse(*_: object, **__: object) -> None:
+        raise UnreplayableError("test: replay through sessions")
+
+    monkeypatch.setattr(replay_module, "replay_directly", refuse)
+    sessions = anyio.run(lambda: replay_experiment(tmp_path))
+    assert direct.direct
+    assert not sessions.direct
+    assert direct.divergence is None
+    assert sessions.divergence is None
+    assert (direct.runs, direct.events, direct.violations) == (sessions.runs, sessions.events, sessions.violations)
+    assert direct.violations > 0
+
+
+def test_replay_blobs_hash_as_a_blob_store_stores_and_write_nothing(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path / "blobs")
+    image = base64.b64encode(encode_png(np.zeros((4, 6, 3), dtype=np.uint8))).decode("ascii")
+    text = "x" * 600
+    digests = [store.put(image), store.put(text)]
+    stored = sorted(path.name for path in store.root.iterdir())
+    replay = ReplayBlobs(store)
+    assert replay.get(digests[0]) == image
+    assert [replay.put(image), replay.put(text), replay.put("y" * 600)][:2] == digests
+    assert sorted(path.name for path in store.root.iterdir()) == stored
+
+
+def test_internalized_restores_blobs_and_shares_the_rest(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path / "blobs")
+    big = "z" * 700
+    untouched = {"boxes": [[1.0, 2.0, 3.0, 4.0]], "label": "circle"}
+    value = {"content": [{"text": big}], "structured": untouched}
+    recorded = externalize(value, store)
+    restored = internalized(recorded, store)
+    assert restored == internalize(recorded, store) == value
+    assert restored["structured"] is recorded["structured"]
+    assert internalized(untouched, store) is untouched
+
+
+def test_a_recorded_scene_read_lazily_holds_what_the_decoded_one_holds(
+    tmp_path: Path, recorded_v1_copy: Callable[..., Path]
+) -> None:
+    recorded_v1_copy("detect_segment_crop", tmp_path, runs=1)
+    [started] = [event for event in read_events(tmp_path).events if isinstance(event, RunStarted)]
+    store = BlobStore(tmp_path / "blobs")
+    _, decoded = recorded_scene(started, store)
+    lazy = UndecodedScene(started, ReplayBlobs(store))
+    assert (lazy.width, lazy.height, lazy.source) == (decoded.width, decoded.height, decoded.source)
+    assert np.array_equal(lazy.image, decoded.image)
+    assert [(o.class_name, o.box_xyxy) for o in lazy.objects] == [(o.class_name, o.box_xyxy) for o in decoded.objects]
+    for mine, theirs in zip(lazy.objects, decoded.objects, strict=True):
+        assert mine.mask is not None
+        assert theirs.mask is not None
+        assert np.array_equal(mine.mask, theirs.mask)
+
+
+def _with_abandoned_discover_probe(events_file: Path) -> None:
+    """Rewrite each server's handshake as a live client writes it when its ``server/discover`` probe times out:
+    it falls back to ``initialize`` (refused with -32022), probes again, then lists its tools; the first probe's
+    answer arrives late."""
+    lines = [json.loads(line) for line in events_file.read_text().splitlines()]
+    handshake = [d for d in lines if d["event"] == "message" and d["run"] is None]
+    rewritten = []
+    for server in dict.fromkeys(d["server"] for d in handshake):
+        sent = {d["message"]["method"]: d for d in handshake if d["server"] == server and d["direction"] == "c->s"}
+        answers = {d["message"]["id"]: d for d in handshake if d["server"] == server and d["direction"] == "s->c"}
+        discover, listing = sent["server/discover"], sent["tools/list"]
+        discovered, listed = answers[discover["message"]["id"]], answers[listing["message"]["id"]]
+        versions = {"supported": ["2026-07-28"], "requested": "2025-11-25"}
+        refusal = {"code": -32022, "message": "initialize refused", "data": versions}
+        sequence = [
+            (discover, {**discover["message"], "id": 1}),
+            (discover, {"jsonrpc": "2.0", "id": 2, "method": "initialize", "params": {}}),
+            (discovered, {**discovered["message"], "id": 1}),
+            (discovered, {"jsonrpc": "2.0", "id": 2, "error": refusal}),
+            (discover, {**discover["message"], "id": 3}),
+            (discovered, {**discovered["message"], "id": 3}),
+            (listing, {**listing["message"], "id": 4}),
+            (listed, {**listed["message"], "id": 4}),
+        ]
+        rewritten += [{**template, "seq": seq, "message": message} for seq, (template, message) in enumerate(sequence)]
+    others = [d for d in lines if not (d["event"] == "message" and d["run"] is None)]
+    events_file.write_text("\n".join(json.dumps(d) for d in [others[0], *rewritten, *others[1:]]) + "\n")
+
+
+def test_a_recording_whose_discover_probe_timed_out_replays_both_ways(
+    tmp_path: Path, recorded_v1_copy: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorded_v1_copy("detect_crop", tmp_path, runs=2)
+    _with_abandoned_discover_probe(tmp_path / "events.jsonl")
+    direct = anyio.run(lambda: replay_experiment(tmp_path))
+    assert direct.direct
+    assert direct.divergence is None, str(direct.divergence)
+
+    def refuse(*_: object, **__: object) -> None:
+        raise UnreplayableError("test: replay through sessions")
+
+    monkeypatch.setattr(replay_module, "replay_directly", refuse)
+    sessions = anyio.run(lambda: replay_experiment(tmp_path))
+    assert sessions.divergence is None, str(sessions.divergence)
+    assert sessions.events == direct.events

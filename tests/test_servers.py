@@ -127,7 +127,7 @@ def canonical_boxes(payload: Any, tool: ToolTruth, image_size: ImageSize) -> np.
 
 
 def test_registry_holds_the_eleven_servers_each_named_as_its_truth() -> None:
-    assert list(SERVERS) == [
+    assert [name for name in SERVERS if not name.startswith("vuln-")] == [  # vuln-*: tests/test_containment.py
         "detect-xyxy",
         "detect-cxcywh",
         "detect-yxyx",
@@ -139,13 +139,14 @@ def test_registry_holds_the_eleven_servers_each_named_as_its_truth() -> None:
         "crop-handle",
         "crop-masked",
         "crop-ttl",
+        *("detect", "segment", "crop", "crop-mask", "measure"),  # parametric (servers.parametric)
     ]
     for name, entry in SERVERS.items():
         assert entry.name == entry.truth.name == name
 
 
 def test_unknown_server_name_is_a_one_line_error_listing_the_known_ones() -> None:
-    with pytest.raises(TestbedError, match=r"^unknown server 'nope'; known: detect-xyxy, .*crop-ttl$"):
+    with pytest.raises(TestbedError, match=r"^unknown server 'nope'; known: detect-xyxy, .*crop-ttl, detect, .*$"):
         get_server("nope")
 
 
@@ -210,8 +211,11 @@ async def test_declared_keywords_sit_exactly_where_the_truth_says(name: str, con
 
 
 def test_well_behaved_servers_declare_and_the_others_do_not() -> None:
-    declaring = {name for name, entry in SERVERS.items() if entry.truth.declares_conventions}
-    assert declaring == {"detect-xyxy", "segment-rle", "crop-xywh", "crop-masked", "crop-ttl"}
+    declaring = {
+        name for name, entry in SERVERS.items() if entry.truth.declares_conventions and not name.startswith("vuln-")
+    }
+    parametric = {"detect", "segment", "crop", "crop-mask", "measure"}  # well behaved without a profile
+    assert declaring == {"detect-xyxy", "segment-rle", "crop-xywh", "crop-masked", "crop-ttl", *parametric}
 
 
 async def test_tools_list_does_not_load_a_model_and_missing_weights_are_a_tool_error(
@@ -484,6 +488,7 @@ _SQUARE = np.zeros((1, 240, 320), dtype=bool)
 _SQUARE[0, 10:30, 10:40] = True
 EXTRA_ARGUMENTS: dict[str, dict[str, Any]] = {
     "crop": {"box": [10.0, 10.0, 40.0, 30.0]},
+    "measure": {"box": [10.0, 10.0, 40.0, 30.0]},
     "crop_mask": {"mask": cast("list[Any]", encode_masks(_SQUARE, MaskEncoding.COCO_RLE))[0]},
 }
 """Other required arguments of the tools below, by tool name."""
@@ -492,7 +497,7 @@ IMAGE_TOOLS: list[tuple[str, str]] = [
     (name, tool.name)
     for name, entry in SERVERS.items()
     for tool in entry.truth.tools
-    if SemanticRole.IMAGE in tool.inputs
+    if SemanticRole.IMAGE in tool.inputs and not name.startswith("vuln-")  # vuln-* accept bad input by design
 ]
 """Every tool that takes an image by value, according to the truth manifests."""
 

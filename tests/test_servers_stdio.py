@@ -33,7 +33,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 START_AND_CALL_TIMEOUT = 120.0
 """Bound on starting a server process (it imports torch) and making its calls."""
 
-SERVERS = registry().servers
+SERVERS = {name: entry for name, entry in registry().servers.items() if not name.startswith("vuln-")}
+"""The reference servers (a vuln-* server runs over stdio in tests/test_vulnerable_servers.py)."""
 get_server = registry().server
 
 
@@ -50,8 +51,8 @@ def server_environment(sandbox: Path) -> dict[str, str]:
 
 def first_call(name: str, image_b64: str) -> tuple[str, dict[str, Any]]:
     """A call that every server answers from a bare image (the first tool whose image goes by value)."""
-    extra: dict[str, Any] = {"box": [8.0, 8.0, 32.0, 24.0]} if name == "crop-xywh" else {}
-    if name == "crop-masked":
+    extra: dict[str, Any] = {"box": [8.0, 8.0, 32.0, 24.0]} if name in ("crop-xywh", "crop", "measure") else {}
+    if name in ("crop-masked", "crop-mask"):
         square = np.zeros((1, 240, 320), dtype=bool)  # the default synthetic scene is 320x240
         square[0, 8:24, 8:32] = True
         extra = {"mask": cast("list[Any]", encode_masks(square, MaskEncoding.COCO_RLE))[0]}

@@ -9,17 +9,43 @@ from pathlib import Path
 import anyio
 import pytest
 
-from testbed.events import BlobStore, RunStarted, read_events
+from testbed.events import BlobStore, CallEvent, CallOutcomeKind, RunStarted, read_events
 from testbed.orchestrator import run_experiment
 from testbed.scenario import load_scenario
 
 V1 = Path(__file__).resolve().parent.parent / "scenarios" / "v1"
 
 
+FILE_SCENARIO = """
+name: detect_from_file
+version: 1
+description: a detector that reads the scene from the sandbox.
+seed: 0
+runs: 2
+scene:
+  synthetic: {min_objects: 1, max_objects: 2}
+servers:
+  det: {server: detect-xywh-bl}
+task: {kind: none}
+agent:
+  kind: scripted
+  workflow:
+    nodes:
+      - id: detect
+        call: det.detect_file
+        args: {path: $scene.image_path}
+expect: []
+"""
+
+
 def test_the_sandbox_scene_is_its_blob(tmp_path: Path) -> None:
+    """A server that reads files finds the scene in the sandbox, as one inode with its blob."""
     out = tmp_path / "exp"
-    scenario = load_scenario(V1 / "detect_crop_incompatible.yaml").model_copy(update={"runs": 2})
+    (tmp_path / "file.yaml").write_text(FILE_SCENARIO)
+    scenario = load_scenario(tmp_path / "file.yaml")
     anyio.run(lambda: run_experiment(scenario, out_dir=out, device="cpu"))
+    calls = [event for event in read_events(out).events if isinstance(event, CallEvent)]
+    assert [call.outcome for call in calls] == [CallOutcomeKind.OK, CallOutcomeKind.OK]  # it read the file
     blobs = BlobStore(out / "blobs")
     started = [event for event in read_events(out).events if isinstance(event, RunStarted)]
     assert [event.run for event in started] == [0, 1]
@@ -29,6 +55,17 @@ def test_the_sandbox_scene_is_its_blob(tmp_path: Path) -> None:
         assert blob is not None
         assert os.path.samefile(blob, scene)  # one inode: the bytes are on disk once
         assert scene.read_bytes() == blob.read_bytes()
+
+
+def test_no_scene_file_when_no_server_reads_files(tmp_path: Path) -> None:
+    """Servers that take images by value only: the scene is stored once, in ``blobs/``, and nowhere else."""
+    out = tmp_path / "exp"
+    scenario = load_scenario(V1 / "detect_crop_incompatible.yaml").model_copy(update={"runs": 2})
+    anyio.run(lambda: run_experiment(scenario, out_dir=out, device="cpu"))
+    started = [event for event in read_events(out).events if isinstance(event, RunStarted)]
+    assert [event.run for event in started] == [0, 1]
+    assert all(BlobStore(out / "blobs").path(event.image_blob) is not None for event in started)
+    assert not list((out / "sandbox").rglob("*.png"))
 
 
 def test_link_falls_back_to_a_copy_where_linking_is_impossible(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +12,21 @@ import anyio
 import pytest
 from click.testing import CliRunner
 
+from testbed._errors import TestbedError
 from testbed.cli import main
 from testbed.events import Event, ExperimentHeader, RunFinished, read_events
-from testbed.orchestrator import comparable, run_experiment
+from testbed.orchestrator import RunOutcome, comparable, run_experiment
 from testbed.orchestrator._runner import KILL_AT_VARIABLE
+from testbed.orchestrator._workers import (
+    Died,
+    Done,
+    Ready,
+    Task,
+    WorkerMessage,
+    WorkerPool,
+    WorkerSetup,
+    run_in_workers,
+)
 from testbed.scenario import load_scenario
 
 V1 = Path(__file__).resolve().parent.parent / "scenarios" / "v1"
@@ -96,3 +109,92 @@ def test_a_server_that_cannot_start_in_a_worker_is_its_own_error(tmp_path: Path)
     assert "exited" not in result.output, "the worker's own error, not only that it exited"
     assert "Traceback" not in result.output
     assert not (out / "events.jsonl").exists()
+
+
+@dataclass
+class _ScriptedPool:
+    """Workers that answer at once, finishing the highest-numbered run first; ``dies`` lists runs whose worker
+    dies without a word, once per listing."""
+
+    dies: list[int] = field(default_factory=list)
+    started: list[int] = field(default_factory=list)
+    handed: list[Task] = field(default_factory=list)
+    closed_busy: set[int] | None = None
+    _answers: list[WorkerMessage] = field(default_factory=list)
+
+    def start(self, worker: int) -> None:
+        self.started.append(worker)
+        self._answers.append(Ready(worker=worker, servers=[], handshake=[]))
+
+    def assign(self, worker: int, task: Task | None) -> None:
+        if task is None:
+            return
+        self.handed.append(task)
+        run = task[0]
+        if run in self.dies:
+            self.dies.remove(run)
+            self._answers.append(Died(worker=worker, reason="exited (code -9)"))
+            return
+        outcome = RunOutcome(events=[], calls=run, failed_calls=0, task_passed=None)
+        self._answers.append(Done(worker=worker, run=run, outcome=outcome))
+
+    def receive(self, timeout: float) -> WorkerMessage | None:
+        if not self._answers:
+            return None
+        latest = max(self._answers, key=lambda message: getattr(message, "run", -1))
+        self._answers.remove(latest)
+        return latest
+
+    def close(self, busy: Collection[int]) -> None:
+        self.closed_busy = set(busy)
+
+
+@dataclass
+class _ScriptedExecutor:
+    pool_: _ScriptedPool
+
+    def default_workers(self, runs_left: int) -> int:
+        return 2
+
+    def pool(self, setup: WorkerSetup, workers: int) -> WorkerPool:
+        return self.pool_
+
+
+def _write(pool: _ScriptedPool, runs: list[int], workers: int = 2) -> tuple[list[int], list[int]]:
+    """Run the writer over ``pool``: the runs in the order it recorded them, and the progress it reported."""
+    setup = WorkerSetup(load_scenario(SCENARIO), lambda scratch: None, lambda pool: [], Path("unused"), "cpu")  # type: ignore[arg-type,return-value]
+    recorded: list[int] = []
+    progress: list[int] = []
+    run_in_workers(
+        setup,
+        runs,
+        workers=workers,
+        on_ready=lambda servers, handshake: None,
+        on_run=lambda run, outcome: recorded.append(outcome.calls),
+        on_progress=progress.append,
+        executor=_ScriptedExecutor(pool),
+    )
+    return recorded, progress
+
+
+def test_the_writer_records_in_run_order_whatever_order_runs_finish_in() -> None:
+    pool = _ScriptedPool()
+    recorded, progress = _write(pool, [3, 0, 2, 1, 4])
+    assert recorded == [0, 1, 2, 3, 4]
+    assert progress == [1, 2, 3, 4, 5]
+    assert sorted(run for run, _ in pool.handed) == [0, 1, 2, 3, 4]
+    assert pool.closed_busy == set()
+
+
+def test_the_writer_retries_a_dead_workers_run_once_in_a_fresh_worker() -> None:
+    pool = _ScriptedPool(dies=[1])
+    recorded, _ = _write(pool, [0, 1, 2])
+    assert recorded == [0, 1, 2]
+    assert pool.started == [0, 1, 2]
+    assert [task for task in pool.handed if task[0] == 1] == [(1, 0), (1, 1)]
+
+
+def test_the_writer_gives_up_on_a_run_whose_worker_died_twice() -> None:
+    pool = _ScriptedPool(dies=[1, 1])
+    with pytest.raises(TestbedError, match=r"run 1: its worker died twice \(exited \(code -9\)\); giving up"):
+        _write(pool, [0, 1, 2])

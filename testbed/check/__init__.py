@@ -11,6 +11,14 @@ from testbed.check._accuracy import (
     score,
     with_clean_runs_from,
 )
+from testbed.check._calibration import (
+    CALIBRATION_FIELDS,
+    RECALL_GOAL,
+    calibration_record,
+    calibration_records,
+    hits_needed,
+    meets_recall_goal,
+)
 from testbed.check._runner import RunResult, in_process, run_and_validate, with_deadline, with_faults
 from testbed.check._suite import (
     CheckReport,
@@ -23,6 +31,8 @@ from testbed.check._suite import (
 )
 
 __all__ = [
+    "CALIBRATION_FIELDS",
+    "RECALL_GOAL",
     "AccuracyRow",
     "AccuracyTable",
     "CheckReport",
@@ -30,12 +40,16 @@ __all__ = [
     "RunObservation",
     "RunResult",
     "ScenarioCheck",
+    "calibration_record",
+    "calibration_records",
     "check_faults",
     "check_scenario",
     "check_suite",
     "fault_for",
+    "hits_needed",
     "in_process",
     "measure_accuracy",
+    "meets_recall_goal",
     "observe",
     "run_and_validate",
     "scenario_paths",

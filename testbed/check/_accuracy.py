@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from testbed._errors import TestbedError
 from testbed.check._runner import RunResult, run_and_validate, with_deadline, with_faults
 from testbed.faults import FaultSpec
+from testbed.metrics import Interval, wilson_interval
 from testbed.registry import registry
 from testbed.scenario import Scenario
 from testbed.validators import Violation
@@ -53,6 +54,14 @@ class AccuracyRow:
         """``false_positive_runs / clean_runs``; ``None`` when the fault applied in every run."""
         return self.false_positive_runs / self.clean_runs if self.clean_runs else None
 
+    def recall_interval(self, confidence: float = 0.95) -> Interval | None:
+        """Wilson interval of the recall; ``None`` when the fault never applied."""
+        return wilson_interval(self.detected_runs, self.applied_runs, confidence) if self.applied_runs else None
+
+    def false_positive_interval(self, confidence: float = 0.95) -> Interval | None:
+        """Wilson interval of the false-positive rate; ``None`` when the fault applied in every run."""
+        return wilson_interval(self.false_positive_runs, self.clean_runs, confidence) if self.clean_runs else None
+
 
 @dataclass(frozen=True)
 class AccuracyTable:
@@ -62,6 +71,8 @@ class AccuracyTable:
     runs: int
     probability: float
     rows: tuple[AccuracyRow, ...]
+    confidence: float = 0.95
+    """Two-sided level of the recall and false-positive intervals."""
 
     def row(self, kind: str, violation_id: str) -> AccuracyRow:
         """The row of ``kind`` and ``violation_id``.

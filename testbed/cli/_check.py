@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import json
+import sys
 from pathlib import Path
 
 import click
@@ -9,16 +12,23 @@ from rich.console import Console
 from rich.table import Table
 
 from testbed._errors import TestbedError
-from testbed.check import AccuracyTable, CheckReport, check_suite, measure_accuracy, scenario_paths
+from testbed.check import (
+    CALIBRATION_FIELDS,
+    RECALL_GOAL,
+    AccuracyTable,
+    CheckReport,
+    calibration_records,
+    check_suite,
+    hits_needed,
+    measure_accuracy,
+    scenario_paths,
+)
+from testbed.report import calibration_legend, calibration_rich, report_console
 from testbed.scenario import load_scenario
 
 
 def _ids(ids: frozenset[str]) -> str:
     return ", ".join(sorted(ids)) or "-"
-
-
-def _rate(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
 
 
 def _print_report(console: Console, report: CheckReport) -> None:
@@ -56,23 +66,24 @@ def _print_report(console: Console, report: CheckReport) -> None:
         console.print(table)
 
 
-def _print_accuracy(console: Console, accuracy: AccuracyTable) -> None:
-    table = Table(
-        title=f"accuracy on {accuracy.scenario}: {accuracy.runs} runs per kind at p={accuracy.probability}",
-        title_justify="left",
-    )
-    for column in ("fault kind", "violation ID", "applied", "recall", "not applied", "false positives"):
-        table.add_column(column)
-    for row in accuracy.rows:
-        table.add_row(
-            row.kind,
-            row.violation_id,
-            str(row.applied_runs),
-            _rate(row.recall),
-            str(row.clean_runs),
-            _rate(row.false_positive_rate),
-        )
-    console.print(table)
+def _print_accuracy(console: Console, tables: list[AccuracyTable], output_format: str) -> None:
+    if output_format == "json":
+        document = {
+            "recall_goal": RECALL_GOAL,
+            "hits_needed_for_goal": hits_needed(RECALL_GOAL),
+            "rows": calibration_records(tables),
+        }
+        click.echo(json.dumps(document, indent=2))
+    elif output_format == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=CALIBRATION_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        for record in calibration_records(tables):
+            writer.writerow({**record, "missed_runs": ";".join(str(run) for run in record["missed_runs"])})
+    else:
+        for table in tables:
+            console.print(calibration_rich(table))
+        for line in calibration_legend(tables[0].confidence if tables else 0.95):
+            console.print(f"[dim]{line}[/dim]", highlight=False)
 
 
 @click.command()
@@ -84,22 +95,46 @@ def _print_accuracy(console: Console, accuracy: AccuracyTable) -> None:
     is_flag=True,
     help="Also measure recall and false positives per fault kind on each scenario that configures faults.",
 )
-@click.option("--accuracy-runs", type=click.IntRange(min=1), default=20, show_default=True, help="Runs per fault kind.")
-def check(paths: tuple[Path, ...], runs: int, device: str, accuracy: bool, accuracy_runs: int) -> None:
+@click.option(
+    "--accuracy-runs",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help=f"Runs per fault kind for --accuracy (--runs is the self-check's). A recall lower bound of {RECALL_GOAL} "
+    f"(Wilson 95 %) needs at least {hits_needed(RECALL_GOAL)} applied runs with no miss; a fault applies in about "
+    "half of its runs or more at p=0.5, so that goal needs about 800.",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
+    show_default=True,
+    help="How to print the --accuracy calibration: a table, or JSON or CSV with every count and bound "
+    "(the self-check tables then go to stderr).",
+)
+def check(
+    paths: tuple[Path, ...], runs: int, device: str, accuracy: bool, accuracy_runs: int, output_format: str
+) -> None:
     """Self-check scenario files (or folders of *.yaml): fault-free runs must produce exactly each
-    scenario's `expect` IDs, and every configured fault must be detected. Exits 1 on any failure."""
-    console = Console()
+    scenario's `expect` IDs, and every configured fault must be detected. Exits 1 on any failure.
+
+    With --accuracy, also print each validator's calibration: per fault kind, hits/applied runs
+    (recall) and false flags/runs not applied (false positives), with Wilson intervals."""
+    if output_format != "table" and not accuracy:
+        raise click.UsageError(f"--format {output_format} formats the --accuracy calibration: add --accuracy")
+    console = report_console(stderr=output_format != "table")
     progress = Console(stderr=True)
     try:
         report = check_suite(list(paths), runs=runs, device=device, progress=progress.log)
         _print_report(console, report)
         if accuracy:
-            for path in scenario_paths(list(paths)):
-                scenario = load_scenario(path)
-                if any(fault.expected for fault in scenario.faults):
-                    _print_accuracy(
-                        console, measure_accuracy(scenario, runs=accuracy_runs, device=device, progress=progress.log)
-                    )
+            tables = [
+                measure_accuracy(scenario, runs=accuracy_runs, device=device, progress=progress.log)
+                for scenario in map(load_scenario, scenario_paths(list(paths)))
+                if any(fault.expected for fault in scenario.faults)
+            ]
+            _print_accuracy(report_console(), tables, output_format)
     except TestbedError as error:
         raise click.ClickException(str(error)) from None
     if not report.ok:

@@ -17,7 +17,8 @@ from testbed.orchestrator import replay_experiment
 def replay(directory: Path, live: bool, device: str) -> None:
     """Replay RUN_DIR against its recorded responses (no servers, models or LLMs) and compare the events."""
     report = anyio.run(lambda: replay_experiment(directory, live=live, device=device))
-    mode = "live servers" if live else "recorded responses"
+    served = "served directly" if report.direct else "over MCP sessions"
+    mode = "live servers" if live else f"recorded responses ({served})"
     # One line each, never wrapped: scripts grep these.
     if report.divergence is not None:
         click.echo(f"{directory}: {report.divergence}")

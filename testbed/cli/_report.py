@@ -1,10 +1,11 @@
-"""``testbed report`` and ``testbed show``: rates and timelines of a recorded experiment."""
+"""``testbed report`` and ``testbed show``: rates of recorded experiments (one or several), and run timelines."""
 
 from __future__ import annotations
 
 import csv
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -12,9 +13,11 @@ from rich.console import Console
 
 from testbed._errors import TestbedError
 from testbed.catalog import CATALOG
-from testbed.metrics import mode_row, summarize
+from testbed.events import EVENTS_FILE
+from testbed.metrics import ModeRow, Summary, combined_mode, mode_row, summarize, summarize_experiments
 from testbed.report import CSV_FIELDS, render_run, render_terminal, report_console, write_report
-from testbed.report._evidence import sampled_evidence
+from testbed.report._aggregate import load_experiments, pooled_evidence
+from testbed.report._evidence import Evidence, sampled_evidence
 from testbed.report._files import rate_records
 from testbed.validators import ValidationResult, validate_experiment
 
@@ -27,14 +30,44 @@ def _validated(directory: Path) -> ValidationResult:
     return validate_experiment(directory)
 
 
+@dataclass(frozen=True)
+class _ReportInputs:
+    summary: Summary
+    mode: ModeRow
+    evidence: dict[str, list[Evidence]]
+    figures: dict[str, bytes]
+    out_dir: Path
+
+
+def _one_experiment(directory: Path, out_dir: Path | None, per_id: int) -> _ReportInputs:
+    result = _validated(directory)
+    if not result.runs:
+        raise TestbedError(f"no complete runs to report: {directory} has no run that finished")
+    _, evidence, figures = sampled_evidence(result.runs, result.violations, per_id=per_id, seed=0)
+    summary = summarize(result, source=str(directory))
+    return _ReportInputs(
+        summary, mode_row(directory.name, result), evidence, figures, out_dir or directory / REPORT_DIR
+    )
+
+
+def _several_experiments(directories: tuple[Path, ...], out_dir: Path | None, per_id: int) -> _ReportInputs:
+    if out_dir is None and len(directories) > 1:
+        raise click.UsageError("several RUN_DIRs: give --out for the report files")
+    experiments = load_experiments(directories)
+    summary = summarize_experiments([(str(e.path), e.result) for e in experiments])
+    mode = combined_mode("all", [mode_row(e.path.name, e.result) for e in experiments])
+    evidence, figures = pooled_evidence(experiments, per_id=per_id, seed=0)
+    return _ReportInputs(summary, mode, evidence, figures, out_dir or directories[0] / REPORT_DIR)
+
+
 @click.command()
-@click.argument("directory", metavar="RUN_DIR", type=click.Path(path_type=Path))
+@click.argument("directories", metavar="RUN_DIR...", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--out",
     "out_dir",
     type=click.Path(path_type=Path, file_okay=False),
     default=None,
-    help="Where to write the report files (default: RUN_DIR/report).",
+    help="Where to write the report files (default: RUN_DIR/report; required with several RUN_DIRs).",
 )
 @click.option(
     "--format",
@@ -45,26 +78,24 @@ def _validated(directory: Path) -> ValidationResult:
     help="What to print: rich tables, or the rate rows as JSON or CSV for scripts (files are written either way).",
 )
 @click.option("--per-id", type=click.IntRange(min=0), default=4, show_default=True, help="Evidence figures per ID.")
-def report(directory: Path, out_dir: Path | None, output_format: str, per_id: int) -> None:
-    """Print the violation rates of RUN_DIR and write CSV, Parquet, Markdown, HTML (with evidence) and plots."""
-    result = _validated(directory)
-    if not result.runs:
-        raise TestbedError(f"no complete runs to report: {directory} has no run that finished")
-    summary = summarize(result, source=str(directory))
-    mode = mode_row(directory.name, result)
-    _, evidence, figures = sampled_evidence(result.runs, result.violations, per_id=per_id, seed=0)
-    files = write_report(
-        summary,
-        out_dir if out_dir is not None else directory / REPORT_DIR,
-        mode=mode,
-        evidence=evidence,
-        figures=figures,
-    )
+def report(directories: tuple[Path, ...], out_dir: Path | None, output_format: str, per_id: int) -> None:
+    """Print the violation rates of RUN_DIR and write CSV, Parquet, Markdown, HTML (with evidence) and plots.
+
+    Several RUN_DIRs, or a folder holding experiments (a population run), are reported together:
+    runs and executions add up, and "servers flagged" counts every distinct server once (its
+    registry name, or command or URL, with its configuration)."""
+    if len(directories) == 1 and (directories[0] / EVENTS_FILE).is_file():
+        inputs = _one_experiment(directories[0], out_dir, per_id)
+    else:
+        inputs = _several_experiments(directories, out_dir, per_id)
+    summary, mode = inputs.summary, inputs.mode
+    files = write_report(summary, inputs.out_dir, mode=mode, evidence=inputs.evidence, figures=inputs.figures)
     if output_format == "json":
         document = {
             "experiment_id": summary.experiment_id,
             "scenario": summary.scenario,
             "source": summary.source,
+            "experiments": list(summary.experiments),
             "runs": summary.runs,
             "planned_runs": summary.planned_runs,
             "executions": summary.executions,

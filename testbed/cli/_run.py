@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from testbed.metrics import summarize
-from testbed.orchestrator import ExperimentSummary, outcome_counts, run_experiment
+from testbed.orchestrator import ExperimentSummary, RayExecutor, outcome_counts, run_experiment
 from testbed.report import render_terminal, report_console
 from testbed.scenario import MAX_RUNS, load_scenario
 from testbed.transport import TRANSPORT_KINDS
@@ -37,8 +38,20 @@ from testbed.validators import validate_experiment
     "--workers",
     type=int,
     default=None,
-    help="Worker processes, each with its own servers [default: the CPUs this process may use, at most one per "
-    "50 runs left].",
+    help="Workers, each with its own servers [default: the CPUs this process may use, at most one per 50 runs left; "
+    "with --executor ray, one per CPU of the cluster].",
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where workers run: processes on this machine, or Ray actors (pip install 'mcp-vision-testbed[ray]').",
+)
+@click.option(
+    "--address",
+    default=None,
+    help="With --executor ray: an existing cluster (HOST:PORT, ray://HOST:PORT or auto) [default: start a local one].",
 )
 @click.option("--violations/--no-violations", default=True, show_default=True, help="Validate and print the rates.")
 def run(
@@ -49,6 +62,8 @@ def run(
     out_dir: Path | None,
     device: str,
     workers: int | None,
+    executor: str,
+    address: str | None,
     violations: bool,
 ) -> None:
     """Run SCENARIO's runs against its servers and record every message.
@@ -58,9 +73,14 @@ def run(
 
     With --workers N, N processes execute the runs, each with its own servers; this process
     alone writes the directory, run by run in run order, so the events do not depend on N.
+
+    With --executor ray, the workers are Ray actors (default: one per CPU of the cluster) and
+    each run is a Ray task; this process still writes the directory alone.
     """
     if workers is not None and workers < 1:
         raise click.ClickException(f"--workers must be at least 1, not {workers}")
+    if address is not None and executor != "ray":
+        raise click.ClickException("--address names a Ray cluster: use it with --executor ray")
     scenario = load_scenario(scenario_file)
     updates: dict[str, int] = {}
     if runs is not None:
@@ -71,15 +91,21 @@ def run(
         scenario = scenario.model_copy(update=updates)
     directory = out_dir or Path("runs") / f"{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     console = Console(stderr=True)
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    ) as progress:
+    cluster: contextlib.AbstractContextManager[RayExecutor | None] = (
+        RayExecutor(address) if executor == "ray" else contextlib.nullcontext()
+    )
+    with (
+        cluster as chosen,
+        Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        ) as progress,
+    ):
         task_id = progress.add_task(f"{scenario.name} (starting servers)", total=scenario.runs)
 
         def advance(done: int, total: int) -> None:
@@ -94,6 +120,7 @@ def run(
                 device=device,
                 progress=advance,
                 workers=workers,
+                executor=chosen,
             )
         )
     if summary.resume_note:

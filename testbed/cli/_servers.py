@@ -9,8 +9,9 @@ from rich.console import Console
 from rich.table import Table
 
 from testbed.registry import registry
+from testbed.serve import DEFAULT_MAX_BODY
 from testbed.serve import serve as serve_server
-from testbed.server_config import ServerConfig
+from testbed.server_config import ServerConfig, read_profile
 from testbed.transport import SERVED_TRANSPORTS
 
 
@@ -53,13 +54,35 @@ def list_servers() -> None:
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0 picks a free port.")
 @click.option("--sandbox", type=click.Path(path_type=Path), default=None, help="The only folder the server touches.")
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N (default: $TESTBED_DEVICE or auto).")
-def serve(name: str, transport: str, host: str, port: int, sandbox: Path | None, device: str | None) -> None:
+@click.option(
+    "--max-body",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_BODY,
+    show_default=True,
+    help="Largest HTTP request body in bytes; an image sent by value counts 4/3 of its file size.",
+)
+@click.option(
+    "--profile",
+    default=None,
+    help="A parametric server's convention profile: JSON, or a JSON/YAML file (default: $TESTBED_PROFILE).",
+)
+def serve(
+    name: str,
+    transport: str,
+    host: str,
+    port: int,
+    sandbox: Path | None,
+    device: str | None,
+    max_body: int,
+    profile: str | None,
+) -> None:
     """Run registered server NAME on its own (stdio, or streamable HTTP at http://HOST:PORT/mcp).
 
     Built-in servers have bare names (detect-xyxy); a plug-in's are DISTRIBUTION/NAME.
     """
-    config = ServerConfig.from_env(device=device, sandbox=sandbox)
-    serve_server(name, transport=transport, host=host, port=port, config=config)  # type: ignore[arg-type]
+    chosen = read_profile(profile, what="--profile") if profile is not None else None
+    config = ServerConfig.from_env(device=device, sandbox=sandbox, profile=chosen)
+    serve_server(name, transport=transport, host=host, port=port, config=config, max_body=max_body)  # type: ignore[arg-type]
 
 
 @click.command()

@@ -25,6 +25,7 @@ from testbed.conventions._box import (
     to_canonical_many,
 )
 from testbed.conventions._mask import (
+    MASK_URI_SCHEME,
     CocoRle,
     LabelMap,
     MaskEncoding,
@@ -41,6 +42,7 @@ from testbed.conventions._mask import (
 
 __all__ = [
     "CANONICAL",
+    "MASK_URI_SCHEME",
     "AxisOrder",
     "BoxConvention",
     "BoxFormat",

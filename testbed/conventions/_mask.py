@@ -32,13 +32,24 @@ Payload formats (``N`` objects on an ``H x W`` grid):
     objects overlap: the later object wins the shared pixels. The decoder
     returns ``max(label)`` masks, or ``expected_count`` when given (so empty
     trailing objects survive); it also accepts an 8-bit PNG.
+``resource_uri``
+    ``[str, ...]``: per object the URI of a resource held by the server that
+    wrote it, ``mask://<sha256 prefix>``, whose content is that object's
+    ``png_base64`` mask. The payload alone does not carry the mask: the encoder
+    writes each PNG into a ``resources`` mapping (URI to base64 PNG) and the
+    decoder reads them back from one. A reader without the server's resources
+    cannot decode it, which is the point. Lossless given the resources.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import itertools
 import math
+import re
+from collections.abc import Mapping, MutableMapping
 from enum import StrEnum
 from numbers import Integral, Real
 from typing import TypedDict, cast
@@ -54,6 +65,7 @@ from testbed.conventions._box import ImageSize, _parse_enum
 from testbed.imaging import encode_png
 
 __all__ = [
+    "MASK_URI_SCHEME",
     "CocoRle",
     "LabelMap",
     "MaskEncoding",
@@ -83,6 +95,8 @@ class MaskEncoding(StrEnum):
     """Per object a base64 single-channel 0/255 PNG. Lossless."""
     LABEL_MAP = "label_map"
     """One ``{"size": [H, W], "png": str}`` 16-bit label image, ``k + 1`` = object ``k``. Lossy on overlap."""
+    RESOURCE_URI = "resource_uri"
+    """Per object a ``mask://`` URI of a server-side resource holding its base64 PNG. Needs the server's resources."""
 
 
 class MaskResolution(StrEnum):
@@ -120,6 +134,10 @@ class MaskPayloadError(TestbedError, ValueError):
     """A mask payload that does not have the declared encoding's shape or does not fit the image size."""
 
 
+MASK_URI_SCHEME = "mask"
+"""The scheme of the URIs a ``resource_uri`` payload is made of."""
+
+_URI = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$")
 _LABEL_MAP_MAX_OBJECTS = int(np.iinfo(np.uint16).max)
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _MAX_POLYGON_COORDINATE = 1e9
@@ -137,7 +155,13 @@ def parse_mask_encoding(value: object) -> MaskEncoding:
     return _parse_enum(MaskEncoding, value, what="mask encoding")
 
 
-def encode_masks(masks: MaskStack, encoding: MaskEncoding | str, *, normalized_polygons: bool = False) -> MaskPayload:
+def encode_masks(
+    masks: MaskStack,
+    encoding: MaskEncoding | str,
+    *,
+    normalized_polygons: bool = False,
+    resources: MutableMapping[str, str] | None = None,
+) -> MaskPayload:
     """Write a stack of masks as a JSON-serialisable payload in ``encoding``.
 
     Args:
@@ -145,14 +169,17 @@ def encode_masks(masks: MaskStack, encoding: MaskEncoding | str, *, normalized_p
         encoding: the payload format (see the module docstring).
         normalized_polygons: for ``polygon``, write coordinates as fractions of
             ``W`` and ``H`` instead of pixels; ignored by the other encodings.
+        resources: for ``resource_uri``, where each object's PNG is stored under its URI
+            (the server's resources); ignored by the other encodings.
 
     Returns:
         The payload: a list per object, or one dict for ``label_map``.
 
     Raises:
         UnsupportedEncodingError: ``encoding`` is not a :class:`MaskEncoding`.
-        ValueError: ``masks`` is not an ``(N, H, W)`` boolean array, or
-            ``label_map`` is asked for more than 65535 objects.
+        ValueError: ``masks`` is not an ``(N, H, W)`` boolean array,
+            ``label_map`` is asked for more than 65535 objects, or ``resource_uri``
+            for objects without ``resources`` to hold them.
     """
     kind = parse_mask_encoding(encoding)
     stack = _as_mask_stack(masks)
@@ -162,6 +189,8 @@ def encode_masks(masks: MaskStack, encoding: MaskEncoding | str, *, normalized_p
         return [_encode_polygons(mask, normalized=normalized_polygons) for mask in stack]
     if kind is MaskEncoding.PNG_BASE64:
         return [_encode_png_base64(mask.astype(np.uint8) * np.uint8(255)) for mask in stack]
+    if kind is MaskEncoding.RESOURCE_URI:
+        return _encode_resource_uris(stack, resources)
     return _encode_label_map(stack)
 
 
@@ -172,6 +201,7 @@ def decode_masks(
     *,
     normalized_polygons: bool = False,
     expected_count: int | None = None,
+    resources: Mapping[str, str] | None = None,
 ) -> MaskStack:
     """Read a payload in ``encoding`` back into an ``(N, H, W)`` boolean stack.
 
@@ -184,6 +214,8 @@ def decode_masks(
             size; ignored by the other encodings.
         expected_count: the number of objects the caller expects. A ``label_map``
             then yields exactly this many masks; other encodings must hold this many.
+        resources: for ``resource_uri``, the writing server's resources (URI to base64 PNG);
+            without them a URI cannot be read.
 
     Returns:
         A new ``(N, image_size.height, image_size.width)`` boolean array.
@@ -191,7 +223,8 @@ def decode_masks(
     Raises:
         UnsupportedEncodingError: ``encoding`` is not a :class:`MaskEncoding`.
         MaskPayloadError: the payload does not have the encoding's shape, does not
-            fit ``image_size``, or holds a different number of objects than ``expected_count``.
+            fit ``image_size``, holds a different number of objects than ``expected_count``,
+            or names a resource that ``resources`` does not hold.
         ValueError: ``expected_count`` is negative.
     """
     kind = parse_mask_encoding(encoding)
@@ -209,6 +242,8 @@ def decode_masks(
             stack[index] = _decode_coco_rle(item, image_size, what=item_what)
         elif kind is MaskEncoding.POLYGON:
             stack[index] = _decode_polygons(item, image_size, normalized=normalized_polygons, what=item_what)
+        elif kind is MaskEncoding.RESOURCE_URI:
+            stack[index] = _decode_png(_resolve_uri(item, resources, what=item_what), image_size, what=item_what) != 0
         else:
             stack[index] = _decode_png(item, image_size, what=item_what) != 0
     return stack
@@ -307,19 +342,70 @@ def _decode_coco_rle(item: object, image_size: ImageSize, *, what: str) -> BoolM
     height, width = image_size.height, image_size.width
     counts = item.get("counts")
     if isinstance(counts, str):
-        # pycocotools does not bounds-check run lengths, so they are checked here before it decodes them.
-        runs = _compressed_runs(counts, what=what)
-        _check_runs(runs, height * width, what=what)
-        rle = {"size": [height, width], "counts": counts.encode("ascii")}
-        decoded: BoolMask = coco_mask.decode(rle).astype(np.bool_)
-        return decoded
+        # Run lengths are bounds-checked before they are decoded (pycocotools would not check them).
+        runs = _runs_if_fit(counts, height * width)
+        if runs is None:  # malformed or out of bounds: the per-run loop names the error
+            runs = _compressed_runs(counts, what=what)
+            _check_runs(runs, height * width, what=what)
+        return _runs_to_mask(runs, height, width)
     if isinstance(counts, list) and all(_is_int(value) for value in counts):
         runs = [int(value) for value in counts]
         _check_runs(runs, height * width, what=what)
-        values = np.arange(len(runs)) % 2 == 1
-        column_major = np.repeat(values, runs).reshape(width, height)
-        return np.ascontiguousarray(column_major.T)
+        return _runs_to_mask(runs, height, width)
     raise MaskPayloadError(f"{what}: 'counts' must be a COCO RLE string or a list of run lengths")
+
+
+_RUN_LENGTH = re.compile(r"[P-o]*[0-O]")
+"""One compressed run length: characters with the continuation bit (0x20) set, then one without it."""
+_RUN_LENGTHS = re.compile(r"(?:[P-o]*[0-O])*")
+
+
+def _run_length_value(token: str) -> int:
+    """The signed value of one compressed run length (5 bits per character, least significant first)."""
+    value = 0
+    for shift, character in enumerate(token):
+        value |= ((ord(character) - 48) & 0x1F) << (5 * shift)
+    if (ord(token[-1]) - 48) & 0x10:
+        value -= 1 << (5 * len(token))
+    return value
+
+
+_SHORT_RUN_LENGTHS: dict[str, int] = {
+    token: _run_length_value(token)
+    for token in [
+        *(chr(48 + last) for last in range(32)),
+        *(chr(48 + first) + chr(48 + last) for first in range(32, 64) for last in range(32)),
+    ]
+}
+"""Every one- and two-character run length (almost all of a real mask's) and its value."""
+
+
+def _runs_to_mask(runs: list[int], height: int, width: int) -> BoolMask:
+    """The ``height x width`` mask of checked column-major run lengths, zeros first (as pycocotools decodes
+    them, without its per-pixel loop)."""
+    values = np.zeros(len(runs), dtype=np.bool_)
+    values[1::2] = True
+    column_major = np.repeat(values, runs).reshape(width, height)
+    mask: BoolMask = column_major.T  # a view: decode_masks copies it into its stack
+    return mask
+
+
+def _runs_if_fit(counts: str, pixels: int) -> list[int] | None:
+    """The run lengths of compressed ``counts`` if it is well formed with non-negative runs covering exactly
+    ``pixels``, else ``None``.
+
+    The same runs as :func:`_compressed_runs` where it and :func:`_check_runs` accept the string (``None``
+    where they raise), with the string cut into run lengths by a regular expression and short ones looked up
+    rather than decoded character by character. The loop is still what names a malformed string's error.
+    """
+    if _RUN_LENGTHS.fullmatch(counts) is None:
+        return None
+    short = _SHORT_RUN_LENGTHS
+    runs = [short[token] if token in short else _run_length_value(token) for token in _RUN_LENGTH.findall(counts)]
+    # Each run length from the fourth on is stored as the difference from the one two before it.
+    runs[1::2] = itertools.accumulate(runs[1::2])
+    runs[2::2] = itertools.accumulate(runs[2::2])
+    return runs if (not runs or min(runs) >= 0) and sum(runs) == pixels else None
 
 
 def _compressed_runs(counts: str, *, what: str) -> list[int]:
@@ -500,3 +586,28 @@ def _decode_label_map(payload: object, image_size: ImageSize, expected_count: in
         raise MaskPayloadError(f"{what}: holds label {largest}, but only {count} objects are expected")
     stack: MaskStack = labels[None, :, :] == np.arange(1, count + 1, dtype=np.int64)[:, None, None]
     return stack
+
+
+# --- resource_uri ---------------------------------------------------------------------------
+
+
+def _encode_resource_uris(stack: MaskStack, resources: MutableMapping[str, str] | None) -> list[str]:
+    if stack.shape[0] and resources is None:
+        raise ValueError("resource_uri masks need resources to hold them")
+    uris: list[str] = []
+    for mask in stack:
+        png = _encode_png_base64(mask.astype(np.uint8) * np.uint8(255))
+        uri = f"{MASK_URI_SCHEME}://{hashlib.sha256(png.encode('ascii')).hexdigest()[:32]}"
+        assert resources is not None
+        resources[uri] = png
+        uris.append(uri)
+    return uris
+
+
+def _resolve_uri(item: object, resources: Mapping[str, str] | None, *, what: str) -> str:
+    if not isinstance(item, str) or not _URI.match(item):
+        raise MaskPayloadError(f"{what}: expected a resource URI string like 'mask://...', got {item!r:.60}")
+    content = resources.get(item) if resources is not None else None
+    if content is None:
+        raise MaskPayloadError(f"{what}: {item!r} names a server-side resource this reader cannot resolve")
+    return content

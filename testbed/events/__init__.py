@@ -24,7 +24,7 @@ from testbed.events._model import (
     ServerRecord,
     TruthMode,
 )
-from testbed.events._read_once import ReadOnceBlobs
+from testbed.events._read_once import ReadOnceBlobs, ReplayBlobs, internalized
 from testbed.events._store import (
     BLOBS_DIR,
     EVENTS_FILE,
@@ -60,6 +60,7 @@ __all__ = [
     "MessageEvent",
     "PlanEvent",
     "ReadOnceBlobs",
+    "ReplayBlobs",
     "RetrievalEvent",
     "RunEventBuffer",
     "RunFinished",
@@ -69,5 +70,6 @@ __all__ = [
     "TruthMode",
     "externalize",
     "internalize",
+    "internalized",
     "read_events",
 ]

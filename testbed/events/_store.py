@@ -62,10 +62,15 @@ class BlobStore:
             self._recent.move_to_end(text)
             return known
         digest = self._store(text)
+        self.remember(text, digest)
+        return digest
+
+    def remember(self, text: str, digest: str) -> None:
+        """Note that ``text`` is stored under ``digest`` already (the caller stored its bytes with :meth:`put_bytes`
+        and holds their base64), so :meth:`put` of it neither decodes nor hashes it again."""
         self._recent[text] = digest
         while len(self._recent) > _RECENT_BLOBS:
             self._recent.popitem(last=False)
-        return digest
 
     def _store(self, text: str) -> str:
         data, suffix = _decoded_image(text)
@@ -98,6 +103,7 @@ class BlobStore:
         source = self.path(digest)
         if source is None:
             raise TestbedError(f"{self.root}: blob {digest} missing from the experiment directory")
+        destination.parent.mkdir(parents=True, exist_ok=True)
         tmp = destination.with_name(f"{destination.name}.{os.getpid()}.tmp")
         tmp.unlink(missing_ok=True)
         try:

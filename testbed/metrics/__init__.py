@@ -7,8 +7,17 @@ Runs affected per 100 runs (Wilson interval) and occurrences per 100 executions
 from __future__ import annotations
 
 from testbed.metrics._intervals import Interval, poisson_interval, wilson_interval
-from testbed.metrics._modes import ModeRow, mode_row
-from testbed.metrics._summary import OVERALL, Group, GroupKind, RateRow, Summary, summarize
+from testbed.metrics._modes import ModeRow, combined_mode, mode_row
+from testbed.metrics._summary import (
+    OVERALL,
+    Group,
+    GroupKind,
+    RateRow,
+    Summary,
+    server_identity,
+    summarize,
+    summarize_experiments,
+)
 
 __all__ = [
     "OVERALL",
@@ -18,8 +27,11 @@ __all__ = [
     "ModeRow",
     "RateRow",
     "Summary",
+    "combined_mode",
     "mode_row",
     "poisson_interval",
+    "server_identity",
     "summarize",
+    "summarize_experiments",
     "wilson_interval",
 ]

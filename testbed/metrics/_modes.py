@@ -11,6 +11,7 @@ occurrences per 100 executions count every finding, warnings included
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from testbed.events import PlanEvent
@@ -84,4 +85,29 @@ def mode_row(name: str, result: ValidationResult) -> ModeRow:
         task_checked_runs=task_checked,
         violation_runs=violation_runs,
         occurrences=len(result.violations),
+    )
+
+
+def combined_mode(name: str, rows: Sequence[ModeRow]) -> ModeRow:
+    """Several experiments' figures as one row: every count added up.
+
+    Plan validity is kept only when every experiment records plans (a share over runs that
+    could not have had a plan would be wrong); the agent kinds are joined.
+
+    Raises:
+        ValueError: no rows.
+    """
+    if not rows:
+        raise ValueError(f"{name}: no experiment to combine")
+    plans = [row.plan_valid_runs for row in rows]
+    return ModeRow(
+        experiment=name,
+        agent_kind=", ".join(sorted({row.agent_kind for row in rows})),
+        runs=sum(row.runs for row in rows),
+        executions=sum(row.executions for row in rows),
+        plan_valid_runs=None if None in plans else sum(p for p in plans if p is not None),
+        task_passed_runs=sum(row.task_passed_runs for row in rows),
+        task_checked_runs=sum(row.task_checked_runs for row in rows),
+        violation_runs=sum(row.violation_runs for row in rows),
+        occurrences=sum(row.occurrences for row in rows),
     )

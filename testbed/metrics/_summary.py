@@ -11,11 +11,12 @@ Two rates are kept apart throughout, because they answer different questions:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from testbed.events import CallEvent, CallOutcomeKind
+from testbed.events import CallEvent, CallOutcomeKind, ExperimentHeader
 from testbed.metrics._intervals import Interval, poisson_interval, wilson_interval
 from testbed.validators import (
     CATALOG,
@@ -79,9 +80,9 @@ class RateRow:
     per_100_executions: Interval | None
     """Occurrences per 100 executions: occurrences / executions x 100, exact Poisson interval. None with no calls."""
     servers_flagged: int
-    """Servers (registry names) in the group with at least one occurrence attributed to them."""
+    """Distinct servers in the group with at least one occurrence attributed to them (see :func:`server_identity`)."""
     servers_total: int
-    """Servers (registry names) in the group's runs."""
+    """Distinct servers in the group's runs, over every experiment summarised (see :func:`server_identity`)."""
 
     @property
     def servers_flagged_percent(self) -> float | None:
@@ -122,6 +123,8 @@ class Summary:
     truth_modes: tuple[ServerMode, ...] = ()
     """Per server alias, how the validators that read truth manifests saw it: ``truth``, ``declared``
     (what its tools/list declares) or ``none`` (skipped)."""
+    experiments: tuple[str, ...] = ()
+    """Where each experiment was read from, when several are summarised together (empty for one)."""
 
     def overall(self) -> tuple[RateRow, ...]:
         """The overall row of each ID."""
@@ -145,6 +148,34 @@ class _Scope:
 
 def _server_names(record: RunRecord) -> dict[str, str]:
     return {server.alias: server.server for server in record.header.servers}
+
+
+def server_identity(record: RunRecord, alias: str) -> str:
+    """What makes ``alias``'s server one distinct server across experiments.
+
+    Its registry name (or, for an external server, its command or URL) and its configuration in the
+    scenario, all but the transport (which changes how the server is reached, not what it does): the
+    same registered server configured alike in two experiments is one server, configured otherwise two.
+    """
+    name = _server_names(record)[alias]
+    configured = record.header.scenario.get("servers", {}).get(alias, {})
+    config = {key: value for key, value in configured.items() if key != "transport"}
+    return f"{name} {json.dumps(config, sort_keys=True)}"
+
+
+def _server_identities(record: RunRecord) -> dict[str, str]:
+    return record.memo(
+        "server_identities",
+        lambda: {server.alias: server_identity(record, server.alias) for server in record.header.servers},
+    )
+
+
+RunKey = tuple[str, int]
+"""A run among several experiments: (experiment ID, run index)."""
+
+
+def _key(record: RunRecord) -> RunKey:
+    return record.header.experiment_id, record.started.run
 
 
 def _agent_kind(record: RunRecord) -> str:
@@ -183,24 +214,22 @@ def _scopes(records: Sequence[RunRecord]) -> list[_Scope]:
     return scopes
 
 
-def _row(violation_id: str, scope: _Scope, by_run: dict[int, list[Violation]], confidence: float) -> RateRow:
+def _row(violation_id: str, scope: _Scope, by_run: dict[RunKey, list[Violation]], confidence: float) -> RateRow:
     entry = CATALOG.get(violation_id)
     affected = occurrences = executions = 0
     servers: set[str] = set()
     flagged: set[str] = set()
     for record in scope.runs:
         aliases = scope.aliases(record)
-        names = _server_names(record)
-        servers.update(names[alias] for alias in (aliases if aliases is not None else names))
+        identities = _server_identities(record)
+        servers.update(identities[alias] for alias in (aliases if aliases is not None else identities))
         executions += _executed(record, aliases)
         found = [
-            v
-            for v in by_run.get(record.started.run, [])
-            if v.id == violation_id and (aliases is None or v.server in aliases)
+            v for v in by_run.get(_key(record), []) if v.id == violation_id and (aliases is None or v.server in aliases)
         ]
         occurrences += len(found)
         affected += bool(found)
-        flagged.update(names[v.server] for v in found if v.server is not None and v.server in names)
+        flagged.update(identities[v.server] for v in found if v.server is not None and v.server in identities)
     runs = len(scope.runs)
     return RateRow(
         id=violation_id,
@@ -237,41 +266,94 @@ def summarize(
         The summary; with no runs or no executed calls it has empty or partial rates
         and says so in ``notes`` (nothing is divided by zero).
     """
-    records = sorted(result.runs, key=lambda record: record.started.run)
-    known_runs = {record.started.run for record in records}
-    by_run: dict[int, list[Violation]] = {}
-    for violation in result.violations:
-        if violation.run in known_runs:
-            by_run.setdefault(violation.run, []).append(violation)
-    wanted = sorted(set(ids) if ids is not None else {v.id for v in result.violations if v.run in known_runs})
+    return summarize_experiments([(source, result)], ids=ids, confidence=confidence)
+
+
+def _scenario_label(header: ExperimentHeader) -> str | None:
+    name = header.scenario.get("name")
+    version = header.scenario.get("version")
+    return f"{name} v{version}" if name is not None and version is not None else (str(name) if name else None)
+
+
+def _check_distinct(experiments: Sequence[tuple[str | None, ValidationResult]]) -> None:
+    seen: dict[str, str | None] = {}
+    for source, result in experiments:
+        if not result.runs:
+            continue
+        experiment_id = result.runs[0].header.experiment_id
+        if experiment_id in seen:
+            raise ValueError(
+                f"{source}: the same experiment as {seen[experiment_id]} (experiment id {experiment_id}); "
+                "give each experiment once"
+            )
+        seen[experiment_id] = source
+
+
+def summarize_experiments(
+    experiments: Sequence[tuple[str | None, ValidationResult]],
+    *,
+    ids: Iterable[str] | None = None,
+    confidence: float = 0.95,
+) -> Summary:
+    """Compute every rate over several validated experiments together, as :func:`summarize` does for one.
+
+    Runs, executions and occurrences add up over the experiments; "servers flagged" counts each
+    distinct server (:func:`server_identity`) once, however many experiments it took part in.
+
+    Args:
+        experiments: (where it was read from, the validated experiment) for each experiment.
+        ids: as for :func:`summarize`.
+        confidence: two-sided level of every interval.
+
+    Raises:
+        ValueError: the same experiment (by experiment ID) is given twice.
+    """
+    _check_distinct(experiments)
+    records = [record for _, result in experiments for record in sorted(result.runs, key=lambda r: r.started.run)]
+    known_runs = {_key(record) for record in records}
+    by_run: dict[RunKey, list[Violation]] = {}
+    occurred: set[str] = set()
+    for _, result in experiments:
+        if not result.runs:
+            continue
+        experiment_id = result.runs[0].header.experiment_id
+        for violation in result.violations:
+            if (experiment_id, violation.run) in known_runs:
+                by_run.setdefault((experiment_id, violation.run), []).append(violation)
+                occurred.add(violation.id)
+    wanted = sorted(set(ids) if ids is not None else occurred)
     scopes = _scopes(records)
     rows = tuple(_row(violation_id, scope, by_run, confidence) for violation_id in wanted for scope in scopes)
 
-    header = records[0].header if records else None
+    headers = [result.runs[0].header for _, result in experiments if result.runs]
+    planned = sum(header.runs for header in headers) if headers else None
     executions = sum(_executed(record, None) for record in records)
+    failures = tuple(failure for _, result in experiments for failure in result.failures)
     notes: list[str] = []
     if not records:
         notes.append("no complete runs: nothing to rate")
     else:
-        if header is not None and header.runs > len(records):
-            notes.append(f"partial experiment: {len(records)} of {header.runs} planned runs complete")
+        if planned is not None and planned > len(records):
+            kind = "experiment" if len(experiments) == 1 else "experiments"
+            notes.append(f"partial {kind}: {len(records)} of {planned} planned runs complete")
         if executions == 0:
             notes.append("no executed calls: per-execution rates are undefined")
         if not wanted:
             notes.append(f"no violations in {len(records)} runs ({executions} executions)")
-    if result.failures:
-        failed = sorted({failure.validator for failure in result.failures})
-        notes.append(f"{len(result.failures)} validator failures ({', '.join(failed)}): rates may be undercounted")
-    scenario = None
-    if header is not None:
-        name = header.scenario.get("name")
-        version = header.scenario.get("version")
-        scenario = f"{name} v{version}" if name is not None and version is not None else (str(name) if name else None)
+    if failures:
+        failed = sorted({failure.validator for failure in failures})
+        notes.append(f"{len(failures)} validator failures ({', '.join(failed)}): rates may be undercounted")
+    single = len(experiments) == 1
+    labels = sorted({label for header in headers if (label := _scenario_label(header)) is not None})
+    if single or len(labels) <= 1:
+        scenario = labels[0] if labels else None
+    else:
+        scenario = ", ".join(labels) if len(labels) <= 3 else f"{len(labels)} scenarios"
     return Summary(
-        experiment_id=header.experiment_id if header is not None else None,
+        experiment_id=headers[0].experiment_id if single and headers else None,
         scenario=scenario,
-        source=source,
-        planned_runs=header.runs if header is not None else None,
+        source=experiments[0][0] if single else None,
+        planned_runs=planned,
         runs=len(records),
         executions=executions,
         servers=tuple(sorted({name for record in records for name in _server_names(record).values()})),
@@ -279,8 +361,9 @@ def summarize(
         agent_kinds=tuple(sorted({_agent_kind(record) for record in records})),
         ids=tuple(wanted),
         rows=rows,
-        failures=result.failures,
+        failures=failures,
         notes=tuple(notes),
         confidence=confidence,
-        truth_modes=server_modes(header) if header is not None else (),
+        truth_modes=tuple(dict.fromkeys(mode for header in headers for mode in server_modes(header))),
+        experiments=() if single else tuple(source or "" for source, _ in experiments),
     )

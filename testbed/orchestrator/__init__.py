@@ -11,6 +11,7 @@ from testbed.orchestrator._experiment import (
     run_experiment,
     scene_for_run,
 )
+from testbed.orchestrator._ray import RayExecutor
 from testbed.orchestrator._replay import Divergence, ReplayReport, comparable, first_divergence, replay_experiment
 from testbed.orchestrator._run import CLOCK_STEP_S, RunOutcome, execute_run
 
@@ -20,6 +21,7 @@ __all__ = [
     "Divergence",
     "ExperimentFinishedError",
     "ExperimentSummary",
+    "RayExecutor",
     "ReplayReport",
     "RunOutcome",
     "build_agent",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import dataclass
@@ -26,11 +27,11 @@ class CallOutcome:
     error: str | None
     duration_s: float
 
-    @property
+    @functools.cached_property
     def payload(self) -> Any:
         return result_payload(self.result) if self.result is not None else None
 
-    @property
+    @functools.cached_property
     def content(self) -> list[dict[str, Any]]:
         if self.result is None:
             return []

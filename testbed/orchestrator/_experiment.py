@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import shutil
 import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from testbed._errors import TestbedError
+from testbed._versions import package_versions
 from testbed.agent import ModelEvents, NodeResult
 from testbed.events import (
     BLOBS_DIR,
@@ -39,7 +38,7 @@ from testbed.orchestrator._pool import ServerPool
 from testbed.orchestrator._resolvers import configured_weights, live_servers
 from testbed.orchestrator._run import RunOutcome, TaskChecker
 from testbed.orchestrator._runner import Runner, crash_point, execute_runs
-from testbed.orchestrator._workers import WORKERS_DIR, available_cpus, run_in_workers
+from testbed.orchestrator._workers import WORKERS_DIR, Executor, LocalProcesses, WorkerSetup, run_in_workers
 from testbed.registry import registry
 from testbed.scenario import Scenario
 from testbed.scenes import Scene
@@ -76,6 +75,10 @@ class ExperimentSummary:
     """Why fewer workers ran than were asked for, if they did."""
 
 
+RECORDED_PACKAGES = ("mcp-vision-testbed", "mcp", "torch", "torchvision", "ultralytics-opencv-headless", "numpy")
+"""The packages whose versions a run header records."""
+
+
 def experiment_id(scenario: Scenario) -> str:
     """A stable identity of (resolved scenario, seed), independent of the run count."""
     document = scenario.model_dump(mode="json", exclude={"runs"})
@@ -86,16 +89,6 @@ def scene_for_run(scenario: Scenario, run: int, base_dir: Path | None) -> Scene:
     """The scene of run ``run``, from the scenario's scene source (drawn from the seed, or the run-th image)."""
     name, spec = scenario.scene.selected
     return registry().scene_source(name).load(spec, seed=scenario.seed, run=run, base_dir=base_dir)
-
-
-def _versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for package in ("mcp-vision-testbed", "mcp", "torch", "torchvision", "ultralytics-opencv-headless", "numpy"):
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            versions[package] = "not installed"
-    return versions
 
 
 def _git_revision() -> str | None:
@@ -243,17 +236,11 @@ def _server_records(pool: ServerPool) -> list[ServerRecord]:
     return [_server_record(connection) for connection in pool.connections.values()]
 
 
-RUNS_PER_DEFAULT_WORKER = 50
-"""Runs that justify one more worker by default: each worker process pays several seconds to import
-and load its models, which a short experiment never earns back."""
-
-
-def _worker_count(requested: int | None, runs_left: int) -> tuple[int, str | None]:
-    """How many workers to start: ``requested``, else the CPUs this process may use but no more than one per
-    :data:`RUNS_PER_DEFAULT_WORKER` runs left; never more than one per run left."""
+def _worker_count(requested: int | None, runs_left: int, executor: Executor) -> tuple[int, str | None]:
+    """How many workers to start: ``requested``, else the executor's default; never more than one per run left."""
     if requested is not None and requested < 1:
         raise TestbedError(f"--workers must be at least 1, not {requested}")
-    wanted = requested if requested is not None else min(available_cpus(), runs_left // RUNS_PER_DEFAULT_WORKER)
+    wanted = requested if requested is not None else executor.default_workers(runs_left)
     count = max(1, min(wanted, runs_left))
     if requested is not None and requested > count:
         return count, f"--workers {requested} capped to {count}: {runs_left} run(s) left to record"
@@ -270,6 +257,7 @@ async def run_experiment(
     progress: ProgressCallback | None = None,
     models: ModelEvents | None = None,
     workers: int | None = 1,
+    executor: Executor | None = None,
 ) -> ExperimentSummary:
     """Run every run of ``scenario`` and record it under ``out_dir``, continuing a killed experiment there.
 
@@ -283,7 +271,8 @@ async def run_experiment(
         models: the agent's model clients (by default live ones for the scenario's agent, recording);
             given, the runs are executed in this process whatever ``workers`` says.
         workers: worker processes, each with its own servers (None: the CPUs this process may use),
-            at most one per run left; 1 executes the runs in this process.
+            at most one per run left; 1 executes the runs in this process unless an ``executor`` is given.
+        executor: where the workers run (default: processes on this machine); given, even one worker runs there.
 
     Raises:
         TestbedError: the directory holds another experiment or is finished, a server cannot start,
@@ -297,7 +286,7 @@ async def run_experiment(
         )
     done = resume.done_runs if resume is not None else frozenset()
     runs = [run for run in range(scenario.runs) if run not in done]
-    count, workers_note = _worker_count(workers, len(runs))
+    count, workers_note = _worker_count(workers, len(runs), executor or LocalProcesses())
     fresh = resume is None or not resume.started
     started = time.perf_counter()
     summary = ExperimentSummary(directory=out_dir, runs=scenario.runs, workers=count, workers_note=workers_note)
@@ -315,7 +304,9 @@ async def run_experiment(
                 scenario_path=str(scenario_path) if scenario_path else None,
                 seed=scenario.seed,
                 runs=scenario.runs,
-                versions=_versions(),
+                versions=package_versions(
+                    ("mcp-vision-testbed", "mcp", "torch", "torchvision", "ultralytics-opencv-headless", "numpy")
+                ),
                 git_revision=_git_revision(),
                 device=resolved_device,
                 weights=_weights_hashes(),
@@ -337,7 +328,7 @@ async def run_experiment(
     def finish(log: EventLog) -> None:
         log.append([ExperimentFinished(time=time.time(), runs=scenario.runs, finished_at=time.time())])
 
-    if count == 1 or models is not None:
+    if models is not None or (count == 1 and executor is None):
         summary.workers = 1
         await execute_runs(
             scenario,
@@ -365,15 +356,13 @@ async def run_experiment(
                     progress(len(done) + finished, scenario.runs)
 
             run_in_workers(
-                scenario,
-                live,
-                _server_records,
+                WorkerSetup(scenario, live, _server_records, out_dir / WORKERS_DIR, resolved_device),
                 runs,
                 workers=count,
-                scratch=out_dir / WORKERS_DIR,
                 on_ready=ready,
                 on_run=lambda run, outcome: record(log, outcome, report=False),  # progress counts finished runs
                 on_progress=finished_so_far,
+                executor=executor,
             )
             finish(log)
         finally:

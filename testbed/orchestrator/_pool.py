@@ -16,7 +16,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from testbed.events import SERVER_LOGS_DIR, LoadedWeights
-from testbed.protocol import ServerTruth
+from testbed.protocol import MemoryScope, SemanticRole, ServerTruth
 from testbed.transport import Connection, ExternalServer, Hook, MessageRecorder, TransportKind, connect
 
 __all__ = ["ServerPool", "ServerSpec"]
@@ -82,6 +82,11 @@ class ServerPool:
         self._specs[spec.alias] = spec
         self._hooks[spec.alias] = fault_hook
         self.recorders[spec.alias] = MessageRecorder(server=spec.alias)
+
+    def may_read_files(self) -> bool:
+        """Whether a server may open a run's scene from the sandbox: one whose truth manifest has a tool taking
+        a file path, or one the testbed holds no manifest for (what it declares proves nothing)."""
+        return any(_may_read_files(connection) for connection in self.connections.values())
 
     async def start(self, alias: str) -> Connection:
         if self._group is None:
@@ -154,3 +159,10 @@ class ServerPool:
     async def aclose(self) -> None:
         for alias in list(self._stops):
             await self._close(alias)
+
+
+def _may_read_files(connection: Connection) -> bool:
+    truth = connection.truth
+    if connection.truth_mode != "truth" or truth is None:
+        return True
+    return any(MemoryScope.FILE in tool.accepts or SemanticRole.IMAGE_PATH in tool.inputs for tool in truth.tools)

@@ -1,7 +1,9 @@
 """Replay: re-run agents against recorded responses, compare the events, name the first difference.
 
-Offline replay serves every server response from ``events.jsonl`` through a
-:class:`ReplayTransport` (no servers, models or LLMs). ``live`` replay re-runs
+Offline replay serves every server response from ``events.jsonl`` (no servers,
+models or LLMs): directly, without a JSON-RPC wire, where the recording allows it
+(:mod:`._direct_replay`), else through MCP sessions over a
+:class:`ReplayTransport`. ``live`` replay re-runs
 the recorded scenario against real servers with the same seeds (a
 determinism check). Either way the new events are compared with the recorded
 ones in their deterministic order, without wall-clock fields.
@@ -9,19 +11,20 @@ ones in their deterministic order, without wall-clock fields.
 
 from __future__ import annotations
 
+import collections
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import compress
 from pathlib import Path
 from typing import Any
 
 import mcp.types as types
-import numpy as np
-from pycocotools import mask as coco_mask
 
 from testbed._errors import TestbedError
 from testbed.events import (
+    BLOBS_DIR,
     EVENTS_FORMAT_VERSION,
     WALL_CLOCK_FIELDS,
     BlobStore,
@@ -33,6 +36,7 @@ from testbed.events import (
     ExperimentHeader,
     FaultEvent,
     MessageEvent,
+    ReplayBlobs,
     RunFinished,
     RunStarted,
     read_events,
@@ -40,13 +44,14 @@ from testbed.events import (
 from testbed.faults import FaultPlan
 from testbed.imaging import decode_image
 from testbed.orchestrator._agents import replay_models
+from testbed.orchestrator._direct_replay import recorded_objects, replay_directly
 from testbed.orchestrator._experiment import experiment_id, run_experiment, task_checker
 from testbed.orchestrator._pool import ServerPool
 from testbed.orchestrator._resolvers import recorded_servers
 from testbed.orchestrator._runner import Runner, execute_runs
 from testbed.registry import RECORDED_CONTEXT
 from testbed.scenario import Scenario
-from testbed.scenes import SHAPE_CLASSES, GroundTruthObject, Scene
+from testbed.scenes import SHAPE_CLASSES, Scene
 from testbed.transport import Hook, Item, current_call, recordings_by_server
 from testbed.validators import Violation, indistinguishable, registered_validators, split_runs, validate_runs
 
@@ -85,6 +90,8 @@ class ReplayReport:
     live: bool
     violations: int = 0
     """Violations the validators found in the recording (recomputed from the replay and compared)."""
+    direct: bool = False
+    """Whether the recorded responses were served directly, without MCP sessions (see :mod:`._direct_replay`)."""
 
 
 def _short(value: Any) -> str:
@@ -119,48 +126,59 @@ def comparable(events: list[Event]) -> list[dict[str, Any]]:
     JSON-RPC ids are assigned in send order, which concurrent branches make
     nondeterministic; messages are matched by their (run, node, item, seq) instead.
     """
-    result = []
-    for event in events:
-        if isinstance(event, ExperimentHeader):
-            result.append({"event": "header", "scenario": event.scenario, "seed": event.seed})
-            continue
-        if isinstance(event, ExperimentFinished):
-            continue
-        if isinstance(event, MessageEvent) and event.run is None:
-            continue  # the handshake: one per server process, not part of a run
-        document = event.model_dump(mode="json", exclude=set(WALL_CLOCK_FIELDS))
-        if isinstance(event, MessageEvent):
-            message = document["message"]
-            message.pop("id", None)
-            params = message.get("params")
-            if isinstance(params, dict):
-                params.pop("requestId", None)
-                if message.get("method") == "notifications/cancelled":
-                    params.pop("reason", None)  # names the deadline; replay times out at once
-        if isinstance(event, FaultEvent):
-            document = {k: document[k] for k in ("event", "run", "node", "item", "server", "index", "kind")}
-        result.append(document)
-    return result
+    return [_comparable(event) for event in _compared(events)]
+
+
+def _compared(events: list[Event]) -> list[Event]:
+    """The events replay compares: not the end of the experiment, nor a handshake (one per server process)."""
+    return [
+        event
+        for event in events
+        if not isinstance(event, ExperimentFinished) and not (isinstance(event, MessageEvent) and event.run is None)
+    ]
+
+
+def _comparable(event: Event) -> dict[str, Any]:
+    if isinstance(event, ExperimentHeader):
+        return {"event": "header", "scenario": event.scenario, "seed": event.seed}
+    document = event.model_dump(mode="json", exclude=set(WALL_CLOCK_FIELDS))
+    if isinstance(event, MessageEvent):
+        message = document["message"]
+        message.pop("id", None)
+        params = message.get("params")
+        if isinstance(params, dict):
+            params.pop("requestId", None)
+            if message.get("method") == "notifications/cancelled":
+                params.pop("reason", None)  # names the deadline; replay times out at once
+    if isinstance(event, FaultEvent):
+        document = {k: document[k] for k in ("event", "run", "node", "item", "server", "index", "kind")}
+    return document
 
 
 def first_divergence(recorded: list[Event], replayed: list[Event]) -> tuple[int, Divergence | None]:
-    """Compare two event lists; return how many were compared and the first difference, if any."""
-    left, right = comparable(recorded), comparable(replayed)
-    for position, (a, b) in enumerate(zip(left, right, strict=False)):
+    """Compare two event lists; return how many were compared and the first difference, if any.
+
+    An event that is the recorded one itself (direct replay reuses what it checked) is equal without a look.
+    """
+    left, right = _compared(recorded), _compared(replayed)
+    for position, (one, other) in enumerate(zip(left, right, strict=False)):
+        if one is other:
+            continue
+        a, b = _comparable(one), _comparable(other)
         if a != b:
             path, va, vb = _diff(a, b, "")
             where = f"{a.get('event')} {a.get('node') or ''}#{a.get('item') if a.get('item') is not None else ''}"
             return position, Divergence(position, a.get("run"), where.strip(), path or "(event)", va, vb)
     if len(left) != len(right):
         position = min(len(left), len(right))
-        extra = left[position] if len(left) > len(right) else right[position]
+        extra = _comparable(left[position] if len(left) > len(right) else right[position])
         return position, Divergence(
             position,
             extra.get("run"),
             str(extra.get("event")),
             "(missing event)",
-            left[position] if len(left) > position else None,
-            right[position] if len(right) > position else None,
+            _comparable(left[position]) if len(left) > position else None,
+            _comparable(right[position]) if len(right) > position else None,
         )
     return len(left), None
 
@@ -185,17 +203,12 @@ def recorded_scene(started: RunStarted, blobs: BlobStore) -> tuple[bytes, Scene]
     png = path.read_bytes()
     image = decode_image(png, what=str(path))
     image.setflags(write=False)
-    objects = []
-    for record in started.ground_truth:
-        mask = None
-        if record.mask_rle is not None:
-            rle = {"size": record.mask_rle["size"], "counts": record.mask_rle["counts"].encode("ascii")}
-            mask = np.asarray(coco_mask.decode(rle), dtype=bool)
-            mask.setflags(write=False)
-        class_id = SHAPE_CLASSES.index(record.class_name) if record.class_name in SHAPE_CLASSES else -1
-        box = (record.box_xyxy[0], record.box_xyxy[1], record.box_xyxy[2], record.box_xyxy[3])
-        objects.append(GroundTruthObject(class_id=class_id, class_name=record.class_name, box_xyxy=box, mask=mask))
-    scene = Scene(image=image, objects=tuple(objects), source=started.scene_source, class_names=SHAPE_CLASSES)
+    scene = Scene(
+        image=image,
+        objects=recorded_objects(started.ground_truth),
+        source=started.scene_source,
+        class_names=SHAPE_CLASSES,
+    )
     return png, scene
 
 
@@ -232,11 +245,17 @@ def _dry_fault_hook(plan: FaultPlan, alias: str, pool: ServerPool, sink: list[Fa
 async def replay_experiment(directory: Path, *, live: bool = False, device: str = "auto") -> ReplayReport:
     """Replay a recorded experiment and compare it with the recording.
 
+    Offline, the recorded responses are served directly (:mod:`._direct_replay`) where the recording allows
+    it, and through MCP sessions over a replaying transport otherwise, or when the direct replay finds a
+    difference (the session replay then names the first one). ``seconds`` counts reading the recording too.
+
     Raises:
         TestbedError: the directory is not a replayable experiment.
     """
-    header, recorded, scenario = load_recorded(directory)
     started = time.perf_counter()
+    header, recorded, scenario = load_recorded(directory)
+    blobs = ReplayBlobs(BlobStore(directory / BLOBS_DIR))
+    direct = False
     with tempfile.TemporaryDirectory(prefix="testbed-replay-") as tmp:
         out = Path(tmp)
         if live:
@@ -244,12 +263,23 @@ async def replay_experiment(directory: Path, *, live: bool = False, device: str 
             kind = next(iter(set(transports.values()))) if len(set(transports.values())) == 1 else None
             await run_experiment(scenario, out_dir=out / "live", transport=kind, device=device)  # type: ignore[arg-type]
             replayed = read_events(out / "live").events
-            replayed_blobs = BlobStore(out / "live" / "blobs")
+            replayed_blobs = BlobStore(out / "live" / BLOBS_DIR)
         else:
-            replayed = await _replay_offline(directory, recorded, scenario, out)
-            replayed_blobs = BlobStore(out / "replayed" / "blobs")
+            try:
+                replayed = await replay_directly(
+                    recorded,
+                    scenario,
+                    blobs,
+                    sandbox=out / "sandbox",
+                    models=replay_models(scenario, recorded),
+                    check_task=task_checker(scenario),
+                )
+                replayed_blobs, direct = blobs, True
+            except Exception:  # Unreplayable, or anything else the direct path does not model: sessions decide
+                replayed = await _replay_offline(directory, recorded, scenario, out)
+                replayed_blobs = BlobStore(out / "replayed" / BLOBS_DIR)
         compared, divergence = first_divergence(recorded, replayed)
-        found = validate_runs(split_runs(recorded, BlobStore(directory / "blobs")), registered_validators())
+        found = validate_runs(split_runs(recorded, blobs), registered_validators())
         if divergence is None:
             replayed_runs = split_runs(replayed, replayed_blobs)
             if not indistinguishable(found.runs, replayed_runs):  # else the same violations, by construction
@@ -263,6 +293,7 @@ async def replay_experiment(directory: Path, *, live: bool = False, device: str 
         seconds=time.perf_counter() - started,
         live=live,
         violations=len(found.violations),
+        direct=direct,
     )
 
 
@@ -279,6 +310,29 @@ def _violation_divergence(recorded: Sequence[Violation], replayed: Sequence[Viol
         extra = left[position] if len(left) > position else right[position]
         return Divergence(position, extra[0], f"violation {extra[1]}", "(missing violation)", len(left), len(right))
     return None
+
+
+def _handshake_answers_waited_for(recorded: list[Event]) -> dict[str, list[bool]]:
+    """For each server's handshake answers, in order: whether its client was still waiting for it.
+
+    An answer to a request other than the last one sent came after the client had given up on it (a live
+    ``server/discover`` probe that timed out, followed by a fallback): the replayed client, answered at
+    once, never gives up, so that answer must not be served to its next request.
+    """
+    waited_for: dict[str, list[bool]] = collections.defaultdict(list)
+    last_request: dict[str, Any] = {}
+    for event in recorded:
+        if not isinstance(event, MessageEvent) or (event.run is not None and event.node is not None):
+            continue
+        message = event.message
+        if event.direction is Direction.CLIENT_TO_SERVER:
+            if "method" in message and message.get("id") is not None:
+                last_request[event.server] = message["id"]
+        else:
+            answered = message.get("id")
+            is_answer = answered is not None and ("result" in message or "error" in message)
+            waited_for[event.server].append(not is_answer or answered == last_request.get(event.server))
+    return waited_for
 
 
 async def _replay_offline(directory: Path, recorded: list[Event], scenario: Scenario, out: Path) -> list[Event]:
@@ -298,8 +352,12 @@ async def _replay_offline(directory: Path, recorded: list[Event], scenario: Scen
         png, scene = recorded_scene(scenes[run], blobs)
         return scene, png
 
+    recordings = recordings_by_server(recorded, blobs)
+    for alias, waited_for in _handshake_answers_waited_for(recorded).items():
+        if alias in recordings:
+            recordings[alias].handshake = list(compress(recordings[alias].handshake, waited_for))
     runner = Runner(
-        resolve=recorded_servers(header, recordings_by_server(recorded, blobs), source=directory),
+        resolve=recorded_servers(header, recordings, source=directory),
         fault_hook=_dry_fault_hook,
         scene_of=scene_of,
         models=replay_models(scenario, recorded),

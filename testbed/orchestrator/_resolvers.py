@@ -10,6 +10,7 @@ recording: no registry, no process, whatever the server was).
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -60,7 +61,9 @@ def _live(alias: str, ref: ServerRef, *, sandbox: Path, device: str, transport: 
     # The configuration the server gets: this process's for an in-process one, else the one its
     # process reads from the environment it is started with.
     environ = None if chosen == "inprocess" else server_environment(sandbox, device)
-    config = ServerConfig.from_env(environ, device=device, sandbox=sandbox)
+    config = ServerConfig.from_env(environ, device=device, sandbox=sandbox, profile=ref.profile)
+    if ref.profile is not None and chosen != "inprocess":
+        return _profiled_process(alias, ref, config, chosen, sandbox=sandbox, device=device)
     return ServerSpec(
         alias=alias,
         server=ref.server,
@@ -68,6 +71,30 @@ def _live(alias: str, ref: ServerRef, *, sandbox: Path, device: str, transport: 
         truth=ref.truth if ref.truth is not None else plugin.truth,
         factory=functools.partial(_built_and_loaded, plugin, config),
         weights=configured_weights(config, WEIGHT_TASKS.get(plugin.truth.kind, ())),
+    )
+
+
+def _profiled_process(
+    alias: str, ref: ServerRef, config: ServerConfig, transport: TransportKind, *, sandbox: Path, device: str
+) -> ServerSpec:
+    """A parametric server with a profile in its own process: ``testbed serve NAME --profile JSON`` over stdio."""
+    assert ref.server is not None
+    assert ref.profile is not None
+    assert ref.truth is not None
+    if transport != "stdio":
+        raise TestbedError(f"server {alias!r}: a server with a profile runs inprocess or over stdio, not {transport}")
+    command = (
+        *(sys.executable, "-m", "testbed", "serve", ref.server, "--transport", "stdio"),
+        *("--sandbox", str(sandbox), "--device", device, "--profile", ref.profile.model_dump_json()),
+    )
+    external = ExternalServer(command=command, env=server_environment(sandbox, device))
+    return ServerSpec(
+        alias=alias,
+        server=ref.server,
+        transport="stdio",
+        truth=ref.truth,
+        external=external,
+        weights=configured_weights(config, WEIGHT_TASKS.get(ref.truth.kind, ())),
     )
 
 

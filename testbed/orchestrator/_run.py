@@ -29,7 +29,7 @@ from testbed.events import (
     ServerEvent,
     externalize,
 )
-from testbed.imaging import encode_png
+from testbed.imaging import encode_scene_png
 from testbed.orchestrator._call import CallOutcome, call_tool
 from testbed.orchestrator._pool import ServerPool
 from testbed.protocol import AGENT_META_KEY, CLOCK_META_KEY, SCOPE_META_KEY
@@ -66,18 +66,21 @@ DeadlineOverride = Callable[[int, str, int], float | None]
 
 
 async def _list_tools(run: int, pool: ServerPool, size: ImageSize) -> dict[str, list[types.Tool]]:
-    catalog: dict[str, list[types.Tool]] = {}
-    for alias, connection in pool.connections.items():
-        token = current_call.set(CallSite(run=run, node=LISTING_NODE, item=0, server=alias, image_size=size))
+    """Every server's ``tools/list`` at the start of a run, all at once (each server records its own)."""
+    listed: dict[str, list[types.Tool]] = {}
+
+    async def list_one(alias: str, connection: Connection) -> None:
+        current_call.set(CallSite(run=run, node=LISTING_NODE, item=0, server=alias, image_size=size))  # this task's
         try:
             with anyio.fail_after(60):
-                listed = await connection.client.list_tools()
-            catalog[alias] = list(listed.tools)
+                listed[alias] = list((await connection.client.list_tools()).tools)
         except Exception:  # a broken listing is the server's problem: the agent sees the last good one
-            catalog[alias] = connection.tools
-        finally:
-            current_call.reset(token)
-    return catalog
+            listed[alias] = connection.tools
+
+    async with anyio.create_task_group() as group:
+        for alias, connection in pool.connections.items():
+            group.start_soon(list_one, alias, connection)
+    return {alias: listed[alias] for alias in pool.connections}
 
 
 async def _restart_dead_servers(run: int, pool: ServerPool, outcomes: Sequence[CallEvent]) -> list[ServerEvent]:
@@ -138,9 +141,14 @@ async def execute_run(
         default_deadline_s=default_deadline_s,
         deadline_override=deadline_override,
     )
-    png = scene_png if scene_png is not None else encode_png(scene.image)
+    png = scene_png if scene_png is not None else encode_scene_png(scene.image)
+    image = base64.b64encode(png).decode("ascii")
     image_blob = blobs.put_bytes(png)
-    view = await _start_view(context, scene, png, blobs.link(image_blob, _scene_path(sandbox, context.scope)))
+    blobs.remember(image, image_blob)  # the calls send it: recording them need not decode and hash it again
+    image_path = _scene_path(sandbox, context.scope)
+    if pool.may_read_files():
+        blobs.link(image_blob, image_path)
+    view = await _start_view(context, scene, image, image_path)
     started = RunStarted(
         time=time.time(),
         run=run,
@@ -183,18 +191,17 @@ async def execute_run(
 
 
 def _scene_path(sandbox: Path, scope: str) -> Path:
-    """Where a run's scene lies in the sandbox (a hard link to its blob, so its bytes are stored once)."""
-    run_dir = sandbox / scope
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir / "scene.png"
+    """Where a run's scene lies in the sandbox: a hard link to its blob (its bytes are stored once), made only
+    when a server may read files (see :meth:`ServerPool.may_read_files`)."""
+    return sandbox / scope / "scene.png"
 
 
-async def _start_view(context: _RunContext, scene: Scene, png: bytes, image_path: Path) -> RunView:
-    """What the agent sees at the start of a run: the scene (by value and as a sandbox file) and the tools."""
+async def _start_view(context: _RunContext, scene: Scene, image: str, image_path: Path) -> RunView:
+    """What the agent sees at the start of a run: the scene (by value, base64, and its sandbox path) and the tools."""
     return RunView(
         run=context.run,
         scene=SceneView(
-            image=base64.b64encode(png).decode("ascii"),
+            image=image,
             image_path=str(image_path),
             width=scene.width,
             height=scene.height,

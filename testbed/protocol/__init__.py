@@ -25,6 +25,7 @@ from testbed.protocol._vocabulary import (
     declare_handle,
     declare_image_size,
     declare_mask,
+    declare_pixel_spacing,
     declared_box_convention,
     extension_keywords,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "declare_handle",
     "declare_image_size",
     "declare_mask",
+    "declare_pixel_spacing",
     "declared_box_convention",
     "declared_truth",
     "extension_keywords",

@@ -89,8 +89,8 @@ class ServerTruth(BaseModel):
 
     name: str
     """Registry name (``testbed serve NAME``)."""
-    kind: Literal["detection", "segmentation", "cropping"]
-    """What it is for."""
+    kind: Literal["detection", "segmentation", "cropping", "measuring"]
+    """What it is for (``measuring``: physical sizes of objects, from boxes and a pixel spacing)."""
     summary: str
     """One line describing how it diverges."""
     declares_conventions: bool

@@ -19,6 +19,8 @@ reference servers declare all. The keywords (the paper's §6, made concrete):
     For handles: how long and to whom a handle is valid (:class:`MemoryScope`).
 ``provenance``
     For handles: ``true`` when results name the call that produced them.
+``pixel_spacing``
+    For boxes measured in physical units: ``{"value": mm, "units": "mm"}``, the size of one pixel.
 
 Changing the meaning of a keyword breaks recorded experiments: add new ones instead.
 """
@@ -40,6 +42,7 @@ EXTENSION_KEYWORDS = (
     "scope",
     "ttl_seconds",
     "provenance",
+    "pixel_spacing",
 )
 
 
@@ -122,6 +125,11 @@ def declare_handle(
     if ttl_seconds is not None:
         declared["ttl_seconds"] = ttl_seconds
     return declared
+
+
+def declare_pixel_spacing(millimetres: float) -> dict[str, Any]:
+    """Extension keyword declaring the physical size of one pixel (for tools that measure)."""
+    return {"pixel_spacing": {"value": millimetres, "units": "mm"}}
 
 
 def declare_image_size(order: ShapeOrder) -> dict[str, Any]:

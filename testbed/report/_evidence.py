@@ -195,12 +195,15 @@ class Evidence:
     """Evidence that could not be found (a missing blob, an unreadable value), one line each."""
     figure: str | None = None
     """Content hash of the rendered PNG figure, once stored."""
+    experiment: str | None = None
+    """Which experiment the run belongs to, where a report covers several."""
 
     @property
     def title(self) -> str:
         v = self.violation
         where = f" at {v.node}[{v.item}]" if v.node is not None else ""
-        return f"run {v.run}{where}: {v.id}"
+        of = f" of {self.experiment}" if self.experiment is not None else ""
+        return f"run {v.run}{of}{where}: {v.id}"
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,19 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from testbed.catalog import CATALOG
+from testbed.check import AccuracyTable
 from testbed.metrics import OVERALL, GroupKind, Interval, ModeRow, RateRow, Summary
+from testbed.report._calibration import calibration_html
 from testbed.report._evidence import Evidence, legend_html, path_html
-from testbed.report._format import COLUMNS, metric_legend, row_cells, scope_line, title, truth_mode_lines
+from testbed.report._format import (
+    COLUMNS,
+    metric_legend,
+    row_cells,
+    scope_line,
+    sources_line,
+    title,
+    truth_mode_lines,
+)
 from testbed.report._terminal import task_line
 
 CSV_FILE = "violations.csv"
@@ -74,6 +84,7 @@ def write_report(
     mode: ModeRow | None = None,
     evidence: Mapping[str, Sequence[Evidence]] | None = None,
     figures: Mapping[str, bytes] | None = None,
+    calibration: Sequence[AccuracyTable] = (),
 ) -> ReportFiles:
     """Write every report file of ``summary`` under ``out_dir`` (created if needed, files overwritten).
 
@@ -83,6 +94,7 @@ def write_report(
         mode: task success and plan validity, stated in the Markdown and HTML.
         evidence: per ID, the sampled evidence to show in the HTML (``sampled_evidence``).
         figures: the PNG bytes of each evidence figure by hash (embedded, so the HTML stays one file).
+        calibration: the validators' measured accuracy, shown in the HTML beside the rates they produced.
 
     Returns:
         The paths written.
@@ -99,7 +111,7 @@ def write_report(
     markdown_path = out_dir / MARKDOWN_FILE
     markdown_path.write_text(_markdown(summary, mode), encoding="utf-8")
     html_path = out_dir / HTML_FILE
-    html_path.write_text(_html(summary, plots, mode, evidence or {}, figures or {}), encoding="utf-8")
+    html_path.write_text(_html(summary, plots, mode, evidence or {}, figures or {}, calibration), encoding="utf-8")
     return ReportFiles(out_dir, csv_path, markdown_path, html_path, tuple(path for _, path in plots), parquet_path)
 
 
@@ -192,7 +204,9 @@ def _write_plots(summary: Summary, directory: Path) -> list[tuple[str, Path]]:
 
 def _markdown(summary: Summary, mode: ModeRow | None = None) -> str:
     lines = [f"# Violation report: {title(summary)}", ""]
-    if summary.source:
+    if summary.experiments:
+        lines.append(f"Experiment directories ({len(summary.experiments)}): {', '.join(summary.experiments)}  ")
+    elif summary.source:
         lines.append(f"Experiment directory: `{summary.source}`  ")
     lines += [scope_line(summary) + ("  " if mode is not None else ""), *([task_line(mode)] if mode else []), ""]
     lines += [f"> **Note:** {note}" for note in summary.notes]
@@ -292,6 +306,7 @@ def _html(
     mode: ModeRow | None = None,
     evidence: Mapping[str, Sequence[Evidence]] | None = None,
     figures: Mapping[str, bytes] | None = None,
+    calibration: Sequence[AccuracyTable] = (),
 ) -> str:
     esc = html.escape
     parts = [
@@ -300,7 +315,9 @@ def _html(
         f"<title>{esc(title(summary))}</title><style>{_STYLE}</style></head><body>",
         f"<h1>Violation report: {esc(title(summary))}</h1>",
     ]
-    if summary.source:
+    if summary.experiments:
+        parts.append(f"<p>{esc(sources_line(summary) or '')}</p>")
+    elif summary.source:
         parts.append(f"<p>Experiment directory: <code>{esc(summary.source)}</code></p>")
     parts.append(f"<p>{esc(scope_line(summary))}</p>")
     if mode is not None:
@@ -324,6 +341,8 @@ def _html(
         parts.append(_catalog_html(summary))
     else:
         parts.append("<p>No violations to tabulate.</p>")
+    if calibration:
+        parts.append(calibration_html(calibration))
     parts.append(_evidence_html(evidence or {}, figures or {}))
     for caption, path in plots:
         data = base64.b64encode(path.read_bytes()).decode("ascii")

@@ -36,8 +36,17 @@ def row_cells(row: RateRow) -> tuple[str, ...]:
 
 def title(summary: Summary) -> str:
     name = summary.scenario or "unknown scenario"
+    if summary.experiments:
+        return f"{name} — {len(summary.experiments)} experiments"
     experiment = summary.experiment_id or "no experiment id"
     return f"{name} — experiment {experiment}"
+
+
+def sources_line(summary: Summary) -> str | None:
+    """Where the summarised experiments were read from: one directory, or every one of several."""
+    if summary.experiments:
+        return f"experiment directories ({len(summary.experiments)}): {', '.join(summary.experiments)}"
+    return f"experiment directory: {summary.source}" if summary.source else None
 
 
 def metric_legend(summary: Summary) -> tuple[str, ...]:

@@ -11,7 +11,15 @@ from rich.table import Table
 
 from testbed.catalog import CATALOG
 from testbed.metrics import OVERALL, ModeRow, RateRow, Summary
-from testbed.report._format import COLUMNS, metric_legend, row_cells, scope_line, title, truth_mode_lines
+from testbed.report._format import (
+    COLUMNS,
+    metric_legend,
+    row_cells,
+    scope_line,
+    sources_line,
+    title,
+    truth_mode_lines,
+)
 
 NON_TERMINAL_WIDTH = 160
 """Console width when output is not a terminal (a pipe, a file, CI): wide enough that every column stays."""
@@ -38,7 +46,9 @@ def render_terminal(summary: Summary, console: Console, *, groups: bool = True, 
         mode: the experiment's task success (and plan validity), printed under the scope line.
     """
     console.print(f"[bold]{title(summary)}[/bold]")
-    if summary.source:
+    if summary.experiments:
+        console.print(sources_line(summary), highlight=False)
+    elif summary.source:
         console.print(f"source: {summary.source}")
     console.print(scope_line(summary))
     if mode is not None:

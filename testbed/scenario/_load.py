@@ -33,10 +33,10 @@ from pydantic_core import ErrorDetails
 from testbed._errors import explain_error
 from testbed.catalog import CATALOG
 from testbed.registry import by_kind
-from testbed.scenario._error import ScenarioError, format_path
+from testbed.scenario._error import ScenarioError
 from testbed.scenario._model import FieldError, Scenario
 from testbed.scenario._resolve import check_against_registry, check_bindings
-from testbed.scenario._yaml import parse_yaml, read_scenario_file
+from testbed.scenario._yaml import locate_node, parse_yaml, read_scenario_file
 from testbed.scenes import BASE_DIR_CONTEXT, IMAGE_SUFFIXES, packaged_images
 from testbed.workflow import Location
 
@@ -228,48 +228,10 @@ def _tag_of(annotation: Any) -> object:
 
 
 def _locate(root: yaml.Node, loc: Location) -> tuple[int, str]:
-    """Return the line of the YAML node at ``loc`` and the path as the user wrote it.
-
-    Union tags are left out of the path. A last segment the data does not contain
-    names a missing field: it is kept in the path, and the line is its parent's.
-    """
+    """Return the line of the YAML node at ``loc`` and the path as the user wrote it, union tags left out."""
     tags, _ = _walk_models(loc)
-    node: yaml.Node | None = root
-    line = root.start_mark.line + 1
-    path: list[str | int] = []
-    for position, segment in enumerate(loc):
-        last = position == len(loc) - 1
-        if position in tags or segment == "[key]":  # "[key]": pydantic's marker for an invalid mapping key
-            continue
-        if isinstance(node, yaml.MappingNode):
-            entry = next(
-                (
-                    (key, value)
-                    for key, value in node.value
-                    if isinstance(key, yaml.ScalarNode) and key.value == str(segment)
-                ),
-                None,
-            )
-            if entry is not None:
-                key, node = entry
-                line = key.start_mark.line + 1
-                path.append(str(segment))
-            elif last:
-                path.append(str(segment))
-            # else: a segment the data lacks before the end is a tag the model walk could not name; skip it
-            continue
-        if (
-            isinstance(node, yaml.SequenceNode)
-            and isinstance(segment, int)
-            and -len(node.value) <= segment < len(node.value)
-        ):
-            node = node.value[segment]
-            line = node.start_mark.line + 1
-            path.append(segment)
-            continue
-        node = None
-        path.append(segment)
-    return line, format_path(path)
+    markers = {position for position, segment in enumerate(loc) if segment == "[key]"}  # an invalid mapping key
+    return locate_node(root, loc, skip=set(tags) | markers)
 
 
 def _kind_of(data: object) -> str:

@@ -30,6 +30,7 @@ from pydantic import (
 
 from testbed._errors import LocatedError
 from testbed.faults import FaultSpec
+from testbed.profile import CAPABILITIES, PRESETS, ConventionProfile, ProfileError, truth_manifest
 from testbed.protocol import ServerTruth, load_truth_file
 from testbed.registry import RECORDED_CONTEXT, AgentSpec, RecordedAgentSpec, by_kind, registry
 from testbed.scenes import BASE_DIR_CONTEXT, ImageSet, SceneSpec
@@ -106,6 +107,12 @@ _TRUTH_JSON_SCHEMA: Final = {
         {"type": "object", "description": "an inline truth manifest (scenarios/truth.schema.json)"},
     ]
 }
+_PROFILE_JSON_SCHEMA: Final = {
+    "anyOf": [
+        {"type": "string", "enum": sorted(PRESETS), "description": "a preset: a named server written as a profile"},
+        {"type": "object", "description": "an inline convention profile (testbed.profile.ConventionProfile)"},
+    ]
+}
 
 
 class ServerRef(BaseModel):
@@ -136,6 +143,9 @@ class ServerRef(BaseModel):
     scenario loads. Without one, an external server's validators read what its ``tools/list`` declares."""
     transport: Transport = "inprocess"
     """How to reach it: ``inprocess`` (memory streams), ``stdio`` (a subprocess) or ``http`` (streamable HTTP)."""
+    profile: Annotated[ConventionProfile | None, WithJsonSchema(_PROFILE_JSON_SCHEMA)] = None
+    """For a parametric server (``detect``, ``segment``, ``crop``, ``crop-mask``, ``measure``): the conventions
+    it follows, inline or as a preset's name (``crop-xywh``). Its truth manifest derives from it."""
 
     @property
     def external(self) -> bool:
@@ -167,6 +177,22 @@ class ServerRef(BaseModel):
             )
         return {**data, "transport": implied}
 
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_preset(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("profile"), str):
+            return data
+        name = data["profile"]
+        preset = PRESETS.get(name)
+        if preset is None:
+            raise FieldError(f"unknown preset {name!r}; presets: {', '.join(sorted(PRESETS))}", loc=("profile",))
+        if data.get("server") not in (None, preset.capability):
+            raise FieldError(
+                f"preset {name!r} is a {preset.capability} profile, not one for {data.get('server')!r}",
+                loc=("profile",),
+            )
+        return {**data, "profile": preset.profile}
+
     @field_validator("truth", mode="before")
     @classmethod
     def _read_truth_file(cls, value: Any, info: ValidationInfo) -> Any:
@@ -194,12 +220,36 @@ class ServerRef(BaseModel):
         for name in ("env", "cwd"):
             if getattr(self, name) and self.command is None:
                 raise FieldError(f"{name} applies to a command server only", loc=(name,))
+        if self.profile is not None:
+            self._derive_truth(self.profile)
         return self
+
+    def _derive_truth(self, profile: ConventionProfile) -> None:
+        """A profiled server's truth manifest is its profile's, so nothing else may give one."""
+        if self.server not in CAPABILITIES:
+            raise FieldError(
+                f"a profile applies to a parametric server ({', '.join(CAPABILITIES)}), not {self.display_name!r}",
+                loc=("profile",),
+            )
+        if self.truth is not None:
+            raise FieldError("a profiled server's truth derives from its profile: leave truth out", loc=("truth",))
+        try:
+            truth = truth_manifest(self.server, profile, name=self.server)
+        except ProfileError as error:
+            raise FieldError(error.message, loc=("profile", *error.loc)) from None
+        object.__setattr__(self, "truth", truth)
+
+    @property
+    def profiled(self) -> bool:
+        """Whether this is a parametric server with a profile (its tools and truth are the profile's)."""
+        return self.profile is not None
 
     @model_serializer(mode="wrap")
     def _leave_out_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         """Fields a server does not use are left out, so a registered server's record reads as it always has."""
         data: dict[str, Any] = handler(self)
+        if self.profile is not None:
+            data.pop("truth", None)  # derived from the profile when the scenario is read back
         return {key: value for key, value in data.items() if value is not None and value != {}}
 
 
@@ -226,6 +276,8 @@ class SceneSource(BaseModel):
     @classmethod
     def _empty_synthetic_means_defaults(cls, data: Any) -> Any:
         if isinstance(data, dict) and "synthetic" in data and data["synthetic"] is None:
+            if any(value is not None for key, value in data.items() if key != "synthetic"):
+                return data  # another source is given (a recorded header dumps ``synthetic: null`` beside it)
             return {**data, "synthetic": {}}
         return data
 

@@ -162,7 +162,9 @@ def _servers(scenario: Scenario) -> dict[str, _Server]:
                 f"unknown server {name!r}{_suggest(name, known)}; known servers: {', '.join(sorted(known)) or 'none'}",
                 loc=("servers", alias, "server"),
             )
-        found[alias] = _Server(alias, f"{alias!r} ({name})", plugin, truth or plugin.truth)
+        # A profiled server's tools are its profile's, not those the registry listed for its defaults.
+        declared = None if ref.profile is not None else plugin
+        found[alias] = _Server(alias, f"{alias!r} ({name})", declared, truth or plugin.truth)
     return found
 
 

@@ -16,7 +16,7 @@ Every refusal is a one-line :class:`ScenarioError` with the line at fault.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, cast
@@ -30,6 +30,7 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_INT_DIGITS",
     "MAX_NODES",
+    "locate_node",
     "parse_yaml",
     "read_scenario_file",
 ]
@@ -46,6 +47,50 @@ MAX_INT_DIGITS: Final = 100
 _MERGE_TAG: Final = "tag:yaml.org,2002:merge"
 _INT_TAG: Final = "tag:yaml.org,2002:int"
 _FLOAT_TAG: Final = "tag:yaml.org,2002:float"
+
+
+def locate_node(root: yaml.Node, loc: tuple[str | int, ...], *, skip: Collection[int] = ()) -> tuple[int, str]:
+    """The line of the YAML node at ``loc`` and the path as the user wrote it.
+
+    Positions in ``skip`` (a model's union tags) are left out of the path. A last segment the data does not
+    contain names a missing field: it is kept in the path, and the line is its parent's.
+    """
+    node: yaml.Node | None = root
+    line = root.start_mark.line + 1
+    path: list[str | int] = []
+    for position, segment in enumerate(loc):
+        last = position == len(loc) - 1
+        if position in skip:
+            continue
+        if isinstance(node, yaml.MappingNode):
+            entry = next(
+                (
+                    (key, value)
+                    for key, value in node.value
+                    if isinstance(key, yaml.ScalarNode) and key.value == str(segment)
+                ),
+                None,
+            )
+            if entry is not None:
+                key, node = entry
+                line = key.start_mark.line + 1
+                path.append(str(segment))
+            elif last:
+                path.append(str(segment))
+            # else: a segment the data lacks before the end is a tag the model walk could not name; skip it
+            continue
+        if (
+            isinstance(node, yaml.SequenceNode)
+            and isinstance(segment, int)
+            and -len(node.value) <= segment < len(node.value)
+        ):
+            node = node.value[segment]
+            line = node.start_mark.line + 1
+            path.append(segment)
+            continue
+        node = None
+        path.append(segment)
+    return line, format_path(path)
 
 
 def read_scenario_file(file: Path) -> str:

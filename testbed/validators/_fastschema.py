@@ -65,8 +65,12 @@ class _UnsupportedError(Exception):
     """The schema uses something this module does not mirror."""
 
 
+_PLAIN_NUMBERS = (int, float)
+"""The number types JSON decodes to, tested by exact type before the slower abstract :class:`numbers.Number`."""
+
+
 def _is_number(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, numbers.Number)
+    return type(value) in _PLAIN_NUMBERS or (not isinstance(value, bool) and isinstance(value, numbers.Number))
 
 
 def _is_integer(value: Any) -> bool:  # draft 6 and later: 1.0 is an integer
@@ -131,7 +135,22 @@ def _limit(value: Any) -> int | float:
 def _combined(keyword: str, parts: tuple[Check, ...]) -> Check:
     if keyword == "anyOf":
         return lambda value: any(part(value) for part in parts)
-    return lambda value: all(part(value) for part in parts)
+    return _all_of(parts)
+
+
+_CHAINED_CHECKS = 16
+"""At most this many checks are chained by :func:`_all_of`; more go through one ``all``."""
+
+
+def _all_of(checks: tuple[Check, ...]) -> Check:
+    """Whether every check holds, in order, stopping at the first that fails (a chain of ``and``, no generator)."""
+    if len(checks) > _CHAINED_CHECKS:  # a schema's long allOf: no deep recursion
+        return lambda value: all(check(value) for check in checks)
+    first, rest = checks[0], checks[1:]
+    if not rest:
+        return first
+    later = _all_of(rest)
+    return lambda value: first(value) and later(value)
 
 
 class _Compiler:
@@ -179,8 +198,7 @@ class _Compiler:
             return _always
         if len(checks) == 1:
             return checks[0]
-        every = tuple(checks)
-        return lambda value: all(check(value) for check in every)
+        return _all_of(tuple(checks))
 
     def _type(self, types: Any) -> Check:
         names = [types] if isinstance(types, str) else types
@@ -239,7 +257,7 @@ class _Compiler:
         checks: list[Check] = []
         if "items" in schema:
             each = self.compile(schema["items"])  # no prefixItems here (it is left to jsonschema): every item
-            checks.append(lambda value: not isinstance(value, list) or all(each(item) for item in value))
+            checks.append(lambda value: not isinstance(value, list) or all(map(each, value)))
         if "minItems" in schema:
             least = _count(schema["minItems"])
             checks.append(lambda value: not isinstance(value, list) or not len(value) < least)

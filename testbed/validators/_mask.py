@@ -173,12 +173,12 @@ def check_outside_box(record: RunRecord) -> Iterator[Violation]:
             continue
         canonical = to_canonical(boxes, truth.box_convention, size)
         for index, (mask, box) in enumerate(zip(masks, canonical, strict=True)):
-            total = int(mask.sum())
+            total = int(np.count_nonzero(mask))  # boolean masks: the pixel count, without sum's conversion to int
             if total == 0:
                 continue
             x1, y1 = max(0, int(np.floor(box[0])) - BOX_TOLERANCE_PX), max(0, int(np.floor(box[1])) - BOX_TOLERANCE_PX)
             x2, y2 = int(np.ceil(box[2])) + BOX_TOLERANCE_PX, int(np.ceil(box[3])) + BOX_TOLERANCE_PX
-            within = int(mask[y1 : max(y1, y2), x1 : max(x1, x2)].sum()) if x2 > 0 and y2 > 0 else 0
+            within = int(np.count_nonzero(mask[y1 : max(y1, y2), x1 : max(x1, x2)])) if x2 > 0 and y2 > 0 else 0
             fraction = (total - within) / total
             if fraction > OUTSIDE_BOX_FRACTION:
                 yield _violation(

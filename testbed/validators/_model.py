@@ -23,6 +23,7 @@ from testbed.events import (
     RunStarted,
     ServerRecord,
     internalize,
+    internalized,
 )
 from testbed.protocol import ServerTruth
 from testbed.registry import RECORDED_CONTEXT, ValidatorPlugin
@@ -170,44 +171,8 @@ class RunRecord:
         return [(i, e) for i, e in enumerate(self.events) if isinstance(e, kind)]
 
 
-_SCALARS = frozenset({str, int, float, bool, type(None)})
-"""Types that hold no blob reference."""
-
-
-def _resolved(value: Any, blobs: BlobStore) -> Any:
-    """:func:`testbed.events.internalize`, sharing (not copying) every part that holds no blob reference.
-
-    Equal to what ``internalize`` returns; only the parts that changed are new objects.
-    """
-    if isinstance(value, dict):
-        if len(value) == 1 and "$blob" in value:  # internalize's ``set(value) == {"$blob"}``
-            return blobs.get(value["$blob"])
-        if _SCALARS.issuperset(map(type, value.values())):  # nothing to resolve (checked at C speed)
-            return value
-        changed: dict[Any, Any] | None = None
-        for key, item in value.items():
-            if isinstance(item, dict | list):
-                resolved = _resolved(item, blobs)
-                if resolved is not item:
-                    if changed is None:
-                        changed = {}
-                    changed[key] = resolved
-        if changed is None:
-            return value
-        return {key: changed.get(key, item) for key, item in value.items()}
-    if isinstance(value, list):
-        if _SCALARS.issuperset(map(type, value)):
-            return value
-        copy: list[Any] | None = None
-        for index, item in enumerate(value):
-            if isinstance(item, dict | list):
-                resolved = _resolved(item, blobs)
-                if resolved is not item:
-                    if copy is None:
-                        copy = list(value)
-                    copy[index] = resolved
-        return value if copy is None else copy
-    return value
+_resolved = internalized
+"""The name this module's tests know :func:`testbed.events.internalized` by."""
 
 
 _T = TypeVar("_T")

@@ -129,6 +129,8 @@ def check_tool_list_changed(record: RunRecord) -> Iterator[Violation]:
     for position, message in record.messages():
         if message.node != LISTING_NODE or message.direction is not Direction.SERVER_TO_CLIENT:
             continue
+        if _listed_as_recorded(record, message):
+            continue
         result = record.internalize(message.message.get("result"))
         if not isinstance(result, dict) or not isinstance(result.get("tools"), list):
             continue
@@ -147,6 +149,17 @@ def check_tool_list_changed(record: RunRecord) -> Iterator[Violation]:
                 detail=f"{message.server} tools/list changed since the experiment started: {'; '.join(changes)}",
                 evidence=(position,),
             )
+
+
+def _listed_as_recorded(record: RunRecord, message: MessageEvent) -> bool:
+    """Whether a ``tools/list`` result is, as recorded, the header's listing of its server: then nothing changed.
+
+    Blob references are content-addressed, so equal recorded values resolve to equal values; comparing them as
+    recorded spares resolving both. Anything else is left to the full comparison.
+    """
+    server = record.servers.get(message.server)
+    result = message.message.get("result")
+    return server is not None and isinstance(result, dict) and result.get("tools") == server.tools
 
 
 def _listing_changes(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]) -> list[str]:

@@ -1,0 +1,199 @@
+"""The audit's outputs: a rich table, ``tables.csv`` and Parquet, ``report.html`` and ``manifest.json``."""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import platform
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Final
+
+from rich.table import Table
+
+from testbed._errors import TestbedError
+from testbed.metrics import Interval
+from testbed.reproduce._tables import Row
+
+__all__ = [
+    "COLUMNS",
+    "LEGEND",
+    "MANIFEST_FILE",
+    "check_manifest",
+    "csv_text",
+    "html_report",
+    "rich_table",
+    "write_manifest",
+    "write_tables",
+]
+
+MANIFEST_FILE: Final = "manifest.json"
+MANIFEST_FORMAT: Final = 1
+COLUMNS: Final = (
+    "table", "row", "marking", "unit", "count", "total", "value", "low", "high",
+    "paper", "paper_low", "paper_high", "recovered", "note",
+)  # fmt: skip
+_PRECISION: Final = 6
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.{_PRECISION}g}"
+
+
+def _bounds(interval: Interval | None) -> tuple[str, str, str]:
+    if interval is None:
+        return "", "", ""
+    return _number(interval.estimate), _number(interval.low), _number(interval.high)
+
+
+def _record(row: Row) -> tuple[str, ...]:
+    total = "" if row.total is None else _number(row.total)
+    count = "" if row.count is None else str(row.count)
+    return (row.table, row.row, row.marking, row.unit, count, total, *_bounds(row.value), *_bounds(row.paper),
+            row.recovered, row.note)  # fmt: skip
+
+
+def csv_text(rows: list[Row]) -> str:
+    """The tables as CSV, every number at fixed precision (same rows, same bytes)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    writer.writerows(_record(row) for row in rows)
+    return buffer.getvalue()
+
+
+def write_tables(rows: list[Row], out_dir: Path) -> list[Path]:
+    """Write ``tables.csv`` and ``tables.parquet``; returns the files written."""
+    import pandas as pd
+
+    csv_path = out_dir / "tables.csv"
+    csv_path.write_text(csv_text(rows), encoding="utf-8")
+    frame = pd.read_csv(io.StringIO(csv_text(rows)), dtype={"count": "Int64"}, keep_default_na=False, na_values=[""])
+    parquet_path = out_dir / "tables.parquet"
+    frame.to_parquet(parquet_path, index=False)
+    return [csv_path, parquet_path]
+
+
+def _cell(interval: Interval | None, unit: str) -> str:
+    if interval is None:
+        return "–"
+    if interval.low == interval.high == interval.estimate:
+        return f"{interval.estimate:.1f}"
+    return f"{interval.estimate:.1f} [{interval.low:.1f}, {interval.high:.1f}]"
+
+
+def _display(row: Row) -> tuple[str, ...]:
+    counts = f"{row.count}/{row.total:g}" if row.count is not None and row.total is not None else ""
+    return (row.table, row.row, row.marking, _cell(row.value, row.unit), counts, row.unit,
+            _cell(row.paper, row.unit), row.recovered)  # fmt: skip
+
+
+LEGEND: Final = (
+    "input: configured from the paper or sampled from it; never a reproduction. output: measured by the "
+    "validators over the recorded runs.",
+    "Intervals: Wilson 95 % for shares of servers, edges, workflows and runs; exact Poisson for rates per 100 "
+    "executions. A server is flagged for a family when a run it took part in has a finding attributed to it.",
+    "Recovery: each measurable property's measured share must lie in the Wilson interval of its realised share "
+    "in the sampled population (the instrument's bias); the configured share is shown beside it.",
+    "Retrieval and dynamic workflows run their tool chain as a fixed script here (their agents' choices are "
+    "not what a population measures); multi-agent workflows run with the multi agent.",
+)
+"""Printed under the terminal table and at the top of the HTML report."""
+
+_HEADERS: Final = ("table", "figure", "input/output", "ours", "count", "unit", "paper", "recovered")
+
+
+def rich_table(rows: list[Row], title: str) -> Table:
+    table = Table(title=title)
+    for header in _HEADERS:
+        table.add_column(header)
+    for row in rows:
+        style = "red" if row.recovered == "NO" else ("dim" if row.marking == "input" else None)
+        table.add_row(*_display(row), style=style)
+    return table
+
+
+def html_report(rows: list[Row], manifest: dict[str, Any], calibration_note: str) -> str:
+    """A self-contained HTML page: the tables, the marking legend, seeds and versions."""
+    body = "".join(
+        "<tr" + (' class="input"' if row.marking == "input" else "") + ">"
+        + "".join(f"<td>{html.escape(cell)}</td>" for cell in (*_display(row), row.note)) + "</tr>"
+        for row in rows
+    )  # fmt: skip
+    head = "".join(f"<th>{html.escape(header)}</th>" for header in (*_HEADERS, "note"))
+    settings = html.escape(json.dumps({key: manifest[key] for key in ("seed", "runs_per_workflow",
+                                       "population_hash", "versions")}, indent=2))  # fmt: skip
+    return (
+        "<!doctype html><meta charset='utf-8'><title>testbed reproduce audit</title>"
+        "<style>body{font-family:sans-serif}td,th{padding:2px 8px;border-bottom:1px solid #ddd}"
+        "tr.input{color:#777}</style>"
+        "<h1>The audit, reproduced over a sampled population</h1>"
+        + "".join(f"<p>{html.escape(line)}</p>" for line in LEGEND)
+        + f"<table><tr>{head}</tr>{body}</table>"
+        f"<h2>Validator calibration</h2><p>{html.escape(calibration_note)}</p>"
+        f"<h2>Seeds and versions</h2><pre>{settings}</pre>"
+    )
+
+
+def _versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for package in ("mcp-vision-testbed", "mcp", "numpy", "scipy", "pandas", "pyarrow"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def _identity(manifest: dict[str, Any]) -> tuple[object, ...]:
+    return manifest["population_hash"], manifest["runs_per_workflow"]
+
+
+def manifest_document(*, seed: int, runs: int, population_hash: str, prevalence_text: str) -> dict[str, Any]:
+    return {
+        "format_version": MANIFEST_FORMAT,
+        "seed": seed,
+        "runs_per_workflow": runs,
+        "population_hash": population_hash,
+        "population_file": "population.yaml",
+        "prevalence_text": prevalence_text,
+        "rerun": (
+            "testbed reproduce audit --population population.yaml --prevalence prevalence.yaml "
+            f"--runs-per-workflow {runs} --out ."
+        ),
+        "versions": _versions(),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def check_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
+    """Refuse an output directory that records another population or run count.
+
+    Raises:
+        TestbedError: it does, or its manifest cannot be read.
+    """
+    path = out_dir / MANIFEST_FILE
+    if not path.exists():
+        return
+    try:
+        existing = json.loads(path.read_text(encoding="utf-8"))
+        same = _identity(existing) == _identity(manifest)
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
+        raise TestbedError(f"{path}: cannot read the manifest: {error}") from None
+    if not same:
+        raise TestbedError(
+            f"{out_dir}: holds population {existing['population_hash']} at {existing['runs_per_workflow']} runs per "
+            "workflow, not this one; choose another --out"
+        )
+
+
+def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
+    path = out_dir / MANIFEST_FILE
+    if path.exists():
+        return  # the first run's record stands (its created_at included)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
