@@ -62,6 +62,7 @@ CATALOG: dict[str, CatalogEntry] = {
         CatalogEntry("coords.producers_disagree", "Without ground truth: a producer's boxes agree with another producer's on the same image only when read in another convention than its own.", V, _PROJECT),
         CatalogEntry("coords.implausible_boxes", "Without ground truth: most of a call's boxes lie off the image or are implausibly small in its convention, and all fit in another.", V, _PROJECT),
         CatalogEntry("coords.edge_disagrees", "Without ground truth: a box crossing an edge is read by its consumer as another box than its producer meant.", V, _PROJECT),
+        CatalogEntry("coords.pseudo_mismatch", "Without ground truth: a call's boxes match a reference model's (pseudo ground truth, shared classes) far better in another convention than in its own.", V, _PROJECT),
         # Mask-image consistency.
         CatalogEntry("mask.size_mismatch", "A mask's size or channels differ from its image's (or from its declared resolution).", V, f"{_PAPER} §4 (mask-image mismatch)"),
         CatalogEntry("mask.encoding_mismatch", "A mask crosses an edge in an encoding other than the one its consumer reads.", V, f"{_PAPER} §4 (mask-image mismatch)"),

@@ -12,11 +12,13 @@ import pytest
 import yaml
 
 from testbed.catalog import CATALOG
-from testbed.events import BLOBS_DIR, BlobStore, read_events
+from testbed.events import BLOBS_DIR, BlobStore, GroundTruthRecord, read_events
 from testbed.faults import load_faults
 from testbed.registry import registry
 from testbed.scenario import Scenario, load_scenario
 from testbed.validators import VALIDATORS, RunRecord, split_runs, validate_runs
+from testbed.validators._coords_pseudo import REFERENCE_DETECTOR_ENV
+from testbed.vision import file_sha256, shipped_weights
 
 GT_FREE_IDS = (
     "coords.inconsistent_convention",
@@ -100,14 +102,21 @@ def test_clean_pipelines_on_unlabelled_images_raise_no_ground_truth_free_ids(
         assert _found(_unlabelled(synthetic[name])) == [], name
 
 
-def _photo_scenario(tmp: Path, name: str, faults: list[dict[str, Any]]) -> Scenario:
+def _photo_scenario(
+    tmp: Path,
+    name: str,
+    faults: list[dict[str, Any]],
+    *,
+    runs: int = 2,
+    images: tuple[str, ...] = ("bus.jpg", "zidane.jpg"),
+) -> Scenario:
     document: dict[str, Any] = {
         "name": name,
         "version": 1,
         "description": "detect-xyxy twice and segment-rle on the Ultralytics sample photographs",
         "seed": 0,
-        "runs": 2,
-        "scene": {"images": {"packaged": ["bus.jpg", "zidane.jpg"]}},
+        "runs": runs,
+        "scene": {"images": {"packaged": list(images)}},
         "servers": {"det": {"server": "detect-xyxy"}, "seg": {"server": "segment-rle"}},
         "task": {"kind": "none"},
         "agent": {
@@ -176,3 +185,80 @@ def test_boxes_in_other_units_on_photographs_are_coords_implausible_boxes_and_co
 @pytest.mark.slow
 def test_clean_runs_on_photographs_raise_no_ground_truth_free_ids(photographs: dict[str, list[RunRecord]]) -> None:
     assert _found(photographs["clean"]) == []
+
+
+@pytest.fixture(scope="module")
+def changed_across_runs(
+    recorded_scenario: Callable[[Scenario], Path], tmp_path_factory: pytest.TempPathFactory
+) -> list[RunRecord]:
+    """Four runs on bus.jpg; from run 2 on, every detect call returns cxcywh boxes (declared xyxy)."""
+    flip = {"kind": "flip_convention", "to": "cxcywh/pixel", "runs": [2, 3], "target": DET_BOXES}
+    scenario = _photo_scenario(
+        tmp_path_factory.mktemp("gt-free-across"), "gt-free-across-runs", [flip], runs=4, images=("bus.jpg",)
+    )
+    return _records(recorded_scenario(scenario))
+
+
+def _across_runs(found: Iterable[Any]) -> list[Any]:
+    return [v for v in found if v.id == "coords.inconsistent_convention" and "consistency across runs" in v.detail]
+
+
+@pytest.mark.slow
+def test_a_convention_changed_mid_experiment_is_reported_across_runs_as_coords_inconsistent_convention(
+    changed_across_runs: list[RunRecord],
+) -> None:
+    assert all(not r.started.ground_truth for r in changed_across_runs)
+    result = validate_runs(changed_across_runs, VALIDATORS)
+    assert result.failures == ()
+    across = _across_runs(result.violations)
+    assert {v.run for v in across} == {2, 3}  # run 3 also agrees with run 2, but not with the majority (0, 1)
+    assert {(v.server, v.node) for v in across} == {("det", "detect"), ("det", "detect_again")}
+    assert all(v.detail.startswith("[no ground truth: consistency across runs") for v in across)
+    assert all("cxcywh/pixel" in v.detail for v in across)
+
+
+@pytest.mark.slow
+def test_the_cross_run_check_is_silent_on_clean_runs_and_where_ground_truth_exists(
+    changed_across_runs: list[RunRecord], photographs: dict[str, list[RunRecord]]
+) -> None:
+    assert _across_runs(validate_runs(changed_across_runs[:2], VALIDATORS).violations) == []
+    assert _across_runs(validate_runs(photographs["clean"], VALIDATORS).violations) == []
+    label = GroundTruthRecord(class_name="bus", box_xyxy=[0.0, 0.0, 10.0, 10.0], mask_rle=None)
+    labelled = [
+        RunRecord(r.header, r.started.model_copy(update={"ground_truth": [label]}), r.events, r.blobs, r.servers)
+        for r in changed_across_runs
+    ]
+    assert _across_runs(validate_runs(labelled, VALIDATORS).violations) == []
+
+
+@pytest.mark.slow
+def test_pseudo_mismatch_is_catalogued_apart_and_off_unless_a_reference_detector_is_set(
+    photographs: dict[str, list[RunRecord]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert CATALOG["coords.pseudo_mismatch"].behaviour.startswith("Without ground truth:")
+    assert "coords.pseudo_mismatch" in {vid for plugin in registry().validator_list() for vid in plugin.emits}
+    monkeypatch.delenv(REFERENCE_DETECTOR_ENV, raising=False)
+    found = validate_runs(photographs["changed_mid_run"], VALIDATORS).violations
+    assert not [v for v in found if v.id == "coords.pseudo_mismatch"]
+
+
+@pytest.mark.slow
+def test_a_flipped_convention_on_photographs_is_coords_pseudo_mismatch_against_a_reference_detector(
+    changed_across_runs: list[RunRecord], photographs: dict[str, list[RunRecord]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(REFERENCE_DETECTOR_ENV, str(shipped_weights("detect")))
+    result = validate_runs(changed_across_runs, VALIDATORS)
+    assert result.failures == ()
+    pseudo = [v for v in result.violations if v.id == "coords.pseudo_mismatch"]
+    assert {(v.run, v.node) for v in pseudo} == {(2, "detect"), (2, "detect_again"), (3, "detect"), (3, "detect_again")}
+    sha = file_sha256(shipped_weights("detect"))[:12]
+    assert all(
+        v.detail.startswith(
+            f"[no ground truth: pseudo ground truth from {shipped_weights('detect').name} (sha256 {sha})"
+        )
+        for v in pseudo
+    )
+    assert all("cxcywh/pixel" in v.detail and v.server == "det" for v in pseudo)
+    assert not [
+        v for v in validate_runs(photographs["clean"], VALIDATORS).violations if v.id == "coords.pseudo_mismatch"
+    ]

@@ -4,7 +4,8 @@ Each validator is a pure function of one recorded run (:class:`RunRecord`) and
 emits catalogued :class:`Violation` objects. The built-ins register with the
 testbed's registry like any plug-in validator, which checks that every ID a
 validator may emit is in :data:`CATALOG`. Two memory checks need several runs
-at once (:func:`check_out_of_scope`, :func:`check_unbounded_store`).
+at once (:func:`check_out_of_scope`, :func:`check_unbounded_store`), and so does
+the coordinate convention's consistency across runs (``coords.inconsistent_convention``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from testbed.validators import (
     _connection,
     _coords,
     _coords_free,
+    _coords_pseudo,
     _cross_agent,
     _mask,
     _memory,
@@ -39,6 +41,7 @@ VALIDATORS: tuple[ValidatorSpec, ...] = (
     *_permission.VALIDATORS,
     *_coords.VALIDATORS,
     *_coords_free.VALIDATORS,
+    *_coords_pseudo.VALIDATORS,
     *_mask.VALIDATORS,
     *_memory.VALIDATORS,
     *_cross_agent.VALIDATORS,

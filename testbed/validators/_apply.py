@@ -19,6 +19,7 @@ from testbed.events import (
     RunStarted,
     read_events,
 )
+from testbed.validators._coords_free import check_across_runs
 from testbed.validators._memory import check_out_of_scope, check_unbounded_store
 from testbed.validators._model import RunRecord, ValidatorSpec, Violation
 
@@ -66,7 +67,7 @@ def split_runs(events: Iterable[Event], blobs: BlobStore) -> list[RunRecord]:
 
 
 def validate_runs(records: Sequence[RunRecord], validators: Sequence[ValidatorSpec]) -> ValidationResult:
-    """Run every validator on every run, and the cross-run memory checks on all of them."""
+    """Run every validator on every run, and the cross-run checks (memory, coordinate convention) on all of them."""
     found: list[Violation] = []
     failures: list[ValidatorFailure] = []
     for record in records:
@@ -75,7 +76,12 @@ def validate_runs(records: Sequence[RunRecord], validators: Sequence[ValidatorSp
                 found.extend(spec.check(record))
             except Exception as error:  # one broken validator must not hide the others' findings
                 failures.append(ValidatorFailure(spec.name, record.started.run, f"{error.__class__.__name__}: {error}"))
-    for name, check in (("memory.out_of_scope", check_out_of_scope), ("memory.unbounded_store", check_unbounded_store)):
+    cross_run = (
+        ("memory.out_of_scope", check_out_of_scope),
+        ("memory.unbounded_store", check_unbounded_store),
+        ("coords.across_runs", check_across_runs),
+    )
+    for name, check in cross_run:
         try:
             found.extend(check(records))
         except Exception as error:  # as above

@@ -18,6 +18,14 @@ Every box a tool returns is read in its true convention (its truth manifest).
 - **Agreement** (``coords.producers_disagree``): two box producers of one run
   (two detectors, a detector and a segmenter's mask boxes) see the same image.
   The same rule, between different servers.
+- **Consistency across runs** (``coords.inconsistent_convention`` again, evidence kind
+  ``consistency across runs``): the same workflow step (server, tool, node, item)
+  on the same image in several runs should return much the same boxes. A run
+  whose boxes agree with most earlier runs' only when read in another
+  convention is flagged: the convention changed mid-experiment. Earlier runs,
+  in run order, set the convention, so the check is deterministic and a
+  resumed experiment gives the same findings. A function of all the runs
+  (:func:`check_across_runs`), not a per-run validator.
 - **Plausibility** (``coords.implausible_boxes``): over all the boxes one call
   returned, most read off the image or far smaller than any object (sides
   under 1% of the image: coordinates in other units), while another
@@ -31,7 +39,7 @@ image and overlap some box of the other at IoU >= :data:`MATCH_IOU`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -58,7 +66,15 @@ from testbed.validators._model import RunRecord, ValidatorSpec, Violation
 from testbed.validators._workflow import read_at
 from testbed.workflow import BindingError
 
-__all__ = ["AGREEMENT_GAIN", "MIN_AGREEMENT", "VALIDATORS", "Produced", "agreement", "produced_boxes"]
+__all__ = [
+    "AGREEMENT_GAIN",
+    "MIN_AGREEMENT",
+    "VALIDATORS",
+    "Produced",
+    "agreement",
+    "check_across_runs",
+    "produced_boxes",
+]
 
 MIN_AGREEMENT: Final = 0.3
 """The other reading must make at least this fraction of the boxes agree."""
@@ -181,6 +197,52 @@ def _disagreeing(
         detail=f"{_tag(kind, share)} {changed.call.server}.{changed.call.tool} read as {changed.convention} agrees "
         f"with {other.call.server}.{other.call.tool} on {own:.0%} of its boxes, read as {convention} on {share:.0%}",
         evidence=tuple(sorted((changed.at, other.at))),
+    )
+
+
+_Step = tuple[str, str, str, str | None, int | None]
+"""What makes two runs' calls comparable: the image blob, server, tool, node and item."""
+
+
+def check_across_runs(records: Sequence[RunRecord]) -> list[Violation]:
+    """``coords.inconsistent_convention`` across runs: a call whose boxes agree with the same step's boxes on the
+    same image in earlier runs (without ground truth) only when read in another convention than its own, for
+    more than half of those earlier runs. One violation per such call."""
+    earlier: dict[_Step, list[Produced]] = {}
+    found: list[Violation] = []
+    for record in sorted(records, key=lambda r: r.started.run):
+        if not _no_ground_truth(record):
+            continue
+        produced = produced_boxes(record)
+        for later in produced:
+            step = _step(record, later)
+            verdicts = [_disagreement(record, later, before) for before in earlier.get(step, ())]
+            against = [verdict for verdict in verdicts if verdict is not None]
+            if against and 2 * len(against) > len(verdicts):
+                found.append(_changed_across_runs(record, later, against, len(verdicts)))
+        for call in produced:  # after the run: its calls join the experiment's evidence for later runs only
+            earlier.setdefault(_step(record, call), []).append(call)
+    return found
+
+
+def _step(record: RunRecord, call: Produced) -> _Step:
+    return (record.started.image_blob, call.call.server, call.call.tool, call.call.node, call.call.item)
+
+
+def _changed_across_runs(
+    record: RunRecord, later: Produced, against: list[tuple[BoxConvention, float, float]], compared: int
+) -> Violation:
+    convention, share, own = max(against, key=lambda verdict: verdict[1] - verdict[2])
+    return Violation(
+        id="coords.inconsistent_convention",
+        run=record.started.run,
+        server=later.call.server,
+        node=later.call.node,
+        item=later.call.item,
+        detail=f"{_tag('consistency across runs', share)} {later.call.server}.{later.call.tool} read as "
+        f"{later.convention} disagrees with {len(against)} of {compared} earlier runs on the same image; it agrees "
+        f"with them on {own:.0%} of its boxes, read as {convention} on {share:.0%}",
+        evidence=(later.at,),
     )
 
 
