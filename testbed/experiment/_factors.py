@@ -12,6 +12,7 @@ is validated by the scenario loader exactly as a hand-written scenario would be.
 from __future__ import annotations
 
 import copy
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +69,7 @@ class Level:
     edit: Edit
 
 
-class Factor(BaseModel):
+class Factor(BaseModel, ABC):
     """What every factor kind shares. A kind subclasses it with its ``kind`` literal and :meth:`levels`."""
 
     model_config = _CONFIG
@@ -82,17 +83,17 @@ class Factor(BaseModel):
     """Whether the factor appends to the scenario's ``faults``, one slot per factor (see :meth:`target`)."""
 
     @property
+    @abstractmethod
     def changes(self) -> str:
         """The scenario field the factor changes (``""``: the whole scenario)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def levels(self, load: LoadScenario) -> tuple[Level, ...]:
         """The levels, in the order the design gives them (the first is the baseline).
 
         Args:
             load: reads a scenario file named relative to the design file.
         """
-        raise NotImplementedError
 
     def target(self, slot: int) -> str:
         """The scenario field a cell's error is blamed on, given the factor's slot in ``faults``."""
