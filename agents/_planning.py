@@ -111,6 +111,7 @@ def _call(
         deadline_s=node.deadline_s,
         fan_out=fan_out,
         agent=agent,
+        origin=node,
     )
 
 

@@ -38,7 +38,7 @@ from agents._catalog import (
 )
 from agents._planning import PlanLog, item_references, payload_references, plan_node, unique_node_id
 from agents._specs import LLMAgentSpec
-from testbed.agent import RunView, Step
+from testbed.agent import ContractNotice, RunView, Step
 from testbed.llm import ChatMessage, LLMClient, LLMError, LLMRequest
 from testbed.workflow import WorkflowError, WorkflowNode
 
@@ -63,11 +63,18 @@ class LLMAgent:
         self.llm = llm
         self.seed = seed
         self._nodes: list[str] = []
+        self._refused: list[ContractNotice] = []
         self._plans = PlanLog(AGENT_NAME, self.kind)
 
     def start(self, view: RunView) -> None:
         self._nodes = []
+        self._refused = []
         self._plans.reset()
+
+    async def replan(self, view: RunView, notice: ContractNotice) -> Step:
+        """A runtime contract refused a node: the next prompt says why, and the model chooses again."""
+        self._refused.append(notice)
+        return await self.step(view)
 
     async def step(self, view: RunView) -> Step:
         if len(self._nodes) >= self.spec.max_calls:
@@ -151,6 +158,8 @@ class LLMAgent:
             lines.append(
                 f"- {node} = {result.server}.{result.tool} -> {', '.join(outcomes)}: {summarize(result.payload)}"
             )
+        for notice in self._refused:
+            lines.append(f"Refused by a runtime contract: {notice.node} ({notice.call}): {notice.reason[:240]}")
         lines.append("Values you can pass: " + ", ".join(values))
         if lists:
             lines.append("Lists you can repeat a call over (for_each; $item is then each element): " + ", ".join(lists))

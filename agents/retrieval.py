@@ -33,7 +33,7 @@ from agents._catalog import (
 from agents._embedding import RetrievalClient
 from agents._planning import PlanLog, failed_producers, plan_node, unique_node_id
 from agents._specs import RetrievalAgentSpec
-from testbed.agent import PlannedCall, RunView, Step
+from testbed.agent import ContractNotice, PlannedCall, RunView, Step
 from testbed.conventions import ImageSize, convert_boxes
 from testbed.protocol import declared_box_convention
 from testbed.workflow import WorkflowError, WorkflowNode
@@ -61,13 +61,37 @@ class RetrievalAgent:
         self.spec = spec
         self.retrieval = retrieval
         self._chosen: list[str] | None = None
+        self._scores: list[dict[str, float]] = []
+        """Per step, each granted tool's similarity (to choose again when a contract refuses a node)."""
         self._nodes: list[str] = []
+        self._steps: dict[str, int] = {}
+        """The step each node ran."""
+        self._refused: dict[int, set[str]] = {}
+        """Per step, the tools a runtime contract refused."""
+        self._next = 0
         self._plans = PlanLog(AGENT_NAME, self.kind)
 
     def start(self, view: RunView) -> None:
         self._chosen = None
+        self._scores = []
         self._nodes = []
+        self._steps = {}
+        self._refused = {}
+        self._next = 0
         self._plans.reset()
+
+    async def replan(self, view: RunView, notice: ContractNotice) -> Step:
+        """A runtime contract refused a node: run its step with the next most similar tool not yet refused."""
+        index = self._steps[notice.node]
+        refused = self._refused.setdefault(index, set())
+        refused.add(notice.call)
+        candidates = {name: score for name, score in self._scores[index].items() if name not in refused}
+        if not candidates or self._chosen is None:
+            return Step(error=f"retrieval agent: every tool for step {index + 1} was refused by a contract")
+        self._chosen[index] = max(candidates, key=lambda name: candidates[name])
+        self._plans.record(view, valid=True, plan={"replan": {"step": index, "call": self._chosen[index]}})
+        self._next = index
+        return await self.step(view)
 
     async def step(self, view: RunView) -> Step:
         tools = granted_tools(view, self.spec.grants)
@@ -75,13 +99,15 @@ class RetrievalAgent:
             if not tools:
                 return Step(error="retrieval agent: no granted tool is listed")
             self._chosen = await self._select(view, tools)
-        index = len(self._nodes)
+        index = self._next
         if index >= len(self._chosen):
             return Step()
         call = self._chosen[index]
         node_id = unique_node_id(call.partition(".")[2], self._nodes)
+        previous = self._ran_last(index)
         self._nodes.append(node_id)
-        previous = self._nodes[index - 1] if index else None
+        self._steps[node_id] = index
+        self._next = index + 1
         if previous is not None and failed_producers([previous], view):
             return Step(skipped=((node_id, f"input from failed node(s): {previous}"),))
         tool = tools.get(call)
@@ -112,11 +138,16 @@ class RetrievalAgent:
         self._plans.record(view, valid=not problems, problems=problems, plan={"node": record})
         return Step(calls=calls, empty=(node_id,) if plan.empty else ())
 
+    def _ran_last(self, index: int) -> str | None:
+        """The node that ran step ``index - 1`` (the last one: a contract may have refused an earlier one)."""
+        return next((node for node in reversed(self._nodes) if self._steps[node] == index - 1), None)
+
     async def _select(self, view: RunView, tools: dict[str, types.Tool]) -> list[str]:
         names = list(tools)
         documents = [tool_document(name, tools[name]) for name in names]
         scores = await self.retrieval.similarities(list(self.spec.steps), documents, run=view.run, agent=AGENT_NAME)
         chosen = [names[int(np.argmax(row))] for row in scores]
+        self._scores = [dict(zip(names, map(float, row), strict=True)) for row in scores]
         plan = {
             "steps": [
                 {"step": step, "call": call, "score": max(row)}

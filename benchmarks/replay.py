@@ -45,6 +45,8 @@ class Measurement:
     violations: int
     direct: bool
     """Whether replay served the recorded responses directly (no MCP sessions)."""
+    phases_s: dict[str, float]
+    """The kept replay's wall seconds by phase: reading the recording, replaying, validating."""
 
     @property
     def speedup(self) -> float:
@@ -79,12 +81,14 @@ def measure(runs: int = 30, device: str = "cpu", transport: str = "stdio", repea
             os.environ["TESTBED_INFERENCE_CACHE"] = previous
     for report in reports:
         assert report.divergence is None, f"replay did not reproduce: {report.divergence}"
+    best = min(reports, key=lambda report: report.seconds)
     return Measurement(
         runs=runs,
         live_s=live_s,
-        replay_s=min(report.seconds for report in reports),
+        replay_s=best.seconds,
         violations=reports[0].violations,
         direct=all(report.direct for report in reports),
+        phases_s=best.phases_s,
     )
 
 
@@ -110,7 +114,16 @@ def main() -> None:
     table.add_row(f"replay (recorded responses {how}, violations recomputed)", f"{result.replay_s:.2f}",
                   f"{1000 * result.replay_s / result.runs:.1f}", f"{replay_rate:.1f}",
                   f"{result.speedup:.0f}x (goal >= {GOAL_SPEEDUP:g}x)")  # fmt: skip
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    phases = Table(title="where the kept replay's time goes (ms per run)")
+    for column in ("phase", "ms/run", "share"):
+        phases.add_column(column, justify="right" if column != "phase" else "left")
+    for phase, label in (("read", "reading the recording"), ("replay", "replaying and comparing the events"),
+                         ("validate", "recomputing the violations")):  # fmt: skip
+        seconds = result.phases_s.get(phase, 0.0)
+        phases.add_row(label, f"{1000 * seconds / result.runs:.2f}", f"{seconds / result.replay_s:.0%}")
+    console.print(phases)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ MODULES = (
 
 for _module in MODULES:
     importlib.import_module(f"servers.{_module}")
-importlib.import_module("servers.vulnerable")  # the deliberately vulnerable vuln-* servers, listed last
+importlib.import_module("servers.vulnerable")  # the deliberately vulnerable vuln-* servers
+importlib.import_module("servers.cases")  # the case-study case-* servers, listed last
 
 __all__ = ["MODULES"]

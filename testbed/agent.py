@@ -14,11 +14,14 @@ assume a static DAG.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import mcp.types as types
 
 from testbed.events import Event
+
+if TYPE_CHECKING:
+    from testbed.workflow import WorkflowNode
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,8 @@ class PlannedCall:
     """Whether the node runs once per item of a list (its payload is then a list, even of one)."""
     agent: str = ""
     """The agent making the call (a worker's name in multi-agent runs; empty for a single agent)."""
+    origin: WorkflowNode | None = None
+    """The workflow node the call was bound from (its references and adapters: what runtime contracts check)."""
 
 
 @dataclass(frozen=True)
@@ -144,6 +149,25 @@ class Agent(Protocol):
 
     async def step(self, view: RunView) -> Step:
         """Return the next calls; an empty step ends the run."""
+        ...
+
+
+@dataclass(frozen=True)
+class ContractNotice:
+    """A node a runtime contract refused (policy ``replan``): the agent is told why, and chooses again."""
+
+    node: str
+    call: str
+    """The refused call, ``alias.tool``."""
+    reason: str
+
+
+@runtime_checkable
+class Replanning(Protocol):
+    """An agent that can choose again when a runtime contract refuses one of its nodes."""
+
+    async def replan(self, view: RunView, notice: ContractNotice) -> Step:
+        """The next step, now that ``notice.node`` will not run (it is already in ``view.skipped``)."""
         ...
 
 

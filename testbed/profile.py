@@ -37,6 +37,7 @@ __all__ = [
     "box_name",
     "check_profile",
     "default_tool_name",
+    "handle_role",
     "truth_manifest",
     "writes_one_label_map",
 ]
@@ -115,6 +116,10 @@ class MaskProfile(BaseModel):
     """For polygons: coordinates as fractions of the grid."""
 
 
+_LIFETIME_SCOPES: Final = (MemoryScope.TTL, MemoryScope.CONTEXT)
+"""The scopes whose entries may have a lifetime."""
+
+
 class MemoryProfile(BaseModel):
     """How the image reaches the capability's tool, and how long a server keeps what it was given."""
 
@@ -122,9 +127,11 @@ class MemoryProfile(BaseModel):
 
     scope: MemoryScope = MemoryScope.BY_VALUE
     """``by_value``: the tool takes the image itself. Any other scope adds the store tool, which returns a handle
-    (``session``, ``global``, ``ttl``) or a sandbox path (``file``) that the tool then takes."""
+    (``session``, ``global``, ``ttl``), a sandbox path (``file``) or a ``context://`` reference into the
+    protocol-native context store (``context``, see :mod:`testbed.memory`) that the tool then takes."""
     ttl_seconds: float | None = Field(default=None, gt=0)
-    """For ``ttl``: how long the store actually keeps an image, on the run's logical clock."""
+    """For ``ttl``: how long the store actually keeps an image, on the run's logical clock. For ``context``
+    (optional): each entry's lifetime; without it an entry lives as long as its run's memory."""
     declared_ttl_seconds: float | None = Field(default=None, gt=0)
     """For ``ttl``: the lifetime the server declares and reports; default: the actual one."""
 
@@ -134,9 +141,11 @@ class MemoryProfile(BaseModel):
             raise LocatedError(
                 "a ttl scope needs ttl_seconds (how long the store keeps an image)", loc=("ttl_seconds",)
             )
-        for name in ("ttl_seconds", "declared_ttl_seconds"):
-            if self.scope is not MemoryScope.TTL and getattr(self, name) is not None:
-                raise LocatedError(f"{name} applies to the ttl scope only, not {self.scope.value!r}", loc=(name,))
+        lifetimes = {"ttl_seconds": _LIFETIME_SCOPES, "declared_ttl_seconds": (MemoryScope.TTL,)}
+        for name, scopes in lifetimes.items():
+            if self.scope not in scopes and getattr(self, name) is not None:
+                also = " (and to context entries)" if MemoryScope.CONTEXT in scopes else ""
+                raise LocatedError(f"{name} applies to the ttl scope only{also}, not {self.scope.value!r}", loc=(name,))
         return self
 
     @property
@@ -312,8 +321,12 @@ def _image_input(profile: ConventionProfile) -> dict[SemanticRole, str]:
     scope = profile.memory.scope
     if scope is MemoryScope.BY_VALUE:
         return {SemanticRole.IMAGE: profile.names.image}
-    role = SemanticRole.IMAGE_PATH if scope is MemoryScope.FILE else SemanticRole.IMAGE_HANDLE
-    return {role: profile.names.handle}
+    return {handle_role(scope): profile.names.handle}
+
+
+def handle_role(scope: MemoryScope) -> SemanticRole:
+    """The role of what the store tool returns: a sandbox path (``file``), else a handle (``context`` included)."""
+    return SemanticRole.IMAGE_PATH if scope is MemoryScope.FILE else SemanticRole.IMAGE_HANDLE
 
 
 def _store_tools(profile: ConventionProfile) -> tuple[ToolTruth, ...]:
@@ -321,7 +334,7 @@ def _store_tools(profile: ConventionProfile) -> tuple[ToolTruth, ...]:
     if memory.scope is MemoryScope.BY_VALUE:
         return ()
     style = SchemaStyle.FULL if profile.schema_style is SchemaStyle.CONTENT else profile.schema_style
-    role = SemanticRole.IMAGE_PATH if memory.scope is MemoryScope.FILE else SemanticRole.IMAGE_HANDLE
+    role = handle_role(memory.scope)
     return (
         ToolTruth(
             name=profile.names.store_tool,

@@ -99,7 +99,7 @@ def test_plugins_lists_every_kind_and_where_it_came_from() -> None:
     ]:
         assert any(kind in line and name in line for line in result.output.splitlines()), (kind, name)
     # 11 named + 5 parametric + 9 vuln-*
-    assert "servers = servers (mcp-vision-testbed): 25 registered" in result.output
+    assert "servers = servers (mcp-vision-testbed): 32 registered" in result.output
 
 
 def test_serving_an_unknown_server_is_one_line_listing_the_known_ones() -> None:

@@ -99,7 +99,7 @@ def test_the_probes_call_every_tool_of_every_vulnerable_server_and_cover_every_v
     tools = {(name, tool.name) for name in VULNERABLE_SERVERS for tool in registry().server(name).tools}
     probed = {(step.server, step.tool) for probe in PROBES for step in probe.steps}
 
-    assert len(VULNERABLE_SERVERS) == 9
+    assert len(VULNERABLE_SERVERS) == 11
     assert probed == tools
     assert {probe.vector for probe in PROBES} == set(Vector)
 

@@ -74,7 +74,7 @@ def test_the_built_in_plugins_arrive_through_the_entry_point_group() -> None:
     assert loaded["servers"].error is None
     assert loaded["agents"].error is None
     servers = [line for line in loaded["servers"].registered if line.startswith("server ")]
-    assert len(servers) == 11 + 5 + 9  # named + parametric + vulnerable (vuln-*)
+    assert len(servers) == 11 + 5 + 11 + 5  # named + parametric + vulnerable (vuln-*) + case studies (case-*)
     assert set(reg.agents) >= {"scripted", "retrieval", "llm", "multi"}
     assert set(reg.tasks) >= {"none", "detect_all", "segment_all", "crop_every"}
     assert set(reg.scene_sources) >= {"synthetic", "images"}

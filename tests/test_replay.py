@@ -54,6 +54,14 @@ def test_fault_free_experiment_replays_identically_without_loading_a_model(
     assert report.direct  # served without MCP sessions: nothing in a fault-free recording needs the wire
 
 
+def test_replay_reports_where_its_time_went(tmp_path: Path, recorded_v1_copy: Callable[..., Path]) -> None:
+    recorded_v1_copy("detect_segment_crop", tmp_path, runs=2)
+    report = anyio.run(lambda: replay_experiment(tmp_path))
+    assert set(report.phases_s) == {"read", "replay", "validate"}
+    assert all(seconds > 0 for seconds in report.phases_s.values())
+    assert sum(report.phases_s.values()) <= report.seconds  # phases of the whole, which also cleans up
+
+
 def test_replay_names_the_first_event_that_differs(tmp_path: Path, recorded_v1_copy: Callable[..., Path]) -> None:
     recorded_v1_copy("detect_crop", tmp_path, runs=2)
     events_file = tmp_path / "events.jsonl"

@@ -31,7 +31,7 @@ RUNS = 2
 
 def _tiny(out_dir: Path, runs: int = RUNS) -> AuditResult:
     """A population small enough to run in a few seconds: one server per capability, and one more."""
-    return reproduce_audit(out_dir, members=5, seed=11, runs=runs)
+    return reproduce_audit(out_dir, members=5, seed=11, runs=runs, calibration_runs=2)
 
 
 def test_every_sampled_workflow_is_a_valid_scenario_run_by_its_executing_agent() -> None:
@@ -93,6 +93,7 @@ def test_a_blinded_coordinate_validator_fails_the_recovery_check(
     assert len(sighted) < len(plugins.validators)
     monkeypatch.setattr(plugins, "validators", sighted)
     arguments = ["reproduce", "audit", "--n", "5", "--seed", "11", "--runs-per-workflow", "2"]
+    arguments += ["--calibration-runs", "2"]
     result = CliRunner().invoke(main, [*arguments, "--out", str(tmp_path / "blind")])
     assert result.exit_code != 0
     assert "recovery check failed for: undeclared_conventions" in result.output

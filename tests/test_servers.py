@@ -127,7 +127,7 @@ def canonical_boxes(payload: Any, tool: ToolTruth, image_size: ImageSize) -> np.
 
 
 def test_registry_holds_the_eleven_servers_each_named_as_its_truth() -> None:
-    assert [name for name in SERVERS if not name.startswith("vuln-")] == [  # vuln-*: tests/test_containment.py
+    assert [name for name in SERVERS if not name.startswith(("vuln-", "case-"))] == [  # vuln-*: test_containment.py
         "detect-xyxy",
         "detect-cxcywh",
         "detect-yxyx",
@@ -212,7 +212,9 @@ async def test_declared_keywords_sit_exactly_where_the_truth_says(name: str, con
 
 def test_well_behaved_servers_declare_and_the_others_do_not() -> None:
     declaring = {
-        name for name, entry in SERVERS.items() if entry.truth.declares_conventions and not name.startswith("vuln-")
+        name
+        for name, entry in SERVERS.items()
+        if entry.truth.declares_conventions and not name.startswith(("vuln-", "case-"))
     }
     parametric = {"detect", "segment", "crop", "crop-mask", "measure"}  # well behaved without a profile
     assert declaring == {"detect-xyxy", "segment-rle", "crop-xywh", "crop-masked", "crop-ttl", *parametric}
@@ -490,6 +492,9 @@ EXTRA_ARGUMENTS: dict[str, dict[str, Any]] = {
     "crop": {"box": [10.0, 10.0, 40.0, 30.0]},
     "measure": {"box": [10.0, 10.0, 40.0, 30.0]},
     "crop_mask": {"mask": cast("list[Any]", encode_masks(_SQUARE, MaskEncoding.COCO_RLE))[0]},
+    "count_regions": {"threshold": 100.0},
+    "region_area": {"threshold": 100.0},
+    "render_view": {"camera": {"azimuth": 0, "elevation": 0}},
 }
 """Other required arguments of the tools below, by tool name."""
 
@@ -497,7 +502,8 @@ IMAGE_TOOLS: list[tuple[str, str]] = [
     (name, tool.name)
     for name, entry in SERVERS.items()
     for tool in entry.truth.tools
-    if SemanticRole.IMAGE in tool.inputs and not name.startswith("vuln-")  # vuln-* accept bad input by design
+    # vuln-* accept bad input by design; case-alita's outputs break their own schema by design
+    if SemanticRole.IMAGE in tool.inputs and not name.startswith("vuln-") and name != "case-alita"
 ]
 """Every tool that takes an image by value, according to the truth manifests."""
 

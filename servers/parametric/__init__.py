@@ -11,7 +11,9 @@ of the building blocks the named servers use (``servers._runtime``,
 (:data:`testbed.profile.PRESETS`) answers as the named server it writes does.
 
 Memory: the image comes by value, or through a store tool (``names.store_tool``)
-that returns a session, global or TTL handle, or a sandbox path. A TTL store
+that returns a session, global or TTL handle, a sandbox path, or (scope
+``context``) a versioned ``context://`` reference into the protocol-native
+context store (:mod:`servers.parametric._context`), also readable as an MCP resource. A TTL store
 keeps images ``memory.ttl_seconds`` and declares ``memory.declared_ttl_seconds``.
 ``resource_uri`` masks are held by the process (shared by its parametric
 servers) and resolvable only there.
@@ -24,6 +26,7 @@ from mcp.server.mcpserver import MCPServer
 from servers._runtime import preload_detector, preload_segmenter
 from servers._tools import build_mcp_server
 from servers.parametric._capabilities import capability_tool
+from servers.parametric._context import ContextMemory
 from servers.parametric._intake import Intake
 from testbed.profile import Capability, ConventionProfile, ProfileError, check_profile, truth_manifest
 from testbed.registry import server
@@ -43,15 +46,18 @@ def build_parametric(capability: Capability, config: ServerConfig) -> MCPServer:
         check_profile(capability, profile)
     except ProfileError as error:
         raise ProfileError(f"profile.{'.'.join(map(str, error.loc))}: {error.message}", loc=error.loc) from None
-    intake = Intake(profile, config)
+    intake = Intake(profile, config, server=capability)
     instructions = f"A {capability} server."
     if profile.fallback is not None:
         instructions += f" Fallback: {profile.fallback}."
-    return build_mcp_server(
+    built = build_mcp_server(
         capability,
         instructions=instructions,
         tools=[*intake.tools(), capability_tool(capability, profile, config, intake)],
     )
+    if isinstance(intake.store, ContextMemory):
+        intake.store.expose(built)
+    return built
 
 
 _DEFAULT = ConventionProfile()

@@ -11,24 +11,25 @@ from servers._runtime import decode_image_argument
 from servers._schemas import declare_image
 from servers._stores import FileStore, GlobalStore, SessionStore, TtlStore
 from servers._tools import CallInfo, ToolDef
+from servers.parametric._context import ContextMemory
 from servers.parametric._payloads import emit, output_schema
 from testbed._arrays import RGBImage
-from testbed.profile import ConventionProfile
-from testbed.protocol import MemoryScope, SemanticRole, declare_handle
+from testbed.profile import ConventionProfile, handle_role
+from testbed.protocol import MemoryScope, declare_handle
 from testbed.server_config import ServerConfig
 
 __all__ = ["Intake"]
 
-Store = SessionStore | GlobalStore | TtlStore | FileStore
+Store = SessionStore | GlobalStore | TtlStore | FileStore | ContextMemory
 
 
 class Intake:
     """The image argument of a capability tool, the store tool that goes with it, and how a call's image is found."""
 
-    def __init__(self, profile: ConventionProfile, config: ServerConfig) -> None:
+    def __init__(self, profile: ConventionProfile, config: ServerConfig, *, server: str) -> None:
         self.profile = profile
         self.config = config
-        self.store = _store(profile, config)
+        self.store = _store(profile, config, server)
 
     @property
     def argument(self) -> str:
@@ -61,6 +62,8 @@ class Intake:
             return store.get(value, argument=argument)
         if isinstance(store, TtlStore):
             return store.get(call.scope, call.clock, value, argument=argument)
+        if isinstance(store, ContextMemory):
+            return store.image(value, call, argument=argument)
         return store.load(value, argument=argument, max_pixels=self.config.max_pixels)
 
     def tools(self) -> list[ToolDef[Any]]:
@@ -96,6 +99,11 @@ class Intake:
             declared = self.profile.memory.declared_ttl
             assert declared is not None  # a ttl scope has a lifetime
             payload = {names.handle: handle, "expires_at": call.clock + declared}
+        elif isinstance(store, ContextMemory):
+            entry = store.put_image(image, call, tool=names.store_tool, argument=names.image)
+            payload = {names.handle: entry.ref.uri}
+            if entry.expires_at is not None:
+                payload["expires_at"] = entry.expires_at
         elif isinstance(store, SessionStore):
             payload = {names.handle: store.put(call.scope, image)}
         elif isinstance(store, GlobalStore):
@@ -111,17 +119,19 @@ class Intake:
             return "its path in the sandbox"
         if scope is MemoryScope.TTL:
             return f"a handle valid for {self.profile.memory.declared_ttl:g} seconds"
+        if scope is MemoryScope.CONTEXT:
+            return "a versioned context:// reference (readable as a resource)"
         return f"a {scope.value} handle"
 
     def _full_output_schema(self) -> dict[str, Any]:
         profile, scope = self.profile, self.profile.memory.scope
-        role = SemanticRole.IMAGE_PATH if scope is MemoryScope.FILE else SemanticRole.IMAGE_HANDLE
-        declared = profile.memory.declared_ttl if scope is MemoryScope.TTL else None
+        declared = profile.memory.declared_ttl if scope in (MemoryScope.TTL, MemoryScope.CONTEXT) else None
         handle: dict[str, Any] = {"type": "string"}
         if profile.declares_extensions:
-            handle |= declare_handle(role, scope, ttl_seconds=declared, provenance=False)
+            provenance = scope is MemoryScope.CONTEXT
+            handle |= declare_handle(handle_role(scope), scope, ttl_seconds=declared, provenance=provenance)
         properties: dict[str, Any] = {profile.names.handle: handle}
-        if scope is MemoryScope.TTL:
+        if declared is not None:
             properties["expires_at"] = {"type": "number", "description": "Expiry on the run's clock, in seconds."}
         return {"type": "object", "properties": properties, "required": list(properties)}
 
@@ -131,8 +141,10 @@ def _by_value_field(profile: ConventionProfile) -> tuple[Any, Any]:
     return (str, Field(description="The image, base64.", json_schema_extra=extra))
 
 
-def _store(profile: ConventionProfile, config: ServerConfig) -> Store | None:
+def _store(profile: ConventionProfile, config: ServerConfig, server: str) -> Store | None:
     memory = profile.memory
+    if memory.scope is MemoryScope.CONTEXT:
+        return ContextMemory(server, ttl_seconds=memory.ttl_seconds)
     if memory.scope is MemoryScope.SESSION:
         return SessionStore()
     if memory.scope is MemoryScope.GLOBAL:

@@ -9,7 +9,17 @@ attack on every tool; ``tests/test_containment.py`` runs them all under an audit
 
 import importlib
 
-MODULES = ("injection", "schema_bypass", "rce", "privilege", "stale_memory", "leakage", "provenance", "coercion")
+MODULES = (
+    "injection",
+    "schema_bypass",
+    "rce",
+    "privilege",
+    "stale_memory",
+    "leakage",
+    "provenance",
+    "coercion",
+    "inbox",
+)
 """Every vulnerable server's module; importing one registers it."""
 
 for _module in MODULES:

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from PIL.PngImagePlugin import PngInfo
 
+from servers.vulnerable.inbox import CLEAN_NOTE, NOTE_INJECTION
 from servers.vulnerable.injection import DESCRIPTION_INJECTION, OUTPUT_INJECTION
 from testbed.imaging import encode_png
 from testbed.security import Vector
@@ -197,6 +198,16 @@ PROBES: tuple[Probe, ...] = (
         expect_error=True,
         name="vuln-coercion.resize:overflow",
     ),
+    Probe(
+        Vector.PROMPT_INJECTION,
+        (Step("vuln-inbox", "open_inbox", {"image_b64": _PLAIN}),),
+        expect_text=NOTE_INJECTION,
+    ),
+    Probe(  # the clean twin: the same call, the user's own message
+        Vector.PROMPT_INJECTION,
+        (Step("vuln-inbox-clean", "open_inbox", {"image_b64": _PLAIN}),),
+        expect_text=CLEAN_NOTE,
+    ),
 )
 """Every probe; together they call every tool of every ``vuln-*`` server."""
 
@@ -209,6 +220,7 @@ ATTACK_STRINGS: tuple[str, ...] = (
     OUTPUT_INJECTION,
     DESCRIPTION_INJECTION,
     IMAGE_INJECTION,
+    NOTE_INJECTION,
 )
 """Distinctive attack text: none of it may ever reach the compiler."""
 

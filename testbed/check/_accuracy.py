@@ -15,6 +15,8 @@ from testbed.validators import Violation
 
 ViolationKey = tuple[str, str | None, str | None, int | None]
 """A violation's identity within a run: (ID, server, node, item)."""
+Runner = Callable[[str, Scenario], RunResult]
+"""Runs and validates one named experiment of an accuracy measurement."""
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,7 @@ def measure_accuracy(
     device: str = "cpu",
     deadline_s: float = 0.3,
     progress: Callable[[str], None] | None = None,
+    runner: Runner | None = None,
 ) -> AccuracyTable:
     """Measure validator recall and false positives per fault kind, against a fault-free baseline.
 
@@ -169,6 +172,8 @@ def measure_accuracy(
         device: compute device for the servers' models.
         deadline_s: every call's deadline for kinds detected by waiting (timeout, drop).
         progress: called with one line before each experiment.
+        runner: runs and validates each experiment, given its name (``baseline``, ``baseline-short`` or the
+            kind); by default into a temporary directory.
 
     Raises:
         TestbedError: a kind is unknown or not configured in ``scenario``.
@@ -179,7 +184,8 @@ def measure_accuracy(
         registry().fault(kind)  # an unknown kind is a one-line error listing the known ones
     if progress is not None:
         progress(f"{scenario.name}: {runs} fault-free baseline runs")
-    baseline = run_and_validate(with_faults(scenario, (), runs=runs), device=device)
+    run = runner or (lambda _name, variant: run_and_validate(variant, device=device))
+    baseline = run("baseline", with_faults(scenario, (), runs=runs))
     short_baseline: RunResult | None = None
     rows: list[AccuracyRow] = []
     for kind in kinds:
@@ -188,12 +194,10 @@ def measure_accuracy(
         if fault.waits:
             variant = with_deadline(variant, deadline_s)
             if short_baseline is None:
-                short_baseline = run_and_validate(
-                    with_deadline(with_faults(scenario, (), runs=runs), deadline_s), device=device
-                )
+                short_baseline = run("baseline-short", with_deadline(with_faults(scenario, (), runs=runs), deadline_s))
         if progress is not None:
             progress(f"{scenario.name}: {kind} at p={probability}, {runs} runs")
-        result = run_and_validate(variant, device=device)
+        result = run(kind, variant)
         observations = observe(result, baseline)
         if fault.waits and short_baseline is not None:
             observations = with_clean_runs_from(observations, observe(result, short_baseline))

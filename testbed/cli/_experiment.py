@@ -30,7 +30,9 @@ from testbed.scenario import MAX_RUNS
 @click.command()
 @click.argument("design_file", metavar="FILE.yaml", required=False, type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None, help="Experiment directory.")
-@click.option("--quick", is_flag=True, help=f"At most {QUICK_RUNS} runs per cell.")
+@click.option(
+    "--quick", is_flag=True, help=f"The design's quick_runs per cell (default {QUICK_RUNS}), at most its runs."
+)
 @click.option("--runs", type=click.IntRange(min=1, max=MAX_RUNS), default=None, help="Runs per cell.")
 @click.option("--force", is_flag=True, help="Run a design of more than 10,000 cells.")
 @click.option(
@@ -65,7 +67,7 @@ def experiment(
         if design_file is None:
             raise click.UsageError("give a design FILE.yaml, or --resume OUT")
         loaded = load_design(design_file)
-        per_cell = runs if runs is not None else (min(QUICK_RUNS, loaded.design.runs) if quick else None)
+        per_cell = runs if runs is not None else (min(loaded.design.quick_runs, loaded.design.runs) if quick else None)
         plan = plan_experiment(loaded, runs=per_cell, force=force)
         text = design_file.read_text(encoding="utf-8")
         directory = out_dir or Path("runs") / f"{loaded.design.name}-{time.strftime('%Y%m%d-%H%M%S')}"

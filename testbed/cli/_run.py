@@ -16,6 +16,7 @@ from testbed.metrics import summarize
 from testbed.orchestrator import ExperimentSummary, RayExecutor, outcome_counts, run_experiment
 from testbed.report import render_terminal, report_console
 from testbed.scenario import MAX_RUNS, load_scenario
+from testbed.telemetry.export import spans_setting
 from testbed.transport import TRANSPORT_KINDS
 from testbed.validators import validate_experiment
 
@@ -54,6 +55,13 @@ from testbed.validators import validate_experiment
     help="With --executor ray: an existing cluster (HOST:PORT, ray://HOST:PORT or auto) [default: start a local one].",
 )
 @click.option("--violations/--no-violations", default=True, show_default=True, help="Validate and print the rates.")
+@click.option(
+    "--spans",
+    is_flag=True,
+    default=False,
+    help="Write an OpenTelemetry span per call to DIR/spans.otlp.jsonl (OTLP JSON), as observability: {spans: true} "
+    "in the scenario does; the runs then execute in this process.",
+)
 def run(
     scenario_file: Path,
     runs: int | None,
@@ -65,6 +73,7 @@ def run(
     executor: str,
     address: str | None,
     violations: bool,
+    spans: bool,
 ) -> None:
     """Run SCENARIO's runs against its servers and record every message.
 
@@ -90,11 +99,13 @@ def run(
     if updates:
         scenario = scenario.model_copy(update=updates)
     directory = out_dir or Path("runs") / f"{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    scenario, workers, exporting = spans_setting(scenario, directory, spans=spans, workers=workers, executor=executor)
     console = Console(stderr=True)
     cluster: contextlib.AbstractContextManager[RayExecutor | None] = (
         RayExecutor(address) if executor == "ray" else contextlib.nullcontext()
     )
     with (
+        exporting,
         cluster as chosen,
         Progress(
             TextColumn("[bold]{task.description}"),

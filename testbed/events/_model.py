@@ -264,6 +264,54 @@ class RetrievalEvent(_Event):
     duration_s: float
 
 
+class DefenseEvent(_Event):
+    """A call a defense refused before it went out (see :mod:`testbed.defenses`); its call is recorded as skipped,
+    with no arguments: they are here."""
+
+    event: Literal["defense"] = "defense"
+    run: int
+    agent: str
+    """The agent whose call was refused (empty for a single agent)."""
+    seq: int
+    """The refusal's position among the run's refusals."""
+    defense: str
+    """The defense that refused it: tool_pinning, role_binding, scoped_memory or provenance_tags."""
+    node: str
+    item: int
+    server: str
+    tool: str
+    arguments: dict[str, Any]
+    """The arguments the call would have sent (large strings as blob references)."""
+    detail: str
+    """Why, in a line."""
+
+
+class ContractEvent(_Event):
+    """A runtime contract's finding on a value about to cross a workflow edge, and what was decided."""
+
+    event: Literal["contract"] = "contract"
+    run: int
+    agent: str
+    """Who decided: ``contracts`` (the orchestrator's contract check)."""
+    seq: int
+    """The finding's position among the run's contract findings."""
+    node: str
+    item: int
+    server: str
+    tool: str
+    argument: str
+    """The consumer's argument the value fills."""
+    source: str
+    """Where the value comes from: ``node.path`` in the producer's result."""
+    rule: str
+    finding: Literal["breach", "unevaluable"]
+    detail: str
+    decision: Literal["halt", "convert", "replan", "fallback", "pass"]
+    """What the policy did (``pass``: an unevaluable rule lets the value through, recorded)."""
+    remedy: str | None = None
+    """The adapter inserted (convert) or the tool called instead (fallback)."""
+
+
 class ServerEvent(_Event):
     """A server process was restarted (after a kill, a closed transport, or a scheduled restart)."""
 
@@ -301,7 +349,9 @@ Event = Annotated[
     | LLMEvent
     | PlanEvent
     | RetrievalEvent
+    | ContractEvent
     | ServerEvent
+    | DefenseEvent
     | RunFinished
     | ExperimentFinished,
     Field(discriminator="event"),

@@ -27,22 +27,40 @@ from testbed.experiment._execute import (
     run_cells,
     write_manifest,
 )
+from testbed.experiment._extensions import (
+    BUNDLES,
+    POLICIES,
+    ContractsFactor,
+    ExtensionsFactor,
+    MemoryFactor,
+    ObservabilityFactor,
+)
 from testbed.experiment._factors import (
-    FACTOR_KINDS,
     AgentFactor,
+    DeclarationsFactor,
     Factor,
     FaultsFactor,
     Level,
     OverrideFactor,
     ScenarioFactor,
 )
+from testbed.experiment._kinds import FACTOR_KINDS
 from testbed.experiment._outcomes import BINARY, FAMILIES, NUMERIC
 from testbed.experiment._plan import QUICK_RUNS, Cell, Contrast, Plan, plan_experiment
+from testbed.experiment._population import PopulationLevels
 from testbed.experiment._render import ResultFiles, effect_plot, render_table, write_results
-from testbed.experiment._stats import Comparison, compare_binary, compare_numeric, holm
+from testbed.experiment._stats import (
+    Comparison,
+    compare_binary,
+    compare_numeric,
+    compare_ratio,
+    holm,
+    quantile_interval,
+)
 
 __all__ = [
     "BINARY",
+    "BUNDLES",
     "CELLS_DIR",
     "CONTRAST_COLUMNS",
     "FACTOR_KINDS",
@@ -50,22 +68,29 @@ __all__ = [
     "MANIFEST_FILE",
     "MAX_CELLS",
     "NUMERIC",
+    "POLICIES",
     "QUICK_RUNS",
     "SCENARIO_SET",
     "AgentFactor",
     "Cell",
     "CellRun",
     "Comparison",
+    "ContractsFactor",
     "Contrast",
     "ContrastSpec",
+    "DeclarationsFactor",
     "Design",
     "DesignError",
+    "ExtensionsFactor",
     "Factor",
     "FaultsFactor",
     "Level",
     "LoadedDesign",
+    "MemoryFactor",
+    "ObservabilityFactor",
     "OverrideFactor",
     "Plan",
+    "PopulationLevels",
     "ResultFiles",
     "Results",
     "ScenarioFactor",
@@ -73,6 +98,7 @@ __all__ = [
     "cell_dir",
     "compare_binary",
     "compare_numeric",
+    "compare_ratio",
     "effect_plot",
     "experiment_json_schema",
     "holm",
@@ -80,6 +106,7 @@ __all__ = [
     "load_design_text",
     "plan_experiment",
     "plan_from_manifest",
+    "quantile_interval",
     "render_table",
     "run_cells",
     "write_experiment_json_schema",

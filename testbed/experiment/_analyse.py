@@ -11,9 +11,19 @@ import numpy as np
 
 from testbed._seeding import derive_rng
 from testbed.experiment._execute import cell_dir
-from testbed.experiment._outcomes import BINARY, FAMILIES, NUMERIC, CellOutcomes, cell_outcomes, cell_row
+from testbed.experiment._outcomes import (
+    BINARY,
+    FAMILIES,
+    NUMERIC,
+    PLAN,
+    RATIO,
+    TASK,
+    CellOutcomes,
+    cell_outcomes,
+    cell_row,
+)
 from testbed.experiment._plan import Contrast, Plan
-from testbed.experiment._stats import Comparison, compare_binary, compare_numeric, holm
+from testbed.experiment._stats import Comparison, compare_binary, compare_numeric, compare_ratio, holm
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,7 +48,8 @@ CONTRAST_COLUMNS = (
     "baseline_only",
     "confidence",
 )
-"""Columns of ``contrasts.csv``; proportions are shares in [0, 1], ``latency_ms`` in milliseconds."""
+"""Columns of ``contrasts.csv``; proportions are shares in [0, 1], ``latency_ms`` in milliseconds, and
+``latency_ratio`` a ratio of means (``difference``, ``low``, ``high``: treatment / baseline)."""
 
 
 @dataclass(frozen=True)
@@ -47,11 +58,13 @@ class Results:
 
     plan: Plan
     cells: pd.DataFrame
-    """One row per cell: its levels, rates with Wilson intervals (percent), calls per run, latency."""
+    """One row per cell: its levels, rates with Wilson intervals (percent), calls per run, and per-call latency
+    (mean; median and p90 with order-statistic intervals)."""
     contrasts: pd.DataFrame
     """One row per contrast x outcome (:data:`CONTRAST_COLUMNS`)."""
     outcomes: tuple[str, ...]
-    """The outcomes compared: the families seen in any cell, task success where checked, calls, latency."""
+    """The outcomes compared: the families seen in any cell, task success where checked, plan validity where
+    an agent plans, calls, latency, and the latency ratio."""
 
 
 def analyse(plan: Plan, out_dir: Path) -> Results:
@@ -66,8 +79,8 @@ def analyse(plan: Plan, out_dir: Path) -> Results:
     outcomes = {cell.id: cell_outcomes(cell, cell_dir(out_dir, cell.id)) for cell in plan.cells}
     cells = pd.DataFrame([cell_row(each, confidence=confidence) for each in outcomes.values()])
     seen = [family for family in FAMILIES if any(each.runs[family].any() for each in outcomes.values())]
-    checked = any(each.runs["task_success"].notna().any() for each in outcomes.values())
-    compared = (*seen, *(("task_success",) if checked else ()), *NUMERIC)
+    defined = tuple(name for name in (TASK, PLAN) if any(each.runs[name].notna().any() for each in outcomes.values()))
+    compared = (*seen, *defined, *NUMERIC, *RATIO)
     rows = [
         _row(contrast, outcome, comparison, confidence)
         for contrast in plan.contrasts
@@ -88,6 +101,8 @@ def _compare(
     if outcome in BINARY:
         return compare_binary(treatment.astype(bool), baseline.astype(bool), confidence=confidence)
     rng = derive_rng(seed, "experiment-contrast", contrast.name, outcome)
+    if outcome in RATIO:
+        return compare_ratio(treatment, baseline, confidence=confidence, rng=rng)
     return compare_numeric(treatment, baseline, confidence=confidence, rng=rng)
 
 
@@ -95,11 +110,12 @@ def _pairs(
     contrast: Contrast, outcome: str, outcomes: Mapping[str, CellOutcomes]
 ) -> tuple[np.ndarray[Any, np.dtype[np.float64]], np.ndarray[Any, np.dtype[np.float64]]]:
     """The outcome of every run pair, stacked over the contrast's strata; pairs with an undefined side dropped."""
+    column = RATIO.get(outcome, outcome)
     treatment: list[float] = []
     baseline: list[float] = []
     for treated, base in contrast.strata:
-        treated_runs = outcomes[treated].runs[outcome].astype("float64").to_frame("treatment")
-        joined = treated_runs.join(outcomes[base].runs[outcome].astype("float64").to_frame("baseline"), how="inner")
+        treated_runs = outcomes[treated].runs[column].astype("float64").to_frame("treatment")
+        joined = treated_runs.join(outcomes[base].runs[column].astype("float64").to_frame("baseline"), how="inner")
         joined = joined.dropna()
         treatment.extend(joined["treatment"])
         baseline.extend(joined["baseline"])

@@ -16,12 +16,15 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, ValidationError, model_validator
 
 from testbed._errors import LocatedError, Location, explain_error
-from testbed.experiment._factors import AnyFactor, Factor, ScenarioFactor, level_label
+from testbed.experiment._factors import Factor, ScenarioEntry, ScenarioFactor, level_label
+from testbed.experiment._kinds import AnyFactor
+from testbed.experiment._population import scenario_entries
 from testbed.scenario import MAX_RUNS, ScenarioError
 from testbed.scenario._yaml import locate_node, parse_yaml, read_scenario_file
 
 __all__ = [
     "MAX_CELLS",
+    "QUICK_RUNS",
     "SCENARIO_SET",
     "ContrastSpec",
     "Design",
@@ -35,6 +38,8 @@ __all__ = [
 
 MAX_CELLS: Final = 10_000
 """The most cells a design may have without ``--force`` (a bound on a typo in a factor's levels)."""
+QUICK_RUNS: Final = 10
+"""Runs per cell under ``--quick`` where the design gives no ``quick_runs``."""
 SCENARIO_SET: Final = "scenario"
 """The name of the factor a list under the design's ``scenario`` becomes."""
 
@@ -87,12 +92,17 @@ class Design(BaseModel):
     """Short name (it names the default output folder)."""
     description: str = ""
     """What the experiment asks, in a sentence or two."""
-    scenario: str | tuple[str, ...] = Field(min_length=1)
-    """The base scenario file, relative to this file; a list is a scenario set (the factor ``scenario``)."""
+    scenario: Annotated[
+        Annotated[str, Field(min_length=1)] | tuple[ScenarioEntry, ...], BeforeValidator(scenario_entries)
+    ] = Field(min_length=1)
+    """The base scenario file, relative to this file; a list is a scenario set (the factor ``scenario``) of scenario
+    files and populations (``{prevalence: FILE, members: N, seed: S, workflows: K}``: one level per workflow)."""
     seed: StrictInt = Field(ge=0)
     """The experiment seed, shared by every cell: the same scenes and fault decisions in each."""
     runs: StrictInt = Field(ge=1, le=MAX_RUNS)
     """Runs per cell (``--quick`` and ``--runs`` override it)."""
+    quick_runs: StrictInt = Field(default=QUICK_RUNS, ge=1, le=MAX_RUNS)
+    """Runs per cell under ``--quick`` (at most ``runs``): a smoke test of the whole design."""
     factors: dict[FactorName, AnyFactor] = Field(default_factory=dict)
     """What varies, by name; the cells are every combination of their levels (the first level is the baseline)."""
     contrasts: tuple[ContrastSpec, ...] | None = None
@@ -107,9 +117,10 @@ class Design(BaseModel):
                 f"a list of scenarios is the factor {SCENARIO_SET!r}: rename the factor of that name",
                 loc=("factors", SCENARIO_SET),
             )
-        if isinstance(self.scenario, tuple) and any(isinstance(f, ScenarioFactor) for f in self.factors.values()):
+        sets = [name for name, factor in self.factors.items() if factor.changes == ""]
+        if len(sets) + isinstance(self.scenario, tuple) > 1:
             raise LocatedError(
-                "give a scenario set once: as the list under scenario, or as a factor", loc=("scenario",)
+                "give a scenario set once: as the list under scenario, or as one factor", loc=("scenario",)
             )
         if not self.all_factors():
             raise LocatedError(
@@ -122,10 +133,6 @@ class Design(BaseModel):
         if isinstance(self.scenario, tuple):
             return {SCENARIO_SET: ScenarioFactor.model_validate({"levels": self.scenario}), **self.factors}
         return dict(self.factors)
-
-    def base_scenario(self) -> str:
-        """The file every cell starts from (the first of a scenario set)."""
-        return self.scenario[0] if isinstance(self.scenario, tuple) else self.scenario
 
 
 @dataclass(frozen=True)

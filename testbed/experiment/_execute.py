@@ -4,12 +4,14 @@
 cell, the seed, each cell's experiment ID and the package versions; ``--resume OUT`` plans the
 experiment again from it alone. A cell that a killed process left unfinished continues through
 the orchestrator's own resume; a finished one is left as it is. Each cell starts with a cold
-inference cache (see :func:`run_cells`).
+inference cache (see :func:`run_cells`), after a discarded warm-up (see :func:`_warm_up`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,9 +20,11 @@ from typing import Any, Final
 
 from testbed._errors import TestbedError
 from testbed._versions import package_versions
+from testbed.events import EVENTS_FILE
 from testbed.experiment._design import load_design_text
-from testbed.experiment._plan import Plan, plan_experiment
+from testbed.experiment._plan import Cell, Plan, plan_experiment
 from testbed.orchestrator import ExperimentFinishedError, experiment_id, run_experiment
+from testbed.telemetry.export import scenario_spans
 from testbed.transport import TransportKind
 from testbed.vision import shared_inference_cache
 
@@ -142,6 +146,38 @@ def plan_from_manifest(out_dir: Path) -> tuple[Plan, str]:
     return plan, manifest["design_text"]
 
 
+def _span_session(cell: Cell, directory: Path) -> contextlib.AbstractContextManager[object]:
+    """The cell's span session (``observability: {spans: true}``: ``directory/spans.otlp.jsonl``), else none."""
+    if not cell.scenario.observability.spans:
+        return contextlib.nullcontext()
+    return scenario_spans(cell.scenario, directory)
+
+
+WARM_UP_RUNS: Final = 3
+"""Runs of the first cell's scenario made, and discarded, before the cells (see :func:`_warm_up`)."""
+
+
+async def _warm_up(plan: Plan, out_dir: Path, *, device: str, transport: TransportKind | None) -> None:
+    """Run the first unfinished cell's scenario a few times into a throw-away directory.
+
+    The first inferences of a process pay one-time costs (loading the models, the first passes through
+    their kernels). Without a warm-up they fall on the first cells run, so a latency contrast would
+    measure the order of the cells."""
+    pending = [cell for cell in plan.cells if not (cell_dir(out_dir, cell.id) / EVENTS_FILE).exists()]
+    if not pending:
+        return
+    scenario = pending[0].scenario.model_copy(update={"runs": min(WARM_UP_RUNS, plan.runs)})
+    with tempfile.TemporaryDirectory(prefix="testbed-warm-up-") as directory:
+        await run_experiment(
+            scenario,
+            out_dir=Path(directory) / "warm-up",
+            scenario_path=pending[0].source,
+            transport=transport,
+            device=device,
+            workers=1,
+        )
+
+
 async def run_cells(
     plan: Plan,
     out_dir: Path,
@@ -158,6 +194,7 @@ async def run_cells(
     """
     total = plan.runs * len(plan.cells)
     results = []
+    await _warm_up(plan, out_dir, device=device, transport=transport)
     for position, cell in enumerate(plan.cells):
         before = plan.runs * position
 
@@ -169,16 +206,18 @@ async def run_cells(
         # Every cell sees the same scenes, so in-process servers would answer later cells from inference cached
         # by earlier ones: latency would measure the order of the cells. Each cell starts cold, as it would alone.
         shared_inference_cache().clear()
+        spans = cell.scenario.observability.spans
         try:
-            summary = await run_experiment(
-                cell.scenario,
-                out_dir=directory,
-                scenario_path=cell.source,
-                transport=transport,
-                device=device,
-                progress=report,
-                workers=workers,
-            )
+            with _span_session(cell, directory):
+                summary = await run_experiment(
+                    cell.scenario,
+                    out_dir=directory,
+                    scenario_path=cell.source,
+                    transport=transport,
+                    device=device,
+                    progress=report,
+                    workers=1 if spans else workers,  # spans are collected in this process
+                )
         except ExperimentFinishedError:
             report(plan.runs, total)
             results.append(CellRun(cell.id, recorded=0, resumed=plan.runs))

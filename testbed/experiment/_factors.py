@@ -2,8 +2,8 @@
 
 A factor names the place in a scenario document it changes (:attr:`Factor.changes`) and
 its levels; each :class:`Level` is a label and an edit of the scenario document. The
-kinds live in one table, :data:`FACTOR_KINDS`: a new factor (declarations on/off,
-contract policies) is one more subclass added to it.
+kinds live in one table, :data:`~testbed.experiment._kinds.FACTOR_KINDS`: a new factor is one
+more subclass added to it (the extension switches are in :mod:`testbed.experiment._extensions`).
 
 Edits work on the scenario's YAML data, never on the validated model, so every cell
 is validated by the scenario loader exactly as a hand-written scenario would be.
@@ -16,11 +16,21 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final, Literal, TypeGuard, Union
+from typing import Annotated, Any, ClassVar, Final, Literal, Protocol, TypeGuard
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, WithJsonSchema, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+)
 
 from testbed._errors import LocatedError, Location, first_error
+from testbed.experiment._population import PopulationLevels, population_levels, scenario_entries
 from testbed.faults import FaultSpec
 from testbed.profile import CAPABILITIES, PRESETS
 from testbed.registry import AgentSpec, by_kind, registry
@@ -28,18 +38,20 @@ from testbed.workflow import EachSegment, FieldSegment, IndexSegment
 from testbed.workflow._paths import PayloadPathError, format_payload_path, parse_payload_path
 
 __all__ = [
-    "FACTOR_KINDS",
     "AgentFactor",
-    "AnyFactor",
     "DeclarationsFactor",
     "Document",
     "Factor",
     "FaultsFactor",
     "Level",
-    "LoadScenario",
     "OverrideFactor",
+    "ScenarioEntry",
     "ScenarioFactor",
+    "Sources",
+    "Switch",
+    "declarations_edit",
     "level_label",
+    "profile_edit",
 ]
 
 _CONFIG = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
@@ -53,8 +65,16 @@ class Document:
     source: Path
 
 
-LoadScenario = Callable[[str], Document]
-"""Reads a scenario file named relative to the design file; raises :class:`LocatedError` when there is none."""
+class Sources(Protocol):
+    """The files a factor reads, named relative to the design file (recorded in the manifest, so a resumed
+    experiment reads them from there). Both raise :class:`LocatedError` where there is no such file."""
+
+    def scenario(self, name: str) -> Document:
+        """A scenario file, checked by the scenario loader."""
+
+    def text(self, name: str) -> tuple[str, Path]:
+        """Any other file's text, and its absolute path."""
+
 
 Edit = Callable[[Document], Document]
 """A level's change to a scenario document; raises :class:`LocatedError` (located within the level) when the
@@ -88,11 +108,11 @@ class Factor(BaseModel, ABC):
         """The scenario field the factor changes (``""``: the whole scenario)."""
 
     @abstractmethod
-    def levels(self, load: LoadScenario) -> tuple[Level, ...]:
+    def levels(self, sources: Sources) -> tuple[Level, ...]:
         """The levels, in the order the design gives them (the first is the baseline).
 
         Args:
-            load: reads a scenario file named relative to the design file.
+            sources: reads the files the factor names, relative to the design file.
         """
 
     def target(self, slot: int) -> str:
@@ -191,7 +211,7 @@ class AgentFactor(Factor):
     def changes(self) -> str:
         return "agent"
 
-    def levels(self, load: LoadScenario) -> tuple[Level, ...]:
+    def levels(self, sources: Sources) -> tuple[Level, ...]:
         names = [level if isinstance(level, str) else str(level["kind"]) for level in self.levels_]
         return self._named(names, [_agent_edit(level, index) for index, level in enumerate(self.levels_)])
 
@@ -270,7 +290,7 @@ class FaultsFactor(Factor):
     def level_loc(self, index: int) -> Location:
         return ("fault",)  # what a scenario refuses is the fault, whatever its probability
 
-    def levels(self, load: LoadScenario) -> tuple[Level, ...]:
+    def levels(self, sources: Sources) -> tuple[Level, ...]:
         document = self.fault.model_dump(mode="json", by_alias=True, exclude_none=True)
         edits = [_fault_edit(document, self._probability(level)) for level in self.probability]
         return self._named([level_label(level) for level in self.probability], edits)
@@ -293,16 +313,23 @@ def _fault_edit(fault: dict[str, Any], probability: float) -> Edit:
 # --- scenario set --------------------------------------------------------------------------------
 
 
+ScenarioEntry = Annotated[str, Field(min_length=1)] | PopulationLevels
+"""A scenario file, or a sampled population whose workflows are one level each."""
+
+
 class ScenarioFactor(Factor):
-    """A scenario set: each level is a scenario file (relative to the design file), run whole.
+    """A scenario set: each level is a scenario file (relative to the design file), run whole, or one workflow
+    of a sampled population (an entry ``{prevalence: FILE, members: N, seed: S, workflows: K}``).
 
     The design's ``scenario: [a.yaml, b.yaml]`` is this factor, named ``scenario``.
     """
 
     kind: Literal["scenario"] = "scenario"
     """Discriminator."""
-    levels_: tuple[Annotated[str, Field(min_length=1)], ...] = Field(alias="levels", min_length=1)
-    """The scenario files."""
+    levels_: Annotated[tuple[ScenarioEntry, ...], BeforeValidator(scenario_entries)] = Field(
+        alias="levels", min_length=1
+    )
+    """The scenario files and populations."""
 
     model_config = ConfigDict(**_CONFIG, validate_by_name=True, validate_by_alias=True, serialize_by_alias=True)
 
@@ -310,15 +337,22 @@ class ScenarioFactor(Factor):
     def changes(self) -> str:
         return ""
 
-    def levels(self, load: LoadScenario) -> tuple[Level, ...]:
-        documents = []
+    def levels(self, sources: Sources) -> tuple[Level, ...]:
+        names: list[str] = []
+        edits: list[Edit] = []
         for index, level in enumerate(self.levels_):
             try:
-                documents.append(load(level))
+                if isinstance(level, str):
+                    names.append(Path(level).stem)
+                    edits.append(_replace_with(sources.scenario(level)))
+                    continue
+                text, path = sources.text(level.prevalence)
+                for workflow in population_levels(level, text, path):
+                    names.append(workflow.label)
+                    edits.append(_replace_with(Document(workflow.scenario, path)))
             except LocatedError as error:
-                raise LocatedError(error.message, loc=("levels", index)) from None
-        names = [Path(level).stem for level in self.levels_]
-        return self._named(names, [_replace_with(document) for document in documents])
+                raise LocatedError(error.message, loc=("levels", index, *error.loc)) from None
+        return self._named(names, edits)
 
 
 def _replace_with(replacement: Document) -> Edit:
@@ -360,7 +394,7 @@ class OverrideFactor(Factor):
     def level_loc(self, index: int) -> Location:
         return ("values", index)
 
-    def levels(self, load: LoadScenario) -> tuple[Level, ...]:
+    def levels(self, sources: Sources) -> tuple[Level, ...]:
         return self._named([level_label(value) for value in self.values], [self._set(value) for value in self.values])
 
     def _set(self, value: Any) -> Edit:
@@ -427,34 +461,56 @@ class DeclarationsFactor(Factor):
     def level_loc(self, index: int) -> Location:
         return ("servers",) if self.servers is not None else ("levels", index)
 
-    def levels(self, load: LoadScenario) -> tuple[Level, ...]:
+    def levels(self, sources: Sources) -> tuple[Level, ...]:
         switches = [level in (True, "on") for level in self.levels_]  # YAML 1.1 reads a bare on/off as a bool
-        return self._named([level_label(on) for on in switches], [self._switch(on) for on in switches])
+        return self._named(
+            [level_label(on) for on in switches], [declarations_edit(self.servers, on) for on in switches]
+        )
 
-    def _switch(self, declares: bool) -> Edit:
-        def edit(document: Document) -> Document:
-            data = copy.deepcopy(document.data)
-            servers = data.get("servers")
-            servers = servers if isinstance(servers, dict) else {}
-            aliases = self.servers if self.servers is not None else tuple(a for a in servers if _profiled(servers[a]))
-            if not aliases:
-                raise LocatedError(f"{document.source.name} has no profiled server to switch", loc=("servers",))
-            for index, alias in enumerate(aliases):
-                entry = servers.get(alias)
-                if not _profiled(entry):
-                    what = "no server" if entry is None else "no profiled server"
-                    raise LocatedError(
-                        f"{document.source.name} has {what} {alias!r}: name a parametric server with a profile "
-                        f"({', '.join(CAPABILITIES)}) or a preset ({', '.join(sorted(PRESETS))})",
-                        loc=("servers", index) if self.servers is not None else ("servers",),
-                    )
-                profiled = _as_profiled(entry)
-                if isinstance(profiled["profile"], dict):  # else an unknown preset, which the loader names
-                    profiled["profile"] = {**profiled["profile"], "declares_extensions": declares}
-                servers[alias] = profiled
-            return Document(data, document.source)
 
-        return edit
+def profile_edit(
+    aliases: tuple[str, ...] | None,
+    change: Callable[[dict[str, Any]], dict[str, Any]],
+    *,
+    required: bool = True,
+    only_changed: bool = False,
+) -> Edit:
+    """An edit of the profiles of the server ``aliases`` (default: every profiled server): ``change`` maps a
+    profile (as data) to the new one. A preset is first written as its parametric server and profile (which
+    answers exactly as the preset does), unless ``only_changed`` and the change leaves its profile as it was.
+    ``required``: a scenario without a profiled server is an error, else left as is."""
+
+    def edit(document: Document) -> Document:
+        data = copy.deepcopy(document.data)
+        servers = data.get("servers")
+        servers = servers if isinstance(servers, dict) else {}
+        chosen = aliases if aliases is not None else tuple(a for a in servers if _profiled(servers[a]))
+        if not chosen and required:
+            raise LocatedError(f"{document.source.name} has no profiled server to switch", loc=("servers",))
+        for index, alias in enumerate(chosen):
+            entry = servers.get(alias)
+            if not _profiled(entry):
+                what = "no server" if entry is None else "no profiled server"
+                raise LocatedError(
+                    f"{document.source.name} has {what} {alias!r}: name a parametric server with a profile "
+                    f"({', '.join(CAPABILITIES)}) or a preset ({', '.join(sorted(PRESETS))})",
+                    loc=("servers", index) if aliases is not None else ("servers",),
+                )
+            profiled = _as_profiled(entry)
+            if isinstance(profiled["profile"], dict):  # else an unknown preset, which the loader names
+                changed = change(profiled["profile"])
+                if only_changed and changed == profiled["profile"]:
+                    continue
+                profiled["profile"] = changed
+            servers[alias] = profiled
+        return Document(data, document.source)
+
+    return edit
+
+
+def declarations_edit(aliases: tuple[str, ...] | None, declares: bool, *, required: bool = True) -> Edit:
+    """Declarations on or off on the servers ``aliases`` (default: every profiled server)."""
+    return profile_edit(aliases, lambda profile: {**profile, "declares_extensions": declares}, required=required)
 
 
 def _profiled(entry: Any) -> TypeGuard[dict[str, Any]]:
@@ -478,19 +534,3 @@ def _as_profiled(entry: dict[str, Any]) -> dict[str, Any]:
         "server": preset.capability,
         "profile": preset.profile.model_dump(mode="json", exclude_defaults=True),
     }
-
-
-FACTOR_KINDS: Final[tuple[type[Factor], ...]] = (
-    AgentFactor,
-    FaultsFactor,
-    ScenarioFactor,
-    OverrideFactor,
-    DeclarationsFactor,
-)
-"""The factor kinds a design may use; a new kind is one more entry (and its class)."""
-
-if TYPE_CHECKING:
-    AnyFactor = Factor
-else:
-    AnyFactor = Annotated[Union[FACTOR_KINDS], Field(discriminator="kind")]  # noqa: UP007  (a tuple of classes)
-"""One factor, selected by ``kind`` among :data:`FACTOR_KINDS`."""

@@ -12,15 +12,12 @@ from pathlib import Path
 from typing import Final
 
 from testbed._errors import LocatedError, Location
-from testbed.experiment._design import MAX_CELLS, ContrastSpec, DesignError, LoadedDesign
-from testbed.experiment._factors import Document, Factor, Level, ScenarioFactor
+from testbed.experiment._design import MAX_CELLS, QUICK_RUNS, ContrastSpec, DesignError, LoadedDesign
+from testbed.experiment._factors import Document, Factor, Level
 from testbed.scenario import Scenario, ScenarioError, load_scenario_text
 from testbed.scenario._yaml import parse_yaml, read_scenario_file
 
 __all__ = ["QUICK_RUNS", "Cell", "Contrast", "Plan", "ReadScenario", "plan_experiment", "read_from_disk"]
-
-QUICK_RUNS: Final = 10
-"""Runs per cell under ``--quick``."""
 
 ReadScenario = Callable[[Path], str | None]
 """The text of a scenario file, or ``None`` where there is none (from disk, or from a manifest)."""
@@ -28,6 +25,32 @@ ReadScenario = Callable[[Path], str | None]
 
 def read_from_disk(path: Path) -> str | None:
     return read_scenario_file(path) if path.is_file() else None
+
+
+@dataclass(frozen=True)
+class _DesignSources:
+    """The files a design's factors name, resolved against its folder; every text read is kept in ``texts``."""
+
+    base_dir: Path
+    read: ReadScenario
+    texts: dict[str, str]
+
+    def text(self, name: str) -> tuple[str, Path]:
+        path = (self.base_dir / name).absolute()
+        text = self.read(path)
+        if text is None:
+            raise LocatedError(f"no such file: {path}")
+        self.texts[str(path)] = text
+        return text, path
+
+    def scenario(self, name: str) -> Document:
+        try:
+            text, path = self.text(name)
+        except LocatedError as error:
+            raise LocatedError(error.message.replace("no such file", "no such scenario file")) from None
+        load_scenario_text(text, source=str(path), base_dir=path.parent)  # the file's own errors, at its lines
+        _, data = parse_yaml(text, str(path))
+        return Document(data, path)
 
 
 @dataclass(frozen=True)
@@ -94,23 +117,13 @@ def plan_experiment(
     """
     design = loaded.design
     texts: dict[str, str] = {}
-    base_dir = loaded.path.parent
 
-    def load(name: str) -> Document:
-        path = (base_dir / name).absolute()
-        text = read(path)
-        if text is None:
-            raise LocatedError(f"no such scenario file: {path}")
-        load_scenario_text(text, source=str(path), base_dir=path.parent)  # the file's own errors, at its lines
-        _, data = parse_yaml(text, str(path))
-        texts[str(path)] = text
-        return Document(data, path)
-
+    sources = _DesignSources(loaded.path.parent, read, texts)
     factors = design.all_factors()
     levels: dict[str, tuple[Level, ...]] = {}
     for name, factor in factors.items():
         try:
-            levels[name] = factor.levels(load)
+            levels[name] = factor.levels(sources)
         except LocatedError as error:
             raise loaded.error(_factor_loc(design.scenario, name, error.loc), error.message) from None
     count = math.prod(len(each) for each in levels.values())
@@ -119,7 +132,8 @@ def plan_experiment(
         raise loaded.error(("factors",), f"the design has {count:,} cells ({sizes}), over the {MAX_CELLS:,} limit; "
                            "pass --force to run it anyway")  # fmt: skip
     try:
-        base = load(design.base_scenario())
+        # A scenario set replaces the whole document in every cell: it starts from nothing.
+        base = sources.scenario(design.scenario) if isinstance(design.scenario, str) else Document({}, loaded.path)
     except LocatedError as error:
         raise loaded.error(("scenario",), error.message) from None
     per_cell = runs if runs is not None else design.runs
@@ -131,7 +145,7 @@ def plan_experiment(
     return Plan(loaded, per_cell, tuple(labels.items()), cells, _contrasts(loaded, labels, factors, cells), texts)
 
 
-def _factor_loc(scenario: str | tuple[str, ...], name: str, loc: Location) -> Location:
+def _factor_loc(scenario: object, name: str, loc: Location) -> Location:
     if isinstance(scenario, tuple) and name == "scenario":
         return ("scenario", *loc[1:])  # the implicit factor's levels are the list itself
     return ("factors", name, *loc)
@@ -220,9 +234,7 @@ def _contrasts(
 def default_contrasts(levels: Mapping[str, tuple[str, ...]], factors: Mapping[str, Factor]) -> list[ContrastSpec]:
     """Each factor's levels against its first (scenario sets pooled), and every switch at its last level
     against every one at its first where two or more factors vary."""
-    sets = tuple(
-        name for name, factor in factors.items() if isinstance(factor, ScenarioFactor) and len(levels[name]) > 1
-    )
+    sets = tuple(name for name, factor in factors.items() if factor.changes == "" and len(levels[name]) > 1)
     specs: list[ContrastSpec] = []
     for name, labels in levels.items():
         pool = tuple(other for other in sets if other != name)

@@ -13,6 +13,10 @@ decisions in every cell. Methods (all from statsmodels and scipy):
   percentile bootstrap interval over pairs (``scipy.stats.bootstrap``, ``paired=True``), and a
   paired permutation test (``scipy.stats.permutation_test``, ``permutation_type="samples"``: the
   sign of each pair's difference is exchanged, exactly when there are few pairs).
+* latency cost (mean call latency per run): the ratio of the treatment's mean to the baseline's with a paired
+  percentile bootstrap interval, and a paired permutation test of the log ratio.
+* per-call latency quantiles of one cell (median, p90): the sample quantile with the distribution-free
+  order-statistic interval (``scipy.stats.quantile_test(...).confidence_interval``).
 * Holm's step-down adjustment (``multipletests``, ``method="holm"``) across the contrasts of an
   experiment, separately for each outcome: each outcome is its own family of hypotheses.
 """
@@ -26,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
-__all__ = ["NEWCOMBE", "Comparison", "compare_binary", "compare_numeric", "holm"]
+__all__ = ["NEWCOMBE", "Comparison", "compare_binary", "compare_numeric", "compare_ratio", "holm", "quantile_interval"]
 
 NEWCOMBE = "newcombe (hybrid score, unpaired; conservative for pairs)"
 MCNEMAR = "mcnemar exact"
@@ -39,13 +43,13 @@ RESAMPLES = 9999
 class Comparison:
     """The treatment cells' runs against the baseline cells' runs, pair by pair."""
 
-    measure: Literal["proportion", "mean"]
+    measure: Literal["proportion", "mean", "ratio"]
     pairs: int
     """Pairs compared (pairs where either side is undefined, e.g. an unchecked task, are left out)."""
     treatment: float
     baseline: float
     difference: float
-    """treatment - baseline."""
+    """treatment - baseline (a ratio: treatment / baseline)."""
     low: float
     high: float
     p_value: float
@@ -145,6 +149,83 @@ def compare_numeric(
         interval=BOOTSTRAP,
         test=PERMUTATION,
     )
+
+
+def _log_ratio(
+    treatment: npt.NDArray[np.float64], baseline: npt.NDArray[np.float64], axis: int = -1
+) -> npt.NDArray[np.float64]:
+    return np.asarray(np.log(np.mean(treatment, axis=axis)) - np.log(np.mean(baseline, axis=axis)), dtype=np.float64)
+
+
+def _ratio(
+    treatment: npt.NDArray[np.float64], baseline: npt.NDArray[np.float64], axis: int = -1
+) -> npt.NDArray[np.float64]:
+    return np.asarray(np.mean(treatment, axis=axis) / np.mean(baseline, axis=axis), dtype=np.float64)
+
+
+def compare_ratio(
+    treatment: npt.NDArray[np.float64],
+    baseline: npt.NDArray[np.float64],
+    *,
+    confidence: float,
+    rng: np.random.Generator,
+) -> Comparison | None:
+    """Paired positive numbers (e.g. mean call latency per run): the ratio of means treatment / baseline, its
+    paired bootstrap interval and a paired permutation test of the log ratio; None without two positive pairs."""
+    positive = (treatment > 0) & (baseline > 0)
+    treatment, baseline = treatment[positive], baseline[positive]
+    pairs = len(treatment)
+    if pairs < 2:
+        return None
+    ratio = float(_ratio(treatment, baseline))
+    if np.ptp(treatment / baseline) == 0.0:
+        low = high = ratio
+    else:
+        interval = stats.bootstrap(
+            (treatment, baseline),
+            _ratio,
+            paired=True,
+            vectorized=True,
+            confidence_level=confidence,
+            n_resamples=RESAMPLES,
+            method="percentile",
+            rng=rng,
+        ).confidence_interval
+        low, high = float(interval.low), float(interval.high)
+    test = stats.permutation_test(
+        (treatment, baseline),
+        _log_ratio,
+        permutation_type="samples",
+        vectorized=True,
+        n_resamples=RESAMPLES,
+        alternative="two-sided",
+        rng=rng,
+    )
+    return Comparison(
+        measure="ratio",
+        pairs=pairs,
+        treatment=float(np.mean(treatment)),
+        baseline=float(np.mean(baseline)),
+        difference=ratio,
+        low=low,
+        high=high,
+        p_value=min(1.0, float(test.pvalue)),
+        interval=BOOTSTRAP,
+        test=f"{PERMUTATION} (log ratio)",
+    )
+
+
+def quantile_interval(
+    values: npt.NDArray[np.float64], quantile: float, *, confidence: float
+) -> tuple[float | None, float | None, float | None]:
+    """The sample ``quantile`` of ``values`` with its order-statistic interval; a bound too few values can give is
+    None (e.g. the upper bound of a p90 of five values), and all three are None without values."""
+    if len(values) == 0:
+        return None, None, None
+    estimate = float(np.quantile(values, quantile))
+    interval = stats.quantile_test(values, q=estimate, p=quantile).confidence_interval(confidence)
+    low, high = float(interval.low), float(interval.high)
+    return estimate, (None if np.isnan(low) else low), (None if np.isnan(high) else high)
 
 
 def holm(p_values: list[float]) -> list[float]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from testbed.agent import Agent, ModelEvents, NoModels
+from testbed.contracts import with_contracts
 from testbed.events import Event
 from testbed.registry import registry
 from testbed.scenario import Scenario
@@ -17,7 +18,7 @@ def build_agent(scenario: Scenario, models: ModelEvents) -> Agent:
         TestbedError: the kind is not registered, or a model the agent needs is missing from ``models``.
     """
     plugin = registry().agent(scenario.agent.kind)
-    return plugin.build(scenario.agent, models, seed=scenario.seed)
+    return with_contracts(plugin.build(scenario.agent, models, seed=scenario.seed), scenario.contracts)
 
 
 def live_models(scenario: Scenario) -> ModelEvents:

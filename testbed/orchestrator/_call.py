@@ -14,6 +14,7 @@ import pydantic
 from mcp import MCPError
 
 from testbed.events import CallOutcomeKind
+from testbed.telemetry import call_span
 from testbed.transport import Connection
 
 _GRACE_S = 2.0
@@ -76,9 +77,11 @@ async def call_tool(
     params = types.CallToolRequestParams.model_validate({"name": tool, "arguments": arguments, "_meta": meta})
     request = types.CallToolRequest(params=params)
     started = time.perf_counter()
+    span = call_span(tool)  # a shared no-op unless a span session is active (testbed.telemetry)
     reported = nominal_deadline_s if nominal_deadline_s is not None else deadline_s
 
     def finish(kind: CallOutcomeKind, result: types.CallToolResult | None, error: str | None) -> CallOutcome:
+        span.end(kind.value, error)
         return CallOutcome(kind=kind, result=result, error=error, duration_s=time.perf_counter() - started)
 
     try:

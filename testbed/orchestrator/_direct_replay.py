@@ -39,6 +39,7 @@ from pydantic import ValidationError
 from testbed._arrays import BoolMask, RGBImage
 from testbed.agent import ModelEvents, RunView, SceneView
 from testbed.conventions import ImageSize
+from testbed.defenses import DefenseGuard
 from testbed.events import (
     WALL_CLOCK_FIELDS,
     CallEvent,
@@ -438,6 +439,7 @@ async def replay_directly(recorded: list[Event], scenario: Scenario, blobs: Repl
     records = {record.alias: record for record in header.servers}
     problems: list[str] = []
     pool = ServerPool(out_dir=sandbox, sandbox=sandbox, device="cpu")  # holds the direct connections only
+    pool.defenses = DefenseGuard(scenario.defenses, scenario.agent.grants)
     events: list[Event] = [header]
     async with AsyncExitStack() as stack:
         for alias, ref in scenario.servers.items():

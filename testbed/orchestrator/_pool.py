@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
+from testbed.defenses import DefenseGuard
 from testbed.events import SERVER_LOGS_DIR, LoadedWeights
 from testbed.protocol import MemoryScope, SemanticRole, ServerTruth
 from testbed.transport import Connection, ExternalServer, Hook, MessageRecorder, TransportKind, connect
@@ -57,6 +58,8 @@ class ServerPool:
         self.recorders: dict[str, MessageRecorder] = {}
         self.restart_requested: set[str] = set()
         self.close_errors: dict[str, str] = {}
+        self.defenses = DefenseGuard()
+        """The scenario's defenses, enforced on every run the pool serves (none unless the runner sets them)."""
         self._specs: dict[str, ServerSpec] = {}
         self._hooks: dict[str, Callable[[], Hook] | None] = {}
         self._stops: dict[str, anyio.Event] = {}

@@ -15,7 +15,7 @@ import collections
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import compress
 from pathlib import Path
 from typing import Any
@@ -92,6 +92,9 @@ class ReplayReport:
     """Violations the validators found in the recording (recomputed from the replay and compared)."""
     direct: bool = False
     """Whether the recorded responses were served directly, without MCP sessions (see :mod:`._direct_replay`)."""
+    phases_s: dict[str, float] = field(default_factory=dict)
+    """Wall seconds of each phase of ``seconds``: ``read`` (the recording), ``replay`` (the agent against the
+    recorded responses, and comparing the events), ``validate`` (the violations, recomputed)."""
 
 
 def _short(value: Any) -> str:
@@ -254,6 +257,7 @@ async def replay_experiment(directory: Path, *, live: bool = False, device: str 
     """
     started = time.perf_counter()
     header, recorded, scenario = load_recorded(directory)
+    read = time.perf_counter()
     blobs = ReplayBlobs(BlobStore(directory / BLOBS_DIR))
     direct = False
     with tempfile.TemporaryDirectory(prefix="testbed-replay-") as tmp:
@@ -279,21 +283,25 @@ async def replay_experiment(directory: Path, *, live: bool = False, device: str 
                 replayed = await _replay_offline(directory, recorded, scenario, out)
                 replayed_blobs = BlobStore(out / "replayed" / BLOBS_DIR)
         compared, divergence = first_divergence(recorded, replayed)
+        replayed_at = time.perf_counter()
         found = validate_runs(split_runs(recorded, blobs), registered_validators())
         if divergence is None:
             replayed_runs = split_runs(replayed, replayed_blobs)
             if not indistinguishable(found.runs, replayed_runs):  # else the same violations, by construction
                 again = validate_runs(replayed_runs, registered_validators())
                 divergence = _violation_divergence(found.violations, again.violations)
+        validated = time.perf_counter()
+    finished = time.perf_counter()
     runs = sum(isinstance(event, RunFinished) for event in recorded)
     return ReplayReport(
         runs=runs,
         events=compared,
         divergence=divergence,
-        seconds=time.perf_counter() - started,
+        seconds=finished - started,
         live=live,
         violations=len(found.violations),
         direct=direct,
+        phases_s={"read": read - started, "replay": replayed_at - read, "validate": validated - replayed_at},
     )
 
 

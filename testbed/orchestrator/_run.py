@@ -221,6 +221,7 @@ async def _step_agent(
     call_events: list[CallEvent] = []
     server_events: list[ServerEvent] = []
     agent.start(view)
+    context.pool.defenses.start_run(view, blobs)
     for step_index in range(MAX_STEPS):
         step = await agent.step(view)
         if step.error is not None:
@@ -270,6 +271,8 @@ async def _perform(
     try:
         if connection is None:
             outcome = CallOutcome(CallOutcomeKind.PROTOCOL_ERROR, None, f"unknown server {call.server!r}", 0.0)
+        elif (refused := context.pool.defenses.refuse(call, clock, connection)) is not None:
+            outcome = CallOutcome(CallOutcomeKind.SKIPPED, None, refused, 0.0)  # never sent: a defense event says why
         else:
             outcome = await call_tool(
                 connection,
@@ -357,7 +360,7 @@ def _collect(
                     item=call.item,
                     server=call.server,
                     tool=call.tool,
-                    arguments=externalize(call.arguments, blobs),
+                    arguments=externalize(call.arguments if outcome.kind is not CallOutcomeKind.SKIPPED else {}, blobs),
                     adapters=list(call.adapters),
                     clock=clock,
                     outcome=outcome.kind,

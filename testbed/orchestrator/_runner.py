@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from testbed.agent import ModelEvents
+from testbed.defenses import DefenseGuard
 from testbed.events import EventLog, FaultEvent, MessageEvent, externalize
 from testbed.faults import FaultPlan
 from testbed.orchestrator._agents import build_agent
@@ -94,6 +95,7 @@ async def execute_runs(
     plan = FaultPlan(list(scenario.faults), seed=scenario.seed)
     fault_events: list[FaultEvent] = []
     pool = ServerPool(out_dir=runner.servers_dir, sandbox=runner.sandbox, device=runner.device)
+    pool.defenses = DefenseGuard(scenario.defenses, scenario.agent.grants)
     for spec in runner.resolve(scenario).values():
         hook = runner.fault_hook(plan, spec.alias, pool, fault_events) if plan.faults else None
         pool.add(spec, fault_hook=hook)

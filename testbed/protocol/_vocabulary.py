@@ -84,6 +84,8 @@ class MemoryScope(StrEnum):
     ``global``: a handle any client of the server can resolve, forever.
     ``ttl``: a handle that expires ``ttl_seconds`` after creation (on the run's logical clock).
     ``file``: a path to a file inside the server's sandbox directory.
+    ``context``: a versioned ``context://`` reference into the protocol-native context store
+    (:mod:`testbed.memory`): readable within its run only, with provenance and an optional TTL.
     """
 
     BY_VALUE = "by_value"
@@ -91,6 +93,7 @@ class MemoryScope(StrEnum):
     GLOBAL = "global"
     TTL = "ttl"
     FILE = "file"
+    CONTEXT = "context"
 
 
 def declare_box(convention: BoxConvention, *, role: SemanticRole = SemanticRole.BOUNDING_BOX) -> dict[str, Any]:

@@ -17,14 +17,10 @@ from testbed.population import (
     sample_population,
     write_population,
 )
+from testbed.reproduce._calibration import FULL_CALIBRATION_RUNS, Calibration, calibrate, calibration_dir
+from testbed.reproduce._html import audit_page
 from testbed.reproduce._measure import measure_population
-from testbed.reproduce._outputs import (
-    check_manifest,
-    html_report,
-    manifest_document,
-    write_manifest,
-    write_tables,
-)
+from testbed.reproduce._outputs import check_manifest, manifest_document, write_manifest, write_tables
 from testbed.reproduce._run import WORKFLOWS_DIR, Progress, run_workflows
 from testbed.reproduce._tables import Row, audit_rows, recovery_failed
 
@@ -42,10 +38,6 @@ DEFAULT_SEED: Final = 2025
 DEFAULT_RUNS: Final = 3
 QUICK_MEMBERS: Final = 12
 QUICK_RUNS: Final = 2
-CALIBRATION_NOTE: Final = (
-    "Not embedded: this run measured no calibration. `testbed check --accuracy` measures each validator's recall "
-    "and false-positive rate with Wilson intervals; read each output above against those bounds."
-)
 
 
 @dataclass(frozen=True)
@@ -54,7 +46,9 @@ class AuditResult:
     failed: list[Row]
     """Recovery rows whose measured rate missed the realised prevalence's interval."""
     recorded: int
+    """Runs recorded by this process: the workflows' and the calibration's."""
     files: list[Path]
+    calibration: Calibration
 
 
 def _population(population_file: Path | None, prevalence: Prevalence, members: int | None, seed: int) -> Population:
@@ -72,8 +66,13 @@ def reproduce_audit(
     seed: int = DEFAULT_SEED,
     runs: int = DEFAULT_RUNS,
     progress: Progress | None = None,
+    calibration_runs: int = FULL_CALIBRATION_RUNS,
+    calibration: Calibration | None = None,
 ) -> AuditResult:
     """Run the audit into ``out_dir`` (resuming what an earlier process left there) and write its outputs.
+
+    The report carries the validators' calibration: ``calibration`` when given, else measured at
+    ``calibration_runs`` runs per fault kind into :func:`calibration_dir` (resumable too).
 
     Raises:
         TestbedError: bad input, or ``out_dir`` holds another population or run count.
@@ -97,8 +96,17 @@ def reproduce_audit(
     (out_dir / "prevalence.yaml").write_text(prevalence_text, encoding="utf-8")
     write_manifest(out_dir, manifest)
     recorded = asyncio.run(run_workflows(population, out_dir, runs=runs, progress=progress))
+    if calibration is None:
+        calibration = calibrate(calibration_dir(out_dir), runs=calibration_runs, seed=seed)
+        recorded += calibration.recorded
     rows = audit_rows(population, prevalence, measure_population(population, out_dir / WORKFLOWS_DIR))
-    files = write_tables(rows, out_dir)
+    files = write_tables(rows, out_dir, calibration)
     report = out_dir / "report.html"
-    report.write_text(html_report(rows, manifest, CALIBRATION_NOTE), encoding="utf-8")
-    return AuditResult(rows=rows, failed=recovery_failed(rows), recorded=recorded, files=[*files, report])
+    report.write_text(audit_page(rows, manifest, calibration, out_dir), encoding="utf-8")
+    return AuditResult(
+        rows=rows,
+        failed=recovery_failed(rows),
+        recorded=recorded,
+        files=[*files, report, *calibration.files],
+        calibration=calibration,
+    )

@@ -1,30 +1,32 @@
-"""The audit's outputs: a rich table, ``tables.csv`` and Parquet, ``report.html`` and ``manifest.json``."""
+"""The audit's outputs: a rich table, ``tables.csv`` and Parquet, and ``manifest.json`` (``report.html``: _html)."""
 
 from __future__ import annotations
 
 import csv
-import html
 import io
 import json
-import platform
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Final
 
 from rich.table import Table
 
 from testbed._errors import TestbedError
+from testbed._versions import package_versions
 from testbed.metrics import Interval
+from testbed.reproduce._calibration import Calibration
 from testbed.reproduce._tables import Row
 
 __all__ = [
     "COLUMNS",
+    "HEADERS",
     "LEGEND",
     "MANIFEST_FILE",
+    "VERSIONED_PACKAGES",
     "check_manifest",
     "csv_text",
-    "html_report",
+    "display_cells",
+    "record_cells",
     "rich_table",
     "write_manifest",
     "write_tables",
@@ -34,8 +36,9 @@ MANIFEST_FILE: Final = "manifest.json"
 MANIFEST_FORMAT: Final = 1
 COLUMNS: Final = (
     "table", "row", "marking", "unit", "count", "total", "value", "low", "high",
-    "paper", "paper_low", "paper_high", "recovered", "note",
+    "paper", "paper_low", "paper_high", "recovered", "note", "family", "calibration",
 )  # fmt: skip
+VERSIONED_PACKAGES: Final = ("mcp-vision-testbed", "mcp", "numpy", "scipy", "pandas", "pyarrow", "matplotlib")
 _PRECISION: Final = 6
 
 
@@ -49,32 +52,47 @@ def _bounds(interval: Interval | None) -> tuple[str, str, str]:
     return _number(interval.estimate), _number(interval.low), _number(interval.high)
 
 
-def _record(row: Row) -> tuple[str, ...]:
+def calibration_text(row: Row, calibration: Calibration | None) -> str:
+    """What the calibration says about the validators behind ``row``; empty for inputs, rows that name no validator
+    family, or without a calibration."""
+    if calibration is None or row.marking == "input" or not row.family:
+        return ""
+    return calibration.family_link(row.family)
+
+
+def record_cells(row: Row, calibration: Calibration | None) -> tuple[str, ...]:
+    """A row's CSV cells, in the order of :data:`COLUMNS`."""
     total = "" if row.total is None else _number(row.total)
     count = "" if row.count is None else str(row.count)
     return (row.table, row.row, row.marking, row.unit, count, total, *_bounds(row.value), *_bounds(row.paper),
-            row.recovered, row.note)  # fmt: skip
+            row.recovered, row.note, row.family, calibration_text(row, calibration))  # fmt: skip
 
 
-def csv_text(rows: list[Row]) -> str:
-    """The tables as CSV, every number at fixed precision (same rows, same bytes)."""
+def csv_text(rows: list[Row], calibration: Calibration | None = None) -> str:
+    """The tables as CSV, every number at fixed precision (same rows, same bytes), each output beside its
+    validator family's calibration when one is given."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(COLUMNS)
-    writer.writerows(_record(row) for row in rows)
+    writer.writerows(record_cells(row, calibration) for row in rows)
     return buffer.getvalue()
 
 
-def write_tables(rows: list[Row], out_dir: Path) -> list[Path]:
-    """Write ``tables.csv`` and ``tables.parquet``; returns the files written."""
+def write_csv_and_parquet(text: str, path: Path, integer_columns: tuple[str, ...] = ()) -> list[Path]:
+    """Write CSV ``text`` to ``path`` and the same table to ``path`` with the suffix ``.parquet`` (always both)."""
     import pandas as pd
 
-    csv_path = out_dir / "tables.csv"
-    csv_path.write_text(csv_text(rows), encoding="utf-8")
-    frame = pd.read_csv(io.StringIO(csv_text(rows)), dtype={"count": "Int64"}, keep_default_na=False, na_values=[""])
-    parquet_path = out_dir / "tables.parquet"
+    path.write_text(text, encoding="utf-8")
+    dtypes = dict.fromkeys(integer_columns, "Int64")
+    frame = pd.read_csv(io.StringIO(text), dtype=dtypes, keep_default_na=False, na_values=[""])
+    parquet_path = path.with_suffix(".parquet")
     frame.to_parquet(parquet_path, index=False)
-    return [csv_path, parquet_path]
+    return [path, parquet_path]
+
+
+def write_tables(rows: list[Row], out_dir: Path, calibration: Calibration | None = None) -> list[Path]:
+    """Write ``tables.csv`` and ``tables.parquet``; returns the files written."""
+    return write_csv_and_parquet(csv_text(rows, calibration), out_dir / "tables.csv", ("count",))
 
 
 def _cell(interval: Interval | None, unit: str) -> str:
@@ -85,7 +103,8 @@ def _cell(interval: Interval | None, unit: str) -> str:
     return f"{interval.estimate:.1f} [{interval.low:.1f}, {interval.high:.1f}]"
 
 
-def _display(row: Row) -> tuple[str, ...]:
+def display_cells(row: Row) -> tuple[str, ...]:
+    """A row's cells for people, in the order of :data:`HEADERS`."""
     counts = f"{row.count}/{row.total:g}" if row.count is not None and row.total is not None else ""
     return (row.table, row.row, row.marking, _cell(row.value, row.unit), counts, row.unit,
             _cell(row.paper, row.unit), row.recovered)  # fmt: skip
@@ -103,49 +122,17 @@ LEGEND: Final = (
 )
 """Printed under the terminal table and at the top of the HTML report."""
 
-_HEADERS: Final = ("table", "figure", "input/output", "ours", "count", "unit", "paper", "recovered")
+HEADERS: Final = ("table", "figure", "input/output", "ours", "count", "unit", "paper", "recovered")
 
 
 def rich_table(rows: list[Row], title: str) -> Table:
     table = Table(title=title)
-    for header in _HEADERS:
+    for header in HEADERS:
         table.add_column(header)
     for row in rows:
         style = "red" if row.recovered == "NO" else ("dim" if row.marking == "input" else None)
-        table.add_row(*_display(row), style=style)
+        table.add_row(*display_cells(row), style=style)
     return table
-
-
-def html_report(rows: list[Row], manifest: dict[str, Any], calibration_note: str) -> str:
-    """A self-contained HTML page: the tables, the marking legend, seeds and versions."""
-    body = "".join(
-        "<tr" + (' class="input"' if row.marking == "input" else "") + ">"
-        + "".join(f"<td>{html.escape(cell)}</td>" for cell in (*_display(row), row.note)) + "</tr>"
-        for row in rows
-    )  # fmt: skip
-    head = "".join(f"<th>{html.escape(header)}</th>" for header in (*_HEADERS, "note"))
-    settings = html.escape(json.dumps({key: manifest[key] for key in ("seed", "runs_per_workflow",
-                                       "population_hash", "versions")}, indent=2))  # fmt: skip
-    return (
-        "<!doctype html><meta charset='utf-8'><title>testbed reproduce audit</title>"
-        "<style>body{font-family:sans-serif}td,th{padding:2px 8px;border-bottom:1px solid #ddd}"
-        "tr.input{color:#777}</style>"
-        "<h1>The audit, reproduced over a sampled population</h1>"
-        + "".join(f"<p>{html.escape(line)}</p>" for line in LEGEND)
-        + f"<table><tr>{head}</tr>{body}</table>"
-        f"<h2>Validator calibration</h2><p>{html.escape(calibration_note)}</p>"
-        f"<h2>Seeds and versions</h2><pre>{settings}</pre>"
-    )
-
-
-def _versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for package in ("mcp-vision-testbed", "mcp", "numpy", "scipy", "pandas", "pyarrow"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            found[package] = "not installed"
-    return found
 
 
 def _identity(manifest: dict[str, Any]) -> tuple[object, ...]:
@@ -164,7 +151,7 @@ def manifest_document(*, seed: int, runs: int, population_hash: str, prevalence_
             "testbed reproduce audit --population population.yaml --prevalence prevalence.yaml "
             f"--runs-per-workflow {runs} --out ."
         ),
-        "versions": _versions(),
+        "versions": package_versions(VERSIONED_PACKAGES),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 

@@ -33,6 +33,8 @@ class Row:
     recovered: str = ""
     """Recovery check rows only: ``yes``, ``NO`` or ``not measurable``."""
     note: str = ""
+    family: str = ""
+    """The validator family whose findings the row counts (its calibration is read beside it); empty if none."""
 
 
 PAPER: Final[dict[str, Interval]] = {
@@ -101,6 +103,7 @@ def _family_rows(population: Population, measured: Measured) -> list[Row]:
                 _percent(flagged, len(pool)),
                 PAPER.get(family),
                 note=note,
+                family=family,
             )
         )
     return rows
@@ -131,6 +134,7 @@ def _security_rows(measured: Measured) -> list[Row]:
             _percent(untyped, edges),
             PAPER["untyped"],
             note="edges where neither recorded tool listing declares a convention",
+            family="conn",
         ),
         Row(
             "B security",
@@ -142,6 +146,7 @@ def _security_rows(measured: Measured) -> list[Row]:
             memory,
             PAPER["memory_per_100"],
             note="memory.* occurrences over executed calls, exact Poisson",
+            family="memory",
         ),
     ]
 
@@ -171,9 +176,10 @@ def _mode_rows(population: Population, prevalence: Prevalence, measured: Measure
             affected = sum(m.runs_with.get(family, 0) for m in in_mode)
             what = "a violation" if family == "any" else f"a {family} finding"
             rows.append(Row("C modes", f"{mode}: runs with {what}", "output", "% of runs", affected, runs,
-                            _percent(affected, runs)))  # fmt: skip
+                            _percent(affected, runs), family="" if family == "any" else family))  # fmt: skip
         rows.append(Row("C modes", f"{mode}: memory warnings", "output", "per 100 executions", warnings, executions,
-                        poisson_interval(warnings, executions) if executions else None))  # fmt: skip
+                        poisson_interval(warnings, executions) if executions else None,
+                        family="memory"))  # fmt: skip
     return rows
 
 
@@ -201,7 +207,7 @@ def _measured_row(prop: str, pool: list[Member], target: Interval, measured: Mea
         f"{disagree} server(s) measured otherwise than drawn"
     )
     return Row("D recovery", row, "output", "% of servers", len(flagged), len(pool), _percent(len(flagged), len(pool)),
-               recovered="yes" if inside else "NO", note=note)  # fmt: skip
+               recovered="yes" if inside else "NO", note=note, family=ids[0].split(".")[0])  # fmt: skip
 
 
 def _recovery_rows(population: Population, prevalence: Prevalence, measured: Measured) -> list[Row]:

@@ -29,11 +29,14 @@ from pydantic import (
 )
 
 from testbed._errors import LocatedError
+from testbed.contracts import ContractsSpec
+from testbed.defenses import Defenses
 from testbed.faults import FaultSpec
 from testbed.profile import CAPABILITIES, PRESETS, ConventionProfile, ProfileError, truth_manifest
 from testbed.protocol import ServerTruth, load_truth_file
 from testbed.registry import RECORDED_CONTEXT, AgentSpec, RecordedAgentSpec, by_kind, registry
 from testbed.scenes import BASE_DIR_CONTEXT, ImageSet, SceneSpec
+from testbed.security import AttackSpec
 from testbed.transport import TransportKind
 from testbed.workflow import (
     IDENTIFIER_JSON_SCHEMA,
@@ -373,6 +376,15 @@ class Task(BaseModel):
         return self
 
 
+class Observability(BaseModel):
+    """Observability hooks of a scenario (all off by default)."""
+
+    model_config = ConfigDict(**_MODEL_CONFIG, title="Observability")
+
+    spans: bool = False
+    """Export an OpenTelemetry span per call (and the MCP SDK's spans) as OTLP JSON to ``DIR/spans.otlp.jsonl``."""
+
+
 class Scenario(BaseModel):
     """One scenario: a scene source, servers, an agent with its workflow, and what the run should show."""
 
@@ -403,6 +415,21 @@ class Scenario(BaseModel):
     """Faults to inject (selected by ``kind``; see ``testbed.faults.FAULT_CATALOG``), decided from the seed."""
     deadline_s: float = Field(default=60.0, gt=0)
     """Default deadline of each tool call in seconds (a node's ``deadline_s`` overrides it)."""
+    observability: Observability = Field(default_factory=Observability, exclude_if=lambda value: not value.spans)
+    """What the run exports besides its events: ``spans: true`` writes an OpenTelemetry span per call
+    to ``DIR/spans.otlp.jsonl`` (see :mod:`testbed.telemetry`). Off: left out of the recorded scenario, so
+    experiment ids made before it existed still match."""
+    defenses: Defenses = Field(default_factory=Defenses, exclude_if=lambda value: value == Defenses())
+    """The defenses the orchestrator enforces (``tool_pinning``, ``role_binding``, ``scoped_memory``,
+    ``provenance_tags``; all off by default): see :mod:`testbed.defenses`. At their defaults: left out of the
+    recorded scenario, so experiment ids made before defenses existed still match."""
+    attack: AttackSpec | None = Field(default=None, exclude_if=lambda value: value is None)
+    """The attack the scenario exercises (vector and goal), judged per run as ``security.attack_succeeded``;
+    absent: no attack (and left out of the recorded scenario)."""
+    contracts: ContractsSpec | None = Field(default=None, exclude_if=lambda value: value is None)
+    """Runtime contracts on every workflow edge, with the policy that answers a breach (``halt``, ``convert``,
+    ``replan``, ``fallback``) and the rules checked: see :mod:`testbed.contracts`. Absent: none (and left out
+    of the recorded scenario, so experiment ids made before contracts existed still match)."""
 
     @property
     def workflow(self) -> Workflow | None:
@@ -444,6 +471,18 @@ class Scenario(BaseModel):
                     f"fault target server {fault.target.server!r} is not a server alias "
                     f"(servers: {', '.join(self.servers)})",
                     loc=("faults", index, "target", "server"),
+                )
+        for loc, alias in self.attack.aliases if self.attack is not None else ():
+            if alias not in self.servers:
+                raise FieldError(
+                    f"attack names unknown server alias {alias!r} (servers: {', '.join(self.servers)})",
+                    loc=("attack", *loc),
+                )
+        for name in self.defenses.privileges:
+            if name.partition(".")[0] not in self.servers:
+                raise FieldError(
+                    f"privilege for {name!r} names an unknown server alias (servers: {', '.join(self.servers)})",
+                    loc=("defenses", "privileges", name),
                 )
         workflow = self.workflow
         if not isinstance(workflow, Workflow):

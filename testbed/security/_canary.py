@@ -8,8 +8,10 @@ from pathlib import Path
 
 from testbed._errors import TestbedError
 
-__all__ = ["CanarySet", "place_canaries"]
+__all__ = ["CANARY_FILES", "CanarySet", "place_canaries"]
 
+CANARY_FILES: dict[str, str] = {"CANARY": "outside/CANARY", "passwd": "decoy-root/etc/passwd"}
+"""Every canary by name, and its file relative to the canary base (the sandbox's parent)."""
 _FAKE_PASSWD = "root:x:0:0:canary root:/root:/bin/sh\ncanary:x:1000:1000:canary:/home/canary:/bin/sh\n"
 
 
@@ -47,8 +49,8 @@ def place_canaries(base: Path, sandbox: Path) -> CanarySet:
     outside = base / "outside"
     decoy_root = base / "decoy-root"
     files = {
-        outside / "CANARY": "canary: an attack that reaches this file broke out of its sandbox\n",
-        decoy_root / "etc" / "passwd": _FAKE_PASSWD,
+        base / CANARY_FILES["CANARY"]: "canary: an attack that reaches this file broke out of its sandbox\n",
+        base / CANARY_FILES["passwd"]: _FAKE_PASSWD,
     }
     for path, text in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -17,15 +17,21 @@ from testbed.registry import registry, validator
 from testbed.validators import (
     _bridging,
     _connection,
+    _contract,
     _coords,
     _coords_free,
     _coords_pseudo,
     _cross_agent,
+    _defense,
     _mask,
     _memory,
+    _payload,
     _permission,
     _protocol,
+    _provenance,
+    _scale,
     _schema,
+    _security,
 )
 from testbed.validators._apply import ValidationResult, ValidatorFailure, indistinguishable, split_runs, validate_runs
 from testbed.validators._apply import validate_experiment as _validate_experiment
@@ -45,6 +51,12 @@ VALIDATORS: tuple[ValidatorSpec, ...] = (
     *_mask.VALIDATORS,
     *_memory.VALIDATORS,
     *_cross_agent.VALIDATORS,
+    *_scale.VALIDATORS,
+    *_payload.VALIDATORS,
+    *_defense.VALIDATORS,
+    *_provenance.VALIDATORS,
+    *_security.VALIDATORS,
+    *_contract.VALIDATORS,
 )
 """Every built-in per-run validator, in a fixed order."""
 

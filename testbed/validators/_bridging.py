@@ -38,6 +38,7 @@ def check_untracked_bridging(record: RunRecord) -> Iterator[Violation]:
                 edge.target_arg == FOR_EACH_ARG
                 or edge.target_arg not in call.arguments
                 or edge.target_arg in node.adapters
+                or any(adapter.startswith(f"{edge.target_arg}: ") for adapter in call.adapters)  # tracked on the call
             ):
                 continue
             try:

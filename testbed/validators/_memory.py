@@ -263,7 +263,8 @@ def check_retention_exceeded(record: RunRecord) -> Iterator[Violation]:
 def check_out_of_scope(records: Sequence[RunRecord]) -> list[Violation]:
     """``memory.handle_out_of_scope``: a run sends a handle created in another run, by a session or TTL tool.
 
-    Global and file handles are shared by design and never flagged. Cross-run: pass every run of an experiment.
+    Global and file handles are shared by design and never flagged; context references are per run.
+    Cross-run: pass every run of an experiment.
     """
     origins: dict[tuple[str, str], tuple[int, Issued]] = {}
     for record in records:
@@ -276,7 +277,7 @@ def check_out_of_scope(records: Sequence[RunRecord]) -> list[Violation]:
             if found is None or found[0] == record.started.run:
                 continue
             run, issued = found
-            if issued.truth.returns in (MemoryScope.SESSION, MemoryScope.TTL):
+            if issued.truth.returns in (MemoryScope.SESSION, MemoryScope.TTL, MemoryScope.CONTEXT):
                 violations.append(
                     _violation(
                         record,

@@ -42,6 +42,9 @@ TRUTH_READERS: Final = (
     "memory.unbounded_store",
     "perm.path_outside_sandbox",
     "schema.field_name_divergence",
+    "coords.scale_mismatch",
+    "conn.binary_unparseable",
+    "provenance.untracked",
 )
 """The built-in checks that read servers' truth manifests (``RunRecord.truth``); every other one reads only
 what was recorded on the wire. ``tests/test_external_servers.py`` keeps this list honest."""
