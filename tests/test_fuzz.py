@@ -30,12 +30,12 @@ from testbed.registry import registry
 from testbed.serve import body_too_large_message
 from testbed.server_config import ServerConfig
 from testbed.transport import free_port, wait_until_listening
-from tests._helpers import call, connected
+from tests._helpers import UNTYPED_OUTPUT_SERVERS, call, connected
 
 SMALL_RUN_CALLS = 200
 """Calls per server in the regular suite (the quality tier makes 10,000 by default)."""
 
-SERVERS = list(registry().servers)
+SERVERS = [name for name in registry().servers if name not in UNTYPED_OUTPUT_SERVERS]
 
 
 def failures_of(tally: ServerTally) -> list[str]:
@@ -56,6 +56,15 @@ def test_every_registered_server_survives_a_small_seeded_fuzz_run(name: str) -> 
     assert tally.calls == SMALL_RUN_CALLS
     assert tally.failed == 0, failures_of(tally)
     assert tally.counts[Outcome.CLASSIFIED] > 0  # the run did send malformed arguments
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", UNTYPED_OUTPUT_SERVERS)
+def test_a_server_whose_results_break_their_schema_by_design_is_counted_as_crashing(name: str) -> None:
+    tally = fuzz_server(name, calls=SMALL_RUN_CALLS, seed=0)
+
+    assert tally.counts[Outcome.CRASH] > 0
+    assert tally.counts[Outcome.GENERIC] == 0
 
 
 def test_the_same_seed_sends_the_same_calls_and_another_seed_other_calls() -> None:
