@@ -56,6 +56,8 @@ def first_call(name: str, image_b64: str) -> tuple[str, dict[str, Any]]:
         square = np.zeros((1, 240, 320), dtype=bool)  # the default synthetic scene is 320x240
         square[0, 8:24, 8:32] = True
         extra = {"mask": cast("list[Any]", encode_masks(square, MaskEncoding.COCO_RLE))[0]}
+    if name in ("case-paraview", "case-paraview-memo"):
+        extra = {"camera": {"azimuth": 0, "elevation": 0}}
     for tool in get_server(name).truth.tools:
         argument = tool.inputs.get(SemanticRole.IMAGE)
         if argument is not None:
