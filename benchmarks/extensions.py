@@ -1,8 +1,8 @@
 """Per-call latency with each protocol extension on, against none, measured in one process.
 
 Each bundle of the extensions experiment (``testbed.experiment.BUNDLES``: none, declarations, contracts,
-memory, provenance, all) is planned as the experiment plans it, on one scenario, and run ``--rounds``
-times for ``--runs`` runs, the bundles in a rotated order each round so that drift in machine load
+declarations+contracts, memory, provenance, all) is planned as the experiment plans it, on one scenario,
+and run ``--rounds`` times for ``--runs`` runs, the bundles in a rotated order each round so that drift in machine load
 spreads over all of them. Every cell starts with a cold inference cache (as in ``testbed experiment``).
 A warm-up cell (none, discarded) loads the models first.
 
@@ -52,7 +52,8 @@ class BundleLatency:
 
 def _plan(bundle: str, scenario: Path, runs: int, design_dir: Path) -> Plan:
     text = (
-        f"name: bench-{bundle}\nscenario: {json.dumps(str(scenario.absolute()))}\nseed: 0\nruns: {runs}\n"
+        f"name: bench-{bundle.replace('+', '-')}\n"  # a design name takes no '+'
+        f"scenario: {json.dumps(str(scenario.absolute()))}\nseed: 0\nruns: {runs}\n"
         f"factors:\n  extensions: {{kind: extensions, levels: [{bundle}]}}\n"
     )
     path = design_dir / f"{bundle}.yaml"

@@ -12,7 +12,7 @@ The inference cache is off everywhere, so every run really infers. The first run
 
 A second table splits a run into its calls (wall time seen by the orchestrator) and
 the rest (agent, binding, recording); a third gives the bytes each run leaves in the
-experiment directory (hard links counted once, as ``du -sb``).
+experiment directory by what holds them (hard links counted once, as ``du -sb``).
 
     .venv/bin/python benchmarks/overhead.py [--runs 20] [--device cpu]
 """
@@ -20,6 +20,7 @@ experiment directory (hard links counted once, as ``du -sb``).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import tempfile
@@ -28,6 +29,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 import numpy as np
@@ -55,22 +57,35 @@ class Timing:
     """Per node: its calls' wall time (a fan-out node's calls overlap: its longest call)."""
 
 
+STORAGE_PARTS = {
+    "scene": "scene PNG (blob)",
+    "images": "other images: crops (blobs)",
+    "texts": "long strings: text blocks (text blobs)",
+    "experiment": "events: header and handshake (once)",
+    "run_started": "events: run_started (ground truth)",
+    "listing": "events: each run's tools/list",
+    "requests": "events: tools/call requests",
+    "responses": "events: tools/call responses",
+    "calls": "events: call outcomes",
+    "other_events": "events: run_finished, faults, ...",
+    "rest": "folders, server logs",
+}
+"""Where a run's bytes go, in the order the table shows them."""
+
+
 @dataclass(frozen=True)
 class Storage:
-    """Bytes per run in the experiment directory, by what holds them."""
+    """Bytes per run in the experiment directory, by what holds them (:data:`STORAGE_PARTS`)."""
 
-    scene: float
-    """The runs' scene PNGs."""
-    other_blobs: float
-    """Every other blob: crops, masks, long strings."""
-    events: float
-    """``events.jsonl``."""
-    rest: float
-    """Folders, server logs, anything else (a sandbox file linked to its blob is counted once, as a blob)."""
+    parts: dict[str, float]
+
+    @property
+    def scene(self) -> float:
+        return self.parts["scene"]
 
     @property
     def total(self) -> float:
-        return self.scene + self.other_blobs + self.events + self.rest
+        return sum(self.parts.values())
 
 
 @dataclass(frozen=True)
@@ -108,21 +123,44 @@ def _timing(events: Sequence[Event]) -> Timing:
 
 def _storage(directory: Path, events: Sequence[Event], runs: int) -> Storage:
     scenes = {e.image_blob for e in events if isinstance(e, RunStarted)}
+    parts = dict.fromkeys(STORAGE_PARTS, 0)
+    for line in (directory / EVENTS_FILE).read_text(encoding="utf-8").splitlines(keepends=True):
+        parts[_event_part(json.loads(line))] += len(line.encode())
     seen: set[tuple[int, int]] = set()
-    parts = {"scene": 0, "other_blobs": 0, "events": 0, "rest": 0}
     # Blobs first, so a sandbox file that is a hard link to one counts as the blob.
     paths = [*(directory / BLOBS_DIR).iterdir(), *directory.rglob("*"), directory]
     for path in paths:
         status = path.lstat()
-        if (status.st_dev, status.st_ino) in seen:
+        if (status.st_dev, status.st_ino) in seen or path == directory / EVENTS_FILE:  # the log: by line, above
             continue
         seen.add((status.st_dev, status.st_ino))
         if path.parent == directory / BLOBS_DIR and path.is_file():
-            part = "scene" if path.stem in scenes else "other_blobs"
+            if path.stem in scenes:
+                part = "scene"
+            elif path.suffix == ".txt":
+                part = "texts"
+            else:
+                part = "images"
         else:
-            part = "events" if path == directory / EVENTS_FILE else "rest"
+            part = "rest"
         parts[part] += status.st_size
-    return Storage(**{part: size / runs for part, size in parts.items()})
+    return Storage(parts={part: size / runs for part, size in parts.items()})
+
+
+def _event_part(document: dict[str, Any]) -> str:
+    """Which part of :data:`STORAGE_PARTS` a line of ``events.jsonl`` belongs to."""
+    kind = document["event"]
+    if kind == "header" or (kind == "message" and document["run"] is None):
+        return "experiment"
+    if kind == "run_started":
+        return "run_started"
+    if kind == "call":
+        return "calls"
+    if kind != "message":
+        return "other_events"
+    if document["node"] == "@list":
+        return "listing"
+    return "requests" if document["direction"] == "c->s" else "responses"
 
 
 def _testbed(scenario: Scenario, transport: str, device: str) -> tuple[Timing, Storage]:
@@ -234,17 +272,12 @@ def _print(result: Measurement, device: str) -> None:
     )
     console.print(parts)
 
-    storage = Table(title="bytes per run in the experiment directory")
+    storage = Table(title="bytes per run in the experiment directory (hard links counted once)")
     for column in ("part", *transports):
         storage.add_column(column, justify="right" if column != "part" else "left")
-    for field, label in (
-        ("scene", "scene PNG"),
-        ("other_blobs", "other blobs (crops, masks)"),
-        ("events", "events.jsonl"),
-        ("rest", "folders, logs"),
-        ("total", "total"),
-    ):
-        storage.add_row(label, *(f"{getattr(result.storage[t], field):,.0f}" for t in transports))
+    for part, label in STORAGE_PARTS.items():
+        storage.add_row(label, *(f"{result.storage[t].parts[part]:,.0f}" for t in transports))
+    storage.add_row("total", *(f"{result.storage[t].total:,.0f}" for t in transports))
     over = [result.storage[t].total - result.storage[t].scene for t in transports]
     storage.add_row("beyond the scene (goal <= 20,480)", *(f"{value:,.0f}" for value in over))
     console.print(storage)

@@ -23,7 +23,7 @@ from servers._tools import ToolInputError
 from testbed._arrays import RGBImage
 from testbed._errors import InvalidImageError, TestbedError, WeightsError
 from testbed.conventions import BoxConvention, ImageSize, to_canonical
-from testbed.imaging import decode_image
+from testbed.imaging import decode_image, sent_pixels
 from testbed.server_config import ServerConfig
 from testbed.vision import InferenceParams, InferenceResult, VisionModel, shared_inference_cache, shipped_weights
 
@@ -48,6 +48,8 @@ _models: dict[tuple[Task, Path, str, bool], VisionModel] = {}
 # PNG costs milliseconds, so a few recently decoded images are kept, keyed by their exact base64 text.
 _DECODED_CACHE_SIZE = 8
 _decoded: OrderedDict[tuple[str, int], RGBImage] = OrderedDict()
+_decoding: dict[tuple[str, int], threading.Event] = {}
+"""Images being decoded right now, set once each is cached (or failed)."""
 _decoded_lock = threading.Lock()
 _models_lock = threading.Lock()
 
@@ -110,27 +112,48 @@ def infer(task: Task, image: RGBImage, config: ServerConfig) -> InferenceResult:
 def decode_image_argument(value: str, *, argument: str, config: ServerConfig) -> RGBImage:
     """Decode a base64 image argument (``data:`` URIs accepted).
 
+    Concurrent calls sent the same image (a fan-out of crops) decode it once: the first decodes, the
+    others wait for its result.
+
     Raises:
         InvalidImageError: invalid base64, not an image, or over ``config.max_pixels``; names ``argument``.
     """
     text = value.partition(",")[2] if value.startswith("data:") else value
     key = (text, config.max_pixels)
-    with _decoded_lock:
-        cached = _decoded.get(key)
-        if cached is not None:
-            _decoded.move_to_end(key)
-            return cached
+    while True:
+        with _decoded_lock:
+            cached = _decoded.get(key)
+            if cached is not None:
+                _decoded.move_to_end(key)
+                return cached
+            pending = _decoding.get(key)
+            if pending is None:
+                _decoding[key] = decoded = threading.Event()
+                break
+        pending.wait()  # then it is cached, or it failed and this call tries (and reports) it itself
+    try:
+        image = _decode_text(text, argument=argument, max_pixels=config.max_pixels)
+        image.setflags(write=False)  # shared between calls: nobody may draw on it
+        with _decoded_lock:
+            _decoded[key] = image
+            while len(_decoded) > _DECODED_CACHE_SIZE:
+                _decoded.popitem(last=False)
+        return image
+    finally:
+        with _decoded_lock:
+            del _decoding[key]
+        decoded.set()
+
+
+def _decode_text(text: str, *, argument: str, max_pixels: int) -> RGBImage:
+    known = sent_pixels(text, max_pixels)  # in process: the scene the orchestrator just encoded
+    if known is not None:
+        return known
     try:
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidImageError(f"{argument}: invalid base64") from None
-    image = decode_image_data(data, argument=argument, max_pixels=config.max_pixels)
-    image.setflags(write=False)  # shared between calls: nobody may draw on it
-    with _decoded_lock:
-        _decoded[key] = image
-        while len(_decoded) > _DECODED_CACHE_SIZE:
-            _decoded.popitem(last=False)
-    return image
+    return decode_image_data(data, argument=argument, max_pixels=max_pixels)
 
 
 def decode_image_data(data: bytes, *, argument: str, max_pixels: int) -> RGBImage:

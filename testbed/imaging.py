@@ -24,6 +24,8 @@ _RECENT_ENCODINGS = 4
 """PNGs this process encoded lately, kept with their pixels: an in-process server given the scene the
 orchestrator just encoded gets its pixels back without decoding the PNG (lossless, so they are equal)."""
 _recent_encodings: OrderedDict[bytes, RGBImage] = OrderedDict()
+_recent_base64: OrderedDict[str, bytes] = OrderedDict()
+"""The base64 text of those PNGs (:func:`scene_base64`), so a server handed it skips the base64 decoding too."""
 _recent_lock = threading.Lock()
 
 
@@ -112,6 +114,9 @@ def decode_base64_image(text: str, *, what: str = "image", max_pixels: int = MAX
     """Decode a base64 string (optionally a ``data:`` URI) holding an encoded image."""
     if text.startswith("data:"):
         text = text.partition(",")[2]
+    known = sent_pixels(text, max_pixels)
+    if known is not None:
+        return known
     try:
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
@@ -155,6 +160,28 @@ def encode_scene_png(image: RGBImage) -> bytes:
         while len(_recent_encodings) > _RECENT_ENCODINGS:
             _recent_encodings.popitem(last=False)
     return data
+
+
+def scene_base64(png: bytes) -> str:
+    """The base64 text of a PNG that :func:`encode_scene_png` returned, noted so that :func:`sent_pixels` of it
+    (an in-process server decoding the argument it was sent) copies the pixels instead of decoding anything."""
+    text = base64.b64encode(png).decode("ascii")
+    with _recent_lock:
+        if png in _recent_encodings:
+            _recent_base64[text] = png
+            while len(_recent_base64) > _RECENT_ENCODINGS:
+                _recent_base64.popitem(last=False)
+    return text
+
+
+def sent_pixels(text: str, max_pixels: int = MAX_IMAGE_PIXELS) -> RGBImage | None:
+    """A copy of the pixels whose PNG's base64 :func:`scene_base64` returned lately, if ``text`` is one within the
+    limit; ``None`` otherwise (the caller decodes ``text`` as usual, errors included)."""
+    if not _recent_base64:  # a server process sends nothing: skip hashing the text
+        return None
+    with _recent_lock:
+        png = _recent_base64.get(text)
+    return _encoded_here(png, max_pixels) if png is not None else None
 
 
 def _encoded_here(data: bytes, max_pixels: int) -> RGBImage | None:

@@ -6,9 +6,9 @@ may vary in the way the paper's audit counts it: the box convention and size
 order, the mask encoding and resolution, the schema style and field names,
 the error style, whether extension keywords are declared, the memory scope
 with its declared and actual lifetimes, whether outputs are validated before
-they are sent, and a declared fallback. :func:`truth_manifest` derives the
-truth manifest a server built from it has; :data:`PRESETS` writes nine of the
-eleven named servers as profiles.
+they are sent, a declared fallback, and an out-of-band bridging helper tool.
+:func:`truth_manifest` derives the truth manifest a server built from it has;
+:data:`PRESETS` writes nine of the eleven named servers as profiles.
 
 The parametric servers that implement a profile are plug-ins (``servers.parametric``);
 this module is data only and never imports them.
@@ -101,6 +101,8 @@ class FieldNames(BaseModel):
     """The reported image size (detect, segment); ``None``: not reported."""
     crop: Name = "crop"
     """The base64 PNG crop in a JSON result (crop, crop-mask, unless the schema style is ``content``)."""
+    bridge_tool: Name = "forward_call"
+    """The out-of-band helper tool of a server that ``bridges`` (see :attr:`ConventionProfile.bridges`)."""
 
 
 class MaskProfile(BaseModel):
@@ -181,6 +183,10 @@ class ConventionProfile(BaseModel):
     """A fallback the server declares in its instructions (e.g. ``"empty result on model failure"``); ``None``."""
     pixel_spacing_mm: float = Field(default=1.0, gt=0)
     """For measure: millimetres per pixel; declared on the box argument only with ``declares_extensions``."""
+    bridges: bool = False
+    """Whether the server also serves an out-of-band helper (``names.bridge_tool``) that calls another server's tool
+    on the agent's behalf, the audit's "bridging script": a reach beyond the tools a workflow grants. Contained:
+    the forwarded call is recorded in the run's sandbox and acknowledged; no other server is contacted."""
 
     @field_validator("box", mode="before")
     @classmethod
@@ -237,10 +243,24 @@ def check_profile(capability: Capability, profile: ConventionProfile) -> None:
         raise ProfileError(
             f"the store tool and the {capability} tool are both called {tool!r}", loc=("names", "store_tool")
         )
+    if profile.bridges:
+        _check_bridge_tool(capability, profile, tool)
     _check_distinct(_argument_names(capability, profile), "argument")
     if has_items:
         _check_distinct(_item_fields(capability, profile), "field of each result")
         _check_distinct(_output_fields(capability, profile), "output field")
+
+
+def _check_bridge_tool(capability: Capability, profile: ConventionProfile, tool: str) -> None:
+    names = profile.names
+    taken = {tool: f"the {capability} tool"}
+    if profile.memory.scope is not MemoryScope.BY_VALUE:
+        taken[names.store_tool] = "the store tool"
+    if names.bridge_tool in taken:
+        raise ProfileError(
+            f"the bridge tool and {taken[names.bridge_tool]} are both called {names.bridge_tool!r}",
+            loc=("names", "bridge_tool"),
+        )
 
 
 def _check_distinct(fields: dict[str, str | None], what: str) -> None:
@@ -307,7 +327,7 @@ def truth_manifest(capability: Capability, profile: ConventionProfile, *, name: 
         ProfileError: the profile does not fit the capability (see :func:`check_profile`).
     """
     check_profile(capability, profile)
-    tools = (*_store_tools(profile), _capability_tool(capability, profile))
+    tools = (*_store_tools(profile), _capability_tool(capability, profile), *_bridge_tools(profile))
     return ServerTruth(
         name=name or capability,
         kind=_KINDS[capability],
@@ -347,6 +367,13 @@ def _store_tools(profile: ConventionProfile) -> tuple[ToolTruth, ...]:
             paths={role: profile.names.handle},
         ),
     )
+
+
+def _bridge_tools(profile: ConventionProfile) -> tuple[ToolTruth, ...]:
+    """The bridging helper, when the server has one: it reads no image and returns nothing a later call consumes."""
+    if not profile.bridges:
+        return ()
+    return (ToolTruth(name=profile.names.bridge_tool, schema_style=SchemaStyle.FULL, error_style=profile.error_style),)
 
 
 def _capability_tool(capability: Capability, profile: ConventionProfile) -> ToolTruth:
@@ -410,6 +437,8 @@ def _summary(capability: Capability, profile: ConventionProfile) -> str:
         parts.append("outputs validated")
     if profile.fallback is not None:
         parts.append(f"fallback: {profile.fallback}")
+    if profile.bridges:
+        parts.append(f"bridges out of band ({profile.names.bridge_tool})")
     return "; ".join(parts)
 
 

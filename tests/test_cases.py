@@ -164,24 +164,26 @@ def test_the_finding_row_fails_when_the_validators_miss_the_mechanism() -> None:
 @pytest.mark.slow
 def test_reproduce_cases_is_byte_reproducible_resumable_and_refuses_another_seed(tmp_path: Path) -> None:
     cases_dir = _small_cases(tmp_path, 3)
-    first = reproduce_cases(tmp_path / "a", quick=True, seed=11, cases_dir=cases_dir)
-    second = reproduce_cases(tmp_path / "b", quick=True, seed=11, cases_dir=cases_dir)
+    first = reproduce_cases(tmp_path / "a", quick=True, seed=11, cases_dir=cases_dir, calibration_runs=2)
+    second = reproduce_cases(tmp_path / "b", quick=True, seed=11, cases_dir=cases_dir, calibration_runs=2)
     table = (tmp_path / "a" / "tables.csv").read_bytes()
     assert table == (tmp_path / "b" / "tables.csv").read_bytes()
     assert not first.failed
     assert first.rows == second.rows
     assert first.timings
     shutil.rmtree(tmp_path / "a" / "alita")  # an interrupted run: one case missing
-    again = reproduce_cases(tmp_path / "a", quick=True, seed=11, cases_dir=cases_dir)
+    again = reproduce_cases(tmp_path / "a", quick=True, seed=11, cases_dir=cases_dir, calibration_runs=2)
     assert again.rows == first.rows
     assert (tmp_path / "a" / "tables.csv").read_bytes() == table
     with pytest.raises(TestbedError, match="choose another --out"):
-        reproduce_cases(tmp_path / "a", quick=True, seed=12, cases_dir=cases_dir)
+        reproduce_cases(tmp_path / "a", quick=True, seed=12, cases_dir=cases_dir, calibration_runs=2)
 
 
 @pytest.mark.slow
 def test_reproduce_cases_command_prints_table_d_marked_input_and_output(tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, ["reproduce", "cases", "--quick", "--seed", "3", "--out", str(tmp_path)])
+    result = CliRunner().invoke(
+        main, ["reproduce", "cases", "--quick", "--seed", "3", "--calibration-runs", "2", "--out", str(tmp_path)]
+    )
     assert result.exit_code == 0, result.output
     assert "SUMO+YOLO" in result.output
     assert "ParaView-like" in result.output

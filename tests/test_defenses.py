@@ -22,6 +22,7 @@ from testbed.validators import CATALOG, CATEGORIES, Violation, validate_experime
 
 ROOT = Path(__file__).resolve().parents[1]
 ATTACKS = ROOT / "scenarios" / "defenses"
+SUITE = ROOT / "scenarios" / "security" / "attacks"
 ATTACK_SUCCEEDED = "security.attack_succeeded"
 ALL_ON = Defenses(tool_pinning=True, role_binding=True, scoped_memory=True, provenance_tags=True)
 
@@ -43,14 +44,21 @@ def _by_run(violations: Sequence[Violation]) -> dict[int, set[str]]:
 
 
 def _check_defense_blocks_its_attack(
-    name: str, defense: str, refusal: str, tmp_path: Path, *, unsaved: set[int]
+    name: str,
+    defense: str,
+    refusal: str,
+    tmp_path: Path,
+    *,
+    unsaved: set[int],
+    settings: dict[str, Any] | None = None,
+    path: Path | None = None,
 ) -> None:
-    """Record ``name`` with ``defense`` off and on: on, the attack fails where it succeeded off (but in the runs
-    ``unsaved``), each refusal is a defense event and a ``refusal`` violation, the task still passes, and the
-    defended recording replays."""
-    base = load_scenario(ATTACKS / f"{name}.yaml").model_copy(update={"runs": 3})
+    """Record ``name`` with ``defense`` off and on (with ``settings``): on, the attack fails where it succeeded off
+    (but in the runs ``unsaved``), each refusal is a defense event and a ``refusal`` violation, the task still
+    passes, and the defended recording replays."""
+    base = load_scenario(path or ATTACKS / f"{name}.yaml").model_copy(update={"runs": 3})
     off = _by_run(validate_experiment(_record(base, tmp_path / "off")).violations)
-    defended = base.model_copy(update={"defenses": Defenses.model_validate({defense: True})})
+    defended = base.model_copy(update={"defenses": Defenses.model_validate({defense: True, **(settings or {})})})
     out = _record(defended, tmp_path / "on")
     on = _by_run(validate_experiment(out).violations)
 
@@ -102,6 +110,85 @@ def test_an_injected_path_is_reported_as_defense_provenance_untagged(tmp_path: P
 
 
 @pytest.mark.slow
+def test_the_inbox_memory_named_by_an_attacker_is_reported_as_defense_handle_unscoped(tmp_path: Path) -> None:
+    # Run 0 recalls its own mem-0: nothing to save there, and nothing refused.
+    _check_defense_blocks_its_attack(
+        "scoped_memory_inbox_memory", "scoped_memory", "defense.handle_unscoped", tmp_path, unsaved=set()
+    )
+
+
+@pytest.mark.slow
+def test_the_inbox_thumbnail_named_by_an_attacker_is_reported_as_defense_handle_unscoped(tmp_path: Path) -> None:
+    _check_defense_blocks_its_attack(
+        "scoped_memory_inbox_thumbnail", "scoped_memory", "defense.handle_unscoped", tmp_path, unsaved=set()
+    )
+
+
+@pytest.mark.slow
+def test_an_obeyed_inbox_note_is_refused_by_role_binding_once_the_inbox_is_reviewed_as_write(tmp_path: Path) -> None:
+    _check_defense_blocks_its_attack(
+        "role_binding_inbox_note",
+        "role_binding",
+        "defense.privilege_exceeded",
+        tmp_path,
+        unsaved=set(),
+        settings={"privileges": {"inbox.open_inbox": "write"}},
+    )
+
+
+@pytest.mark.slow
+def test_a_shell_tail_in_an_inbox_file_name_is_refused_by_provenance_tags_as_echoed_text(tmp_path: Path) -> None:
+    _check_defense_blocks_its_attack(
+        "remote_code_execution",
+        "provenance_tags",
+        "defense.provenance_untagged",
+        tmp_path,
+        unsaved=set(),
+        path=SUITE / "remote_code_execution.yaml",
+    )
+    refused = [e for e in read_events(tmp_path / "on").events if isinstance(e, DefenseEvent)]
+    assert {(e.tool, e.node) for e in refused} == {("convert_image", "convert")}
+    assert all("is text inbox.open_inbox (inbox#0) returned, not data" in e.detail for e in refused)
+
+
+@pytest.mark.slow
+def test_provenance_tags_also_refuse_the_clean_twins_own_inbox_path(tmp_path: Path) -> None:
+    # The cost of the defense: the user's own file name arrives as message text too, so its step is refused.
+    import yaml
+
+    from testbed.security import without_attack
+
+    twin = without_attack(yaml.safe_load((SUITE / "remote_code_execution.yaml").read_text(encoding="utf-8")))
+    twin.update(runs=2, defenses={"provenance_tags": True})
+    out = _record(load_scenario_text(yaml.safe_dump(twin), source="twin.yaml"), tmp_path / "twin")
+    events = read_events(out).events
+
+    refused = [e for e in events if isinstance(e, DefenseEvent)]
+    assert [(e.run, e.tool) for e in refused] == [(0, "convert_image"), (1, "convert_image")]
+    assert all("; touch" not in str(e.arguments) for e in refused)  # the clean file name, refused all the same
+    assert all(getattr(e, "task_passed", True) for e in events if getattr(e, "event", "") == "run_finished")
+
+
+@pytest.mark.slow
+def test_runtime_contracts_halt_a_coerced_width_before_it_reaches_the_server(tmp_path: Path) -> None:
+    from testbed.contracts import ContractsSpec
+
+    base = load_scenario(ATTACKS / "runtime_contracts_coerced_width.yaml").model_copy(update={"runs": 2})
+    off = _by_run(validate_experiment(_record(base, tmp_path / "off")).violations)
+    halted = base.model_copy(
+        update={"contracts": ContractsSpec.model_validate({"policy": "halt", "rules": ["required_fields"]})}
+    )
+    out = _record(halted, tmp_path / "on")
+    on = _by_run(validate_experiment(out).violations)
+
+    assert all(ATTACK_SUCCEEDED in off[run] for run in (0, 1))
+    assert all("contract.violation" in on[run] and ATTACK_SUCCEEDED not in on[run] for run in (0, 1))
+    resized = [e for e in read_events(out).events if isinstance(e, CallEvent) and e.tool == "resize"]
+    assert all(e.outcome is CallOutcomeKind.SKIPPED for e in resized)  # the coerced width was never sent
+    assert anyio.run(lambda: replay_experiment(out)).divergence is None
+
+
+@pytest.mark.slow
 def test_defenses_experiment_quick_shows_each_defense_cutting_attack_success(tmp_path: Path) -> None:
     import pandas as pd
 
@@ -110,12 +197,43 @@ def test_defenses_experiment_quick_shows_each_defense_cutting_attack_success(tmp
     assert result.exit_code == 0, result.output
     contrasts = pd.read_csv(tmp_path / "out" / "contrasts.csv")
     attack = contrasts[contrasts["outcome"] == "security"].set_index("contrast")
-    assert set(attack.index) == {"role binding", "tool pinning", "scoped memory", "provenance tags"}
-    assert (attack["baseline"] >= 0.9).all()  # undefended, the attack succeeds (pinning: all but run 0)
-    assert (attack["treatment"] <= 0.1).all()
+    assert set(attack.index) == {
+        "role binding",
+        "tool pinning",
+        "scoped memory",
+        "provenance tags",
+        "runtime contracts",
+    }
+    # Undefended, the attack succeeds in every run, but scoped memory's run 0, whose mem-0 is its own.
+    assert (attack.drop("scoped memory")["baseline"] == 1).all()
+    assert attack.loc["scoped memory", "baseline"] == 0.8
+    assert attack.loc["tool pinning", "treatment"] <= 0.2  # pinning trusts run 0's listing: 1 run of 5
+    assert (attack.drop("tool pinning")["treatment"] == 0).all()
     assert (attack["high"] < 0).all()  # the paired interval excludes no effect
-    task = contrasts[contrasts["outcome"] == "task_success"]
-    assert (task["difference"] == 0).all()
+    task = contrasts[contrasts["outcome"] == "task_success"].set_index("contrast")
+    assert (task.drop("runtime contracts")["difference"] == 0).all()  # the switches cost the task nothing
+
+
+@pytest.mark.parametrize("name", ["defenses", "defenses_vectors"])
+def test_each_defense_design_compares_one_defense_on_against_all_off_on_a_scenario_of_its_vector(name: str) -> None:
+    from testbed.experiment import load_design, plan_experiment
+
+    plan = plan_experiment(load_design(ROOT / "scenarios" / "experiments" / f"{name}.yaml"))
+    cells = {cell.id: cell for cell in plan.cells}
+    for cell in plan.cells:  # the defense factor sets the switches, the contracts factor the contracts key
+        assert len(cell.scenario.defenses.enabled) == (cell.level("defense") != "off")
+        assert (cell.scenario.contracts is not None) == (cell.level("contracts") == "halt")
+    assert plan.contrasts
+    for contrast in plan.contrasts:
+        [(treatment_id, baseline_id)] = contrast.strata
+        treatment, baseline = cells[treatment_id], cells[baseline_id]
+        assert baseline.level("defense") == baseline.level("contracts") == "off"
+        assert treatment.level("scenario") == baseline.level("scenario")
+        assert (treatment.level("defense") != "off") + (treatment.level("contracts") != "off") == 1
+        attack = treatment.scenario.attack
+        assert attack is not None
+        if name == "defenses_vectors":  # each contrast names the vector its scenario attacks
+            assert attack.vector.replace("_", " ") in contrast.name.replace("-", " ")
 
 
 # --- benign runs are unchanged ---------------------------------------------------------------------
@@ -192,6 +310,24 @@ def test_scoped_memory_expires_a_handle_after_its_ttl() -> None:
     scopes.issue("h-2", Issue(run=3, agent="", clock=0.0, by="s.remember"))
     scopes.collect()
     assert scopes.refusal("h-2", run=3, agent="", clock=0.0) is not None
+
+
+def test_provenance_tags_refuse_text_a_tool_returned_in_a_data_argument_and_pass_declared_data() -> None:
+    from testbed.defenses._provenance import ProvenanceTags, content_data
+
+    tags = ProvenanceTags()
+    tags.start("SCENE", "/x/scene.png")
+    tags.tag_data({"handle": "h-1"}, "store.save (save#0)")
+    tags.tag_data(list(content_data([{"type": "image", "data": "CROP", "mimeType": "image/png"}])), "crop.crop")
+    tags.tag_text({"message": {"file": "a.png; touch CANARY", "handle": "h-1"}}, "inbox.open_inbox (inbox#0)")
+
+    for value in ("SCENE", "/x/scene.png", "h-1", "CROP", ["h-1", "SCENE"]):
+        assert tags.refusal("image", value, run=0) is None
+    echoed = tags.refusal("filename", "a.png; touch CANARY", run=0) or ""
+    assert "is text inbox.open_inbox (inbox#0) returned, not data it declares" in echoed
+    assert "has no provenance in run 0" in (tags.refusal("path", "../outside/CANARY", run=0) or "")
+    tags.start("NEXT")
+    assert tags.refusal("handle", "h-1", run=1) is not None  # a run's tags die with it
 
 
 # --- the scenario key ------------------------------------------------------------------------------

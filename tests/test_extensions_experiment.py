@@ -38,6 +38,7 @@ from testbed.experiment._extensions import contracts_edit, memory_edit, observab
 from testbed.experiment._factors import Document
 from testbed.experiment._stats import quantile_interval
 from testbed.experiment._tables import latex, markdown
+from testbed.orchestrator import replay_experiment
 from testbed.profile import ConventionProfile
 from testbed.protocol import MemoryScope
 from testbed.scenario import Scenario
@@ -116,7 +117,11 @@ def test_each_bundle_switches_exactly_its_extensions(tmp_path: Path) -> None:
 
     documents = {level.label: level.edit(source).data for level in factor.levels(None)}  # type: ignore[arg-type]
 
-    assert list(documents) == list(BUNDLES) == ["none", "declarations", "contracts", "memory", "provenance", "all"]
+    assert list(documents) == list(BUNDLES)
+    assert list(BUNDLES) == [
+        *("none", "declarations", "contracts", "declarations+contracts"),
+        *("memory", "provenance", "all"),
+    ]
 
     def switched(data: dict[str, Any]) -> set[str]:
         profiles = [entry["profile"] for entry in data["servers"].values()]
@@ -364,6 +369,7 @@ def test_a_cell_with_observability_on_writes_its_spans_beside_its_events(tmp_pat
     lines = (on / "spans.otlp.jsonl").read_text().splitlines()
     assert lines
     assert all("resourceSpans" in json.loads(line) for line in lines)
+    assert anyio.run(lambda: replay_experiment(on)).divergence is None  # its traceparents replay
 
 
 @pytest.mark.slow
@@ -425,7 +431,9 @@ def test_the_shipped_design_crosses_every_bundle_with_v1_pipelines_and_the_audit
     assert (Path(SHIPPED.parent, population.prevalence).resolve(), population.members) == (PREVALENCE, 12)
     assert design.contrasts is not None
     assert [(c.treatment, c.baseline, c.pool) for c in design.contrasts] == [
-        ({"extensions": bundle}, {"extensions": "none"}, ("scenario",)) for bundle in list(BUNDLES)[1:]
+        *(({"extensions": bundle}, {"extensions": "none"}, ("scenario",)) for bundle in list(BUNDLES)[1:4]),
+        ({"extensions": "declarations+contracts"}, {"extensions": "declarations"}, ("scenario",)),
+        *(({"extensions": bundle}, {"extensions": "none"}, ("scenario",)) for bundle in list(BUNDLES)[4:]),
     ]
 
 
@@ -455,6 +463,8 @@ def test_the_shipped_extensions_experiment_runs_quick_from_the_command_line(tmp_
     assert [contrast["name"] for contrast in manifest["contrasts"]] == [
         "declarations",
         "contracts",
+        "declarations_contracts",
+        "contracts_given_declarations",
         "memory",
         "provenance",
         "all",
@@ -462,4 +472,22 @@ def test_the_shipped_extensions_experiment_runs_quick_from_the_command_line(tmp_
     contrasts = (out / "table-contrasts.csv").read_text()
     for outcome in ("latency_ratio", "task_success", "coords"):
         assert outcome in contrasts
-    assert len(list((out / "forest").glob("*.png"))) == 5
+    assert len(list((out / "forest").glob("*.png"))) == 7
+
+
+@pytest.mark.slow
+def test_contracts_check_nothing_without_declarations_and_act_with_them(tmp_path: Path) -> None:
+    body = (
+        "factors:\n  ext: {kind: extensions, levels: [none, contracts, declarations+contracts]}\n"
+        "contrasts:\n  - {name: alone, treatment: {ext: contracts}, baseline: {ext: none}, pool: [scenario]}\n"
+        "  - {name: declared, treatment: {ext: declarations+contracts}, baseline: {ext: none}, pool: [scenario]}\n"
+    )
+    plan = plan_experiment(load_design(_design(tmp_path, f"[{_population(2)}]", body, runs=3)))
+    out = tmp_path / "out"
+    write_manifest(plan, out)
+    anyio.run(lambda: run_cells(plan, out, device="cpu"))
+
+    rows = analyse(plan, out).contrasts.set_index(["contrast", "outcome"])
+
+    assert rows.loc[("alone", "contract"), "baseline"] == rows.loc[("alone", "contract"), "treatment"] == 0.0
+    assert rows.loc[("declared", "contract"), "treatment"] > 0.0  # a decision recorded on a declared edge

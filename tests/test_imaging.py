@@ -16,6 +16,8 @@ from testbed.imaging import (
     encode_png_base64,
     encode_scene_png,
     image_digest,
+    scene_base64,
+    sent_pixels,
 )
 
 
@@ -70,3 +72,32 @@ def test_a_scene_encoded_here_is_not_decoded_again(monkeypatch: pytest.MonkeyPat
     assert np.array_equal(decode_image(data), image)
     with pytest.raises(InvalidImageError, match=r"^scene: 32x24 exceeds the limit of 100 pixels$"):
         decode_image(data, what="scene", max_pixels=100)
+
+
+def test_the_base64_of_a_scene_encoded_here_is_not_decoded_at_all(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In process, the orchestrator's base64 of its scene comes back as the pixels: no base64 nor PNG decoding."""
+    image = np.arange(20 * 30 * 3, dtype=np.uint32).reshape(20, 30, 3).astype(np.uint8) * 7
+    text = scene_base64(encode_scene_png(image))
+    assert text == base64.b64encode(encode_png(image)).decode("ascii")
+    with pytest.raises(InvalidImageError, match=r"^image: 30x20 exceeds the limit of 100 pixels$"):
+        decode_base64_image(text, max_pixels=100)  # over the limit: the usual path, and its usual message
+
+    def no_decoding(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the image was decoded again")
+
+    monkeypatch.setattr(cv2, "imdecode", no_decoding)
+    monkeypatch.setattr(base64, "b64decode", no_decoding)
+    first = decode_base64_image(text)
+    assert np.array_equal(first, image)
+    first[:] = 0  # a copy: the caller may change it
+    assert np.array_equal(decode_base64_image("data:image/png;base64," + text), image)
+
+
+def test_base64_not_made_by_scene_base64_is_decoded_as_usual() -> None:
+    image = np.full((5, 7, 3), 3, dtype=np.uint8)
+    plain = encode_png_base64(image)  # encoded here too, but not as a scene: nothing remembered
+    assert sent_pixels(plain) is None
+    assert np.array_equal(decode_base64_image(plain), image)
+    replayed = scene_base64(encode_png(image))  # bytes this process did not encode as a scene (replay)
+    assert sent_pixels(replayed) is None
+    assert np.array_equal(decode_base64_image(replayed), image)

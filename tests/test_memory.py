@@ -222,3 +222,163 @@ def test_a_scenario_passes_context_references_between_calls_and_replays_exactly(
     assert [violation.id for violation in result.violations] == []
     assert '"handle":"context://run-1/_/image/' in events
     assert report.divergence is None
+
+
+# --- masks and crops as entries -----------------------------------------------------------------
+
+CONTEXT = {"memory": {"scope": "context"}}
+
+
+def test_an_idempotent_write_of_the_same_call_returns_the_version_held_and_another_call_writes_the_next() -> None:
+    store = ContextStore()
+    first = store.put(RUN_0, "k1", "a", clock=0, provenance=PROVENANCE, idempotent=True)
+    again = store.put(RUN_0, "k1", "a", clock=0, provenance=PROVENANCE, idempotent=True)
+    later = Provenance(tool="crop.load_image", call="t=5s load_image", inputs=("argument:image",))
+    other = store.put(RUN_0, "k1", "a", clock=5, provenance=later, idempotent=True)
+
+    assert again is first
+    assert (first.ref.version, other.ref.version) == (1, 2)
+    assert len(store) == 2
+
+
+@pytest.mark.anyio
+async def test_a_context_segmenter_keeps_each_mask_and_a_context_consumer_cuts_along_it(
+    config: ServerConfig, image_b64: str
+) -> None:
+    segmenter = build_parametric(
+        "segment", config.model_copy(update={"profile": ConventionProfile.model_validate(CONTEXT)})
+    )
+    consumer = build_parametric(
+        "crop-mask", config.model_copy(update={"profile": ConventionProfile.model_validate(CONTEXT)})
+    )
+    async with Client(segmenter) as client:
+        handle = ok_payload(await call(client, "load_image", {"image": image_b64}, scope="run-6", clock=0.0))["handle"]
+        instances = ok_payload(await call(client, "segment", {"handle": handle}, scope="run-6", clock=10.0))[
+            "instances"
+        ]
+        mask_entry = _resource_json(await client.read_resource(instances[0]["mask_ref"], meta=meta(scope="run-6")))
+    async with Client(consumer) as client:
+        cut = ok_payload(
+            await call(
+                client, "crop_mask", {"handle": handle, "mask": instances[0]["mask_ref"]}, scope="run-6", clock=20.0
+            )
+        )
+        foreign = await call(
+            client, "crop_mask", {"handle": handle, "mask": instances[0]["mask_ref"]}, scope="run-7", clock=20.0
+        )
+        crop_entry = _resource_json(await client.read_resource(cut["crop_ref"], meta=meta(scope="run-6")))
+        by_value = ok_payload(
+            await call(client, "crop_mask", {"handle": handle, "mask": instances[0]["mask"]}, scope="run-6", clock=20.0)
+        )
+        as_image = await call(
+            client, "crop_mask", {"handle": instances[0]["mask_ref"], "mask": instances[0]["mask"]}, scope="run-6"
+        )
+
+    assert len({item["mask_ref"] for item in instances}) == len(instances) > 0
+    assert all(item["mask_ref"].startswith("context://run-6/_/mask/") for item in instances)
+    assert mask_entry["role"] == "mask"
+    assert mask_entry["provenance"] == {"tool": "segment.segment", "call": "t=10s segment", "inputs": [handle]}
+    mask = decode_base64_image(mask_entry["png_base64"])
+    assert set(np.unique(mask)) <= {0, 255}
+    assert crop_entry["role"] == "crop"
+    assert crop_entry["provenance"]["inputs"] == [handle, instances[0]["mask_ref"]]
+    assert crop_entry["provenance"]["tool"] == "crop-mask.crop_mask"
+    assert cut["crop"] == by_value["crop"]  # the reference cuts exactly what the value does
+    assert by_value["crop_ref"] == cut["crop_ref"].replace("/v1", "/v2")  # another call: the same crop, next version
+    assert foreign.is_error
+    assert _error_text(foreign).startswith("handle: ")
+    assert as_image.is_error
+    assert _error_text(as_image) == f"handle: {instances[0]['mask_ref']!r} holds a mask, not an image"
+
+
+@pytest.mark.anyio
+async def test_a_model_resolution_mask_entry_is_refused_on_the_image_grid_naming_both_sizes(
+    config: ServerConfig, scene: Scene, image_b64: str
+) -> None:
+    model_grid = ConventionProfile.model_validate({**CONTEXT, "mask": {"resolution": "model"}})
+    segmenter = build_parametric("segment", config.model_copy(update={"profile": model_grid}))
+    consumer = build_parametric(
+        "crop-mask", config.model_copy(update={"profile": ConventionProfile.model_validate(CONTEXT)})
+    )
+    async with Client(segmenter) as client:
+        handle = ok_payload(await call(client, "load_image", {"image": image_b64}, scope="run-9"))["handle"]
+        reference = ok_payload(await call(client, "segment", {"handle": handle}, scope="run-9"))["instances"][0][
+            "mask_ref"
+        ]
+    async with Client(consumer) as client:
+        refused = await call(client, "crop_mask", {"handle": handle, "mask": reference}, scope="run-9")
+
+    assert refused.is_error
+    assert _error_text(refused).startswith(f"mask: {reference!r} is a ")
+    assert _error_text(refused).endswith(f" mask, the image is {scene.width}x{scene.height}")
+
+
+@pytest.mark.anyio
+async def test_a_context_crop_is_an_entry_another_tool_reads_as_its_image_and_a_mask_is_not(
+    config: ServerConfig, scene: Scene, image_b64: str
+) -> None:
+    cropper = build_parametric("crop", config.model_copy(update={"profile": ConventionProfile.model_validate(CONTEXT)}))
+    box = [float(v) for v in scene.objects[0].box_xyxy]
+    async with Client(cropper) as client:
+        handle = ok_payload(await call(client, "load_image", {"image": image_b64}, scope="run-8", clock=0.0))["handle"]
+        first = ok_payload(await call(client, "crop", {"handle": handle, "box": box}, scope="run-8", clock=10.0))
+        width, height = first["width"], first["height"]
+        whole = [0.0, 0.0, float(width), float(height)]
+        again = ok_payload(
+            await call(client, "crop", {"handle": first["crop_ref"], "box": whole}, scope="run-8", clock=20.0)
+        )
+        entry = _resource_json(await client.read_resource(again["crop_ref"], meta=meta(scope="run-8")))
+
+    assert first["crop_ref"].startswith("context://run-8/_/crop/")
+    assert np.array_equal(decode_base64_image(first["crop"]), expected_crop(scene, (box[0], box[1], box[2], box[3])))
+    assert again["crop"] == first["crop"]  # the crop of a whole crop is that crop
+    assert again["crop_ref"] == first["crop_ref"].replace("/v1", "/v2")
+    assert entry["provenance"] == {
+        "tool": "crop.crop",
+        "call": "t=20s crop",
+        "inputs": [first["crop_ref"], "argument:box"],
+    }
+
+
+CONTEXT_MASK_SCENARIO = """
+name: context_segment_cut
+version: 1
+seed: 0
+runs: 2
+scene: {synthetic: {min_objects: 2, max_objects: 4}}
+servers:
+  seg: {server: segment, profile: {memory: {scope: context}}}
+  cut: {server: crop-mask, profile: {memory: {scope: context}}}
+task: {kind: segment_all, node: segment}
+agent:
+  kind: scripted
+  workflow:
+    nodes:
+      - {id: load, call: seg.load_image, args: {image: $scene.image}}
+      - {id: segment, call: seg.segment, args: {handle: $load.handle}}
+      - id: cut
+        call: cut.crop_mask
+        for_each: $segment.instances
+        args: {handle: $load.handle, mask: $item.mask_ref}
+expect: []
+"""
+
+
+@pytest.mark.slow
+def test_masks_and_crops_cross_a_scenario_by_reference_with_tracked_provenance_and_replay_exactly(
+    tmp_path: Path,
+) -> None:
+    scenario = load_scenario_text(CONTEXT_MASK_SCENARIO)
+    summary = anyio.run(lambda: run_experiment(scenario, out_dir=tmp_path, workers=1))
+    result = validate_experiment(tmp_path)
+    report = anyio.run(lambda: replay_experiment(tmp_path))
+    live = anyio.run(lambda: replay_experiment(tmp_path, live=True, device="cpu"))
+    events = (tmp_path / "events.jsonl").read_text()
+
+    assert summary.tasks_passed == summary.tasks_checked == 2
+    assert summary.outcomes == {"ok": summary.calls}
+    assert [violation.id for violation in result.violations] == []
+    assert '"mask":"context://run-1/_/mask/' in events
+    assert '"crop_ref":"context://run-1/_/crop/' in events
+    assert report.divergence is None
+    assert live.divergence is None

@@ -107,6 +107,7 @@ def test_sampled_profiles_are_possible_and_follow_their_drawn_properties() -> No
         assert (profile.memory.scope is MemoryScope.GLOBAL) is drawn.memory_retention
         assert (profile.fallback is not None) is drawn.declared_fallback
         assert (profile.schema_style.value != "full") is drawn.schema_divergence
+        assert profile.bridges is drawn.bridging
 
 
 def test_workflows_cover_every_member_and_chain_producers_into_consumers() -> None:

@@ -19,7 +19,10 @@ from testbed.cli import main
 from testbed.events import (
     BlobStore,
     CallEvent,
+    Direction,
+    EventLog,
     FaultEvent,
+    MessageEvent,
     ReplayBlobs,
     RunFinished,
     RunStarted,
@@ -64,22 +67,26 @@ def test_replay_reports_where_its_time_went(tmp_path: Path, recorded_v1_copy: Ca
 
 def test_replay_names_the_first_event_that_differs(tmp_path: Path, recorded_v1_copy: Callable[..., Path]) -> None:
     recorded_v1_copy("detect_crop", tmp_path, runs=2)
-    events_file = tmp_path / "events.jsonl"
-    lines = events_file.read_text().splitlines()
-    for index, line in enumerate(lines):
-        document = json.loads(line)
+    events = read_events(tmp_path).events  # edited as read, then written back as the recorder writes events
+    for index, event in enumerate(events):
         if (
-            document["event"] == "message"
-            and document["run"] == 1
-            and document["node"] == "detect"
-            and document["direction"] == "s->c"
+            isinstance(event, MessageEvent)
+            and event.run == 1
+            and event.node == "detect"
+            and event.direction is Direction.SERVER_TO_CLIENT
         ):
-            content = document["message"]["result"]["structuredContent"]
-            content["detections"] = content["detections"][:-1] or [{"label": "circle", "score": 0.5,
-                                                                     "bbox": [0.0, 0.0, 1.0, 1.0]}]  # fmt: skip
-            lines[index] = json.dumps(document)
+            result = event.message["result"]
+            content = result["structuredContent"]
+            detections = content["detections"][:-1] or [{"label": "circle", "score": 0.5, "bbox": [0.0, 0.0, 1.0, 1.0]}]
+            edited = {**result, "structuredContent": {**content, "detections": detections}}
+            events[index] = event.model_copy(update={"message": {**event.message, "result": edited}})
             break
-    events_file.write_text("\n".join(lines) + "\n")
+    else:
+        pytest.fail("no answer to run 1's detect call")
+    (tmp_path / "events.jsonl").unlink()
+    log = EventLog(tmp_path)
+    log.create(events)
+    log.close()
     report = anyio.run(lambda: replay_experiment(tmp_path))
     assert report.divergence is not None
     assert report.divergence.run == 1

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +18,7 @@ from testbed.cli import main
 from testbed.registry import registry
 from testbed.reproduce import (
     PARTS,
+    QUICK_SIZES,
     Calibration,
     PaperSizes,
     calibrate,
@@ -23,7 +27,7 @@ from testbed.reproduce import (
     reproduce_audit,
     reproduce_paper,
 )
-from testbed.reproduce._paper import Part
+from testbed.reproduce._paper import QUICK_SECURITY_AGENTS, Part
 
 TINY = PaperSizes(quick=True, members=5, runs_per_workflow=2, calibration_runs=2)
 """Small enough for a test: five servers, two runs per workflow, two runs per fault kind."""
@@ -148,3 +152,51 @@ def test_a_bad_paper_manifest_is_one_line_naming_the_field(
     assert result.exit_code != 0
     assert f"{path}: {field}" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_the_quick_paper_run_as_a_user_types_it_writes_every_part_marked_quick(tmp_path: Path) -> None:
+    out = tmp_path / "paper"
+    command = [sys.executable, "-m", "testbed", "reproduce", "paper", "--quick", "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=1800)
+    tables = pd.read_csv(out / "tables.csv", keep_default_na=False)
+    # exit status: 0 exactly when no recovery check failed and no part stopped; quick sizes are not excused
+    failed = tables[tables["recovered"] == "NO"]
+    assert (done.returncode == 0) == failed.empty, done.stdout + done.stderr
+    assert done.returncode == 0, failed[["part", "row", "note"]].to_string()
+    assert "every recovery check passed" in done.stdout
+    for part in ("audit", "cases", "security"):
+        assert f"{part}: ran (quick sizes: " in done.stdout
+
+    assert set(tables["part"]) == {part.name for part in PARTS}
+    assert set(tables["sizes"]) == {"quick"}
+    assert pd.read_parquet(out / "tables.parquet")["row"].tolist() == tables["row"].tolist()
+    assert set(tables["marking"]) == {"input", "output"}
+    for part, rows in tables.groupby("part"):
+        outputs = rows[rows["marking"] == "output"]
+        assert (outputs["count"] != "").any(), f"{part}: no measured output"
+        assert (rows["recovered"] == "yes").any(), f"{part}: no check ran"
+    configured = tables[tables["row"].str.endswith(": configured")]
+    assert not configured.empty
+    assert set(configured["marking"]) == {"input"}  # a configured share is never shown as reproduced
+    attack_agents = {name.split(": ")[0].split(" / ")[1] for name in tables["row"] if " / " in name}
+    assert attack_agents == set(QUICK_SECURITY_AGENTS)
+
+    # every part's report carries the shared calibration, linked from the rows its validators produced
+    for part in ("cases", "security"):
+        report = (out / part / "report.html").read_text(encoding="utf-8")
+        assert '<section id="calibration"><h2>Validator calibration</h2>' in report
+        assert "Recorded under <code>../calibration</code>" in report
+        calibrated = pd.read_csv(out / part / "tables.csv", keep_default_na=False)
+        assert (calibrated["calibration"] != "").any()
+    coords = tables.set_index("row").loc[["coords", "coords: mismatch found"]]
+    assert coords["calibration"].str.startswith("coords.").all()
+    assert int(coords["count"].iloc[1]) <= int(coords["count"].iloc[0])
+
+    report = (out / "report.html").read_text(encoding="utf-8")
+    assert "The paper, reproduced (quick sizes)" in report
+    assert report.count(": a smoke test of the pipeline, not the paper") == len(PARTS)
+    assert "every recovery check passed" in report
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["sizes"] == asdict(QUICK_SIZES)
+    assert len(pd.read_csv(out / "calibration.csv")) > 0

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from testbed._errors import TestbedError
+from testbed.population import load_population
 from testbed.reproduce import Row, SecurityResult, reproduce_security
 from testbed.reproduce._security_suite import ATTACKS_DIR
 
@@ -28,7 +29,9 @@ def small_suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def reproduced(small_suite: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SecurityResult]:
     out = tmp_path_factory.mktemp("security") / "out"
-    result = reproduce_security(out, quick=True, seed=3, suite_dir=small_suite, agents=("scripted",))
+    result = reproduce_security(
+        out, quick=True, seed=3, suite_dir=small_suite, agents=("scripted",), calibration_runs=2
+    )
     return out, result
 
 
@@ -58,12 +61,17 @@ def test_the_attack_table_holds_utility_attack_success_and_flagged_share_per_vec
 def test_table_b_is_measured_over_the_security_subset_beside_the_papers_figures(
     reproduced: tuple[Path, SecurityResult],
 ) -> None:
-    _, result = reproduced
+    out, result = reproduced
     table_b = [row for row in result.rows if row.table == "B security"]
 
     assert {row.row for row in table_b} == {"perm", "untyped connections", "memory warnings"}
     assert all(row.marking == "output" and row.paper is not None for row in table_b)
     assert all("security-subset" in row.note for row in table_b)
+    population = load_population(out / "population" / "population.yaml")
+    subset = [member for member in population.members if member.security_subset]
+    perm = next(row for row in table_b if row.row == "perm")
+    assert (perm.count, perm.total) == (sum(member.drawn.bridging for member in subset), len(subset))
+    assert perm.count  # the seed draws bridging servers into the subset: the figure is measured, not empty
 
 
 @pytest.mark.slow
@@ -74,9 +82,9 @@ def test_the_outputs_are_written_and_a_rerun_resumes_without_recording_again(
     log = out / "attacks" / "attack_remote_code_execution" / "scripted" / "attack" / "events.jsonl"
     before = log.read_bytes()
 
-    again = reproduce_security(out, quick=True, seed=3, suite_dir=small_suite, agents=("scripted",))
+    again = reproduce_security(out, quick=True, seed=3, suite_dir=small_suite, agents=("scripted",), calibration_runs=2)
 
-    assert {path.name for path in result.files} == {"tables.csv", "tables.parquet", "attack_table.md"}
+    assert {"tables.csv", "tables.parquet", "attack_table.md", "report.html"} <= {path.name for path in result.files}
     assert "| remote_code_execution | scripted |" in (out / "attack_table.md").read_text(encoding="utf-8")
     assert log.read_bytes() == before
     assert [row.count for row in again.rows] == [row.count for row in result.rows]
@@ -89,7 +97,7 @@ def test_an_output_directory_of_another_seed_is_refused_in_one_line(
     out, _ = reproduced
 
     with pytest.raises(TestbedError, match="choose another --out"):
-        reproduce_security(out, quick=True, seed=4, suite_dir=small_suite, agents=("scripted",))
+        reproduce_security(out, quick=True, seed=4, suite_dir=small_suite, agents=("scripted",), calibration_runs=2)
 
 
 def test_the_cli_prints_the_table_and_exits_non_zero_when_a_check_failed(
@@ -101,7 +109,9 @@ def test_the_cli_prints_the_table_and_exits_non_zero_when_a_check_failed(
     broken = Row("E attacks", "x / scripted / attack: canaries", "output", "files", 1, None, None, recovered="NO")
     calls: list[tuple[Path, bool, int]] = []
 
-    def fake(out_dir: Path, *, quick: bool, seed: int, progress: object = None) -> SecurityResult:
+    def fake(
+        out_dir: Path, *, quick: bool, seed: int, progress: object = None, calibration_runs: int | None = None
+    ) -> SecurityResult:
         calls.append((out_dir, quick, seed))
         return SecurityResult(rows=[broken], files=[out_dir / "tables.csv"], failed=[broken])
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
-from testbed.events import BlobStore, CallEvent, CallOutcomeKind, RunStarted, read_events
+from testbed.events import BlobStore, CallEvent, CallOutcomeKind, Event, EventLog, RunStarted, read_events
 from testbed.orchestrator import run_experiment
 from testbed.scenario import load_scenario
 
@@ -93,3 +96,34 @@ def test_the_same_image_is_stored_once_however_it_arrives(tmp_path: Path) -> Non
     second = blobs.put_bytes(png)
     assert first == second
     assert len(list((tmp_path / "blobs").iterdir())) == 1
+
+
+def test_a_recording_reads_back_every_event_as_made_and_repeats_no_tool_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lines leave out what earlier lines hold (``events._pack``); reading puts it back, event for event."""
+    made: list[Event] = []
+    create, append = EventLog.create, EventLog.append
+
+    def kept_create(log: EventLog, events: Iterable[Event], **options: Any) -> None:
+        made.extend(events := list(events))
+        create(log, events, **options)
+
+    def kept_append(log: EventLog, events: Iterable[Event]) -> None:
+        made.extend(events := list(events))
+        append(log, events)
+
+    monkeypatch.setattr(EventLog, "create", kept_create)
+    monkeypatch.setattr(EventLog, "append", kept_append)
+    out = tmp_path / "exp"
+    scenario = load_scenario(V1 / "detect_segment_crop.yaml").model_copy(update={"runs": 2})
+    anyio.run(lambda: run_experiment(scenario, out_dir=out, device="cpu"))
+    assert [event.model_dump_json() for event in read_events(out).events] == [event.model_dump_json() for event in made]
+    lines = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    in_runs = [line for line in lines if line.get("run") is not None and line["event"] in ("message", "call")]
+    assert not [line for line in in_runs if '"tools": [' in json.dumps(line)]  # the handshake's, referred to
+    calls = [line for line in in_runs if line["event"] == "call" and line["outcome"] == "ok"]
+    assert calls
+    assert all(call["elided"]["arguments"].startswith("request:") for call in calls)
+    with_payload = [call for call in calls if call["tool"] in ("detect", "segment")]
+    assert [call["elided"].get("payload", "")[:9] for call in with_payload] == ["response:"] * len(with_payload)

@@ -9,7 +9,6 @@ from typing import Any
 import anyio
 import pytest
 from click.testing import CliRunner
-from google.protobuf.json_format import Parse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
@@ -18,7 +17,7 @@ from testbed.events import CallEvent, CallOutcomeKind, MessageEvent, read_events
 from testbed.orchestrator import replay_experiment, run_experiment
 from testbed.scenario import Scenario, load_scenario
 from testbed.telemetry import SPANS_FILE, active_session, call_span
-from testbed.telemetry.export import span_session, spans_setting
+from testbed.telemetry.export import otlp_json, parse_otlp_json, span_session, spans_setting
 
 V1 = Path(__file__).resolve().parent.parent / "scenarios" / "v1"
 
@@ -28,7 +27,12 @@ def _scenario(runs: int = 2, **updates: Any) -> Scenario:
 
 
 def _requests(path: Path) -> list[ExportTraceServiceRequest]:
-    return [Parse(line, ExportTraceServiceRequest()) for line in path.read_text().splitlines()]
+    return [parse_otlp_json(line) for line in path.read_text().splitlines()]
+
+
+def _traced_scenario(runs: int = 2) -> Scenario:
+    """The v1 scenario asking for spans itself (``observability: {spans: true}``), not through a caller's session."""
+    return Scenario.model_validate(_scenario(runs).model_dump(mode="json") | {"observability": {"spans": True}})
 
 
 def _spans(request: ExportTraceServiceRequest) -> list[tuple[str, Span]]:
@@ -94,6 +98,44 @@ def test_a_traced_recording_replays_exactly_with_spans_on(traced: Path, tmp_path
 
     assert report.divergence is None
     assert len(_requests(tmp_path / SPANS_FILE)) >= 2
+
+
+@pytest.mark.slow
+def test_an_experiment_asking_for_spans_records_them_and_replays_exactly_without_a_callers_session(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "exp"
+    anyio.run(lambda: run_experiment(_traced_scenario(), out_dir=out, workers=4))
+    sent = [
+        e.message["params"]["_meta"]["traceparent"]
+        for e in read_events(out).events
+        if isinstance(e, MessageEvent) and e.run is not None and "_meta" in e.message.get("params", {})
+    ]
+    lines = [json.loads(line) for line in (out / SPANS_FILE).read_text().splitlines()]
+    spans = [span for line in lines for rs in line["resourceSpans"] for ss in rs["scopeSpans"] for span in ss["spans"]]
+    report = anyio.run(lambda: replay_experiment(out))
+
+    assert active_session() is None
+    assert sent
+    assert report.divergence is None
+    assert report.events > len(sent)
+    assert all(len(span["traceId"]) == 32 and len(span["spanId"]) == 16 for span in spans)  # OTLP JSON: hex IDs
+    assert all(isinstance(span["kind"], int) for span in spans)  # and integer enums
+    assert {f"00-{span['traceId']}-{span['spanId']}-01" for span in spans} >= set(sent)
+
+
+def test_otlp_json_round_trips_with_hex_ids_and_rejects_base64_ones() -> None:
+    request = ExportTraceServiceRequest()
+    span = request.resource_spans.add().scope_spans.add().spans.add()
+    span.trace_id, span.span_id, span.name, span.kind = bytes(range(16)), bytes(range(8)), "s", Span.SPAN_KIND_CLIENT
+    line = otlp_json(request)
+    document = json.loads(line)["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+
+    assert document["traceId"] == bytes(range(16)).hex()
+    assert document["kind"] == Span.SPAN_KIND_CLIENT
+    assert parse_otlp_json(line) == request
+    with pytest.raises(ValueError, match="IDs are hex strings"):
+        parse_otlp_json(line.replace(document["traceId"], "AAECAwQFBgcICQoLDA0ODw=="))
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ the test replay uses to validate a recording once."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -20,10 +21,20 @@ from testbed.conventions import (
     to_canonical_many,
 )
 from testbed.events import BLOBS_DIR, BlobStore, MessageEvent, internalize, read_events
-from testbed.validators import RunRecord, indistinguishable, split_runs
-from testbed.validators._coords import CONVENTIONS, infer_convention, read_boxes, reads_as
+from testbed.validators import (
+    RunRecord,
+    check_out_of_scope,
+    check_unbounded_store,
+    indistinguishable,
+    registered_validators,
+    split_runs,
+    validate_runs,
+)
+from testbed.validators._coords import CONVENTIONS, infer_convention, read_boxes, read_boxes_of_runs, reads_as
+from testbed.validators._coords_free import check_across_runs
 from testbed.validators._fastschema import blob_references, compile_check
 from testbed.validators._model import _resolved
+from testbed.validators._provenance import _Parts
 
 
 def _bits(array: Any) -> Any:
@@ -70,6 +81,33 @@ def test_batched_inference_equals_inferring_each_box_alone(seed: int) -> None:
             for convention in CONVENTIONS[::5]:
                 for gt in range(count):
                     assert readings.reads_as(index, convention, gt) == reads_as(box, convention, size, truth, gt)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_reading_several_runs_in_one_batch_equals_reading_each_alone_bit_for_bit(seed: int) -> None:
+    rng = np.random.default_rng(200 + seed)
+    size = ImageSize(width=int(rng.integers(20, 1200)), height=int(rng.integers(20, 1200)))
+    parts = []
+    for _ in range(int(rng.integers(1, 8))):
+        count = int(rng.integers(0, 6))  # runs without ground truth, and runs of different object counts
+        corner = rng.uniform(0, 0.8, (count, 2)) * [size.width, size.height]
+        truth = np.concatenate([corner, corner + rng.uniform(1, 0.3 * min(size.width, size.height), (count, 2))], 1)
+        rows = [
+            from_canonical(truth[[int(rng.integers(0, count))]], CONVENTIONS[int(rng.integers(0, 36))], size)[0]
+            if count and rng.random() < 0.7
+            else rng.uniform(-10, max(size.width, size.height), 4)
+            for _ in range(int(rng.integers(1, 5)))
+        ]
+        parts.append((np.array(rows), truth))
+    for batched, (boxes, truth) in zip(read_boxes_of_runs(parts, size), parts, strict=True):
+        alone = read_boxes(boxes, size, truth)
+        assert batched.best == alone.best
+        np.testing.assert_array_equal(batched.inside, alone.inside)
+        np.testing.assert_array_equal(_bits(batched.canonical), _bits(alone.canonical))
+        assert batched.ious.shape == alone.ious.shape == (36, len(boxes), len(truth))
+        np.testing.assert_array_equal(_bits(batched.ious), _bits(alone.ious))
+        for index, box in enumerate(boxes):
+            assert alone.best[index] == infer_convention(box, size, truth)
 
 
 SCHEMAS: list[dict[str, Any]] = [
@@ -216,3 +254,58 @@ def test_runs_that_differ_only_where_no_validator_looks_are_indistinguishable(re
     renumbered = changed(second, lambda event: event.model_copy(update={"message": {**event.message, "id": 999}}))
     assert not indistinguishable(first, renumbered)
     assert not indistinguishable(first, second[:1])
+
+
+@pytest.mark.slow
+def test_validating_runs_together_finds_what_validating_each_alone_finds(recorded_v1: Any) -> None:
+    """``validate_runs`` reads the box values and edges of all runs in batches; one run at a time reads its own."""
+    for name in ("detect_crop_incompatible", "detect_segment_crop_incompatible"):
+        directory = recorded_v1(name, 3)
+        events = read_events(directory).events
+        blobs = BlobStore(directory / BLOBS_DIR)
+        together = validate_runs(split_runs(events, blobs), registered_validators())
+        alone = [
+            violation
+            for record in split_runs(events, blobs)
+            for spec in registered_validators()
+            for violation in spec.check(record)
+        ]
+        ids = {violation.id for violation in together.violations}
+        assert {"coords.out_of_bounds", "coords.mismatch"} & ids  # the batched checks had something to find
+        assert not together.failures
+        records = split_runs(events, blobs)
+        across = [*check_out_of_scope(records), *check_unbounded_store(records), *check_across_runs(records)]
+        assert sorted(map(repr, together.violations)) == sorted(map(repr, [*alone, *across]))
+
+
+def test_a_value_is_found_among_a_results_parts_exactly_when_its_json_equals_ones() -> None:
+    rng = np.random.default_rng(7)
+    leaves: list[Any] = ["a", "b", "ab", 1, 1.0, 2, -0.0, 0.0, True, False, {"$blob": "d1"}, {"$blob": 3}, [], {}]
+
+    def value(depth: int) -> Any:
+        if depth == 0 or rng.random() < 0.4:
+            return leaves[int(rng.integers(0, len(leaves)))]
+        if rng.random() < 0.5:
+            return [value(depth - 1) for _ in range(int(rng.integers(0, 3)))]
+        return {str(key): value(depth - 1) for key in rng.choice(["x", "y", "$blob"], int(rng.integers(0, 3)), False)}
+
+    def dumped(part: Any) -> str:
+        return json.dumps(part, sort_keys=True, separators=(",", ":"))
+
+    def every_part(payload: Any) -> set[str]:  # the definition: every value inside, as canonical JSON
+        found, stack = set(), [payload]
+        while stack:
+            part = stack.pop()
+            if part is not None:
+                found.add(dumped(part))
+                if isinstance(part, dict) and set(part) != {"$blob"}:
+                    stack.extend(part.values())
+                elif isinstance(part, list):
+                    stack.extend(part)
+        return found
+
+    for _ in range(200):
+        payload = value(4)
+        parts, expected = _Parts(payload), every_part(payload)
+        for candidate in [value(3) for _ in range(10)] + [json.loads(text) for text in expected]:
+            assert parts.holds(candidate) == (dumped(candidate) in expected)

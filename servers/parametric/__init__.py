@@ -13,18 +13,24 @@ of the building blocks the named servers use (``servers._runtime``,
 Memory: the image comes by value, or through a store tool (``names.store_tool``)
 that returns a session, global or TTL handle, a sandbox path, or (scope
 ``context``) a versioned ``context://`` reference into the protocol-native
-context store (:mod:`servers.parametric._context`), also readable as an MCP resource. A TTL store
+context store (:mod:`servers.parametric._context`), also readable as an MCP resource; in that scope the
+masks a segmenter returns and the crops a cropper returns are entries too (``mask_ref``, ``crop_ref`` beside
+the values), which a mask consumer's ``mask`` and any image argument resolve. A TTL store
 keeps images ``memory.ttl_seconds`` and declares ``memory.declared_ttl_seconds``.
 ``resource_uri`` masks are held by the process (shared by its parametric
-servers) and resolvable only there.
+servers) and resolvable only there. A profile that ``bridges`` adds a helper tool
+(:mod:`servers.parametric._bridge`) that forwards calls to other servers out of band.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from mcp.server.mcpserver import MCPServer
 
 from servers._runtime import preload_detector, preload_segmenter
-from servers._tools import build_mcp_server
+from servers._tools import ToolDef, build_mcp_server
+from servers.parametric._bridge import bridge_tool
 from servers.parametric._capabilities import capability_tool
 from servers.parametric._context import ContextMemory
 from servers.parametric._intake import Intake
@@ -53,11 +59,15 @@ def build_parametric(capability: Capability, config: ServerConfig) -> MCPServer:
     built = build_mcp_server(
         capability,
         instructions=instructions,
-        tools=[*intake.tools(), capability_tool(capability, profile, config, intake)],
+        tools=[*intake.tools(), capability_tool(capability, profile, config, intake), *_bridge(profile, config)],
     )
     if isinstance(intake.store, ContextMemory):
         intake.store.expose(built)
     return built
+
+
+def _bridge(profile: ConventionProfile, config: ServerConfig) -> list[ToolDef[Any]]:
+    return [bridge_tool(profile, config)] if profile.bridges else []
 
 
 _DEFAULT = ConventionProfile()

@@ -15,6 +15,7 @@ from servers._runtime import crop_canonical, floats, image_size_of, infer
 from servers._schemas import declare_role
 from servers._tools import CallInfo, ToolDef, ToolInputError, image_result
 from servers.crop_masked import cut_out
+from servers.parametric._context import CROP_REF, MASK_REF, ContextMemory
 from servers.parametric._intake import Intake
 from servers.parametric._payloads import box_schema, emit, item_schema, mask_schema, output_schema, results_schema
 from servers.segment_rle import prompted_instances
@@ -29,6 +30,7 @@ from testbed.conventions import (
     to_canonical,
 )
 from testbed.imaging import encode_png_base64
+from testbed.memory import is_context_uri
 from testbed.profile import Capability, ConventionProfile, box_name, default_tool_name, writes_one_label_map
 from testbed.protocol import Modality, SchemaStyle, SemanticRole, declare_mask, declare_pixel_spacing
 from testbed.server_config import ServerConfig
@@ -166,6 +168,12 @@ def _segment(profile: ConventionProfile, config: ServerConfig, intake: Intake) -
     if one_map:
         full["properties"][names.mask] = mask_schema(profile)
         full["required"].append(names.mask)
+    context = intake.store if isinstance(intake.store, ContextMemory) else None
+    if context is not None:
+        reference = {"type": "string", "description": "The instance's mask as a versioned context:// reference."}
+        full["properties"][items]["items"]["properties"][MASK_REF] = reference
+        full["properties"][items]["items"]["required"].append(MASK_REF)
+    tool = names.tool or default_tool_name("segment")
     fields: dict[str, Any] = {}
     if names.prompts is not None:
         keywords = box_schema(profile, description="")
@@ -191,6 +199,10 @@ def _segment(profile: ConventionProfile, config: ServerConfig, intake: Intake) -
             keep = prompted_instances(result.boxes_xyxy, _canonical_prompts(prompts, profile, size, names.prompts))
         encoded = MASK_RESOURCES.encode(masks[keep], profile)
         results = _results(profile, result, size, keep)
+        if context is not None:
+            source = (getattr(arguments, intake.argument),)
+            for item, mask in zip(results, masks[keep], strict=True):
+                item[MASK_REF] = context.put(mask, call, tool=tool, role=SemanticRole.MASK, inputs=source).ref.uri
         if one_map:
             return emit(profile, {**_with_size(profile, size), items: results, names.mask: encoded}, full)
         for item, mask in zip(results, encoded, strict=True):
@@ -209,31 +221,58 @@ def _canonical_prompts(prompts: list[list[float]], profile: ConventionProfile, s
     return to_canonical(np.asarray(prompts, dtype=np.float64), profile.box, size).tolist()
 
 
-def _crop_output(profile: ConventionProfile) -> dict[str, Any] | None:
+def _crop_output(profile: ConventionProfile, intake: Intake) -> dict[str, Any] | None:
     if profile.schema_style is SchemaStyle.CONTENT:
         return None
     crop = {"type": "string", "description": "The crop, base64 PNG."}
     if profile.declares_extensions:
         crop |= declare_role(SemanticRole.CROP, Modality.IMAGE)
     properties = {profile.names.crop: crop, "width": {"type": "integer"}, "height": {"type": "integer"}}
+    if isinstance(intake.store, ContextMemory):
+        properties[CROP_REF] = {"type": "string", "description": "The crop as a versioned context:// reference."}
     return {"type": "object", "properties": properties, "required": list(properties)}
 
 
-def _send_crop(profile: ConventionProfile, piece: np.ndarray, full: dict[str, Any] | None) -> CallToolResult:
+def _send_crop(
+    profile: ConventionProfile,
+    piece: np.ndarray,
+    full: dict[str, Any] | None,
+    *,
+    kept: tuple[ContextMemory, CallInfo, str, tuple[str, ...]] | None = None,
+) -> CallToolResult:
+    """The crop as image content, or a payload; ``kept`` (a context store, the call, the tool, the inputs read):
+    the crop also becomes a context entry, its reference beside it (a content-only result has no place for it)."""
     png = encode_png_base64(piece)
     if full is None:
         return image_result(png)
     payload = {profile.names.crop: png, "width": int(piece.shape[1]), "height": int(piece.shape[0])}
+    if kept is not None:
+        context, call, tool, inputs = kept
+        payload[CROP_REF] = context.put(piece, call, tool=tool, role=SemanticRole.CROP, inputs=inputs).ref.uri
     return emit(profile, payload, full)
+
+
+def _kept(intake: Intake, arguments: BaseModel, call: CallInfo, tool: str, *names: str) -> Any:
+    """What :func:`_send_crop` needs to keep a crop in the context store (``None`` outside the context scope): the
+    inputs are the image reference read, then each of ``names`` (a context reference, else ``argument:<name>``)."""
+    if not isinstance(intake.store, ContextMemory):
+        return None
+    read = [getattr(arguments, intake.argument)]
+    for name in names:
+        value = getattr(arguments, name)
+        read.append(value if is_context_uri(value) else f"argument:{name}")
+    return intake.store, call, tool, tuple(read)
 
 
 def _crop(profile: ConventionProfile, config: ServerConfig, intake: Intake) -> Built:
     box = box_name("crop", profile)
-    full = _crop_output(profile)
+    full = _crop_output(profile, intake)
+    tool = profile.names.tool or default_tool_name("crop")
 
     def crop(arguments: BaseModel, call: CallInfo) -> CallToolResult:
         image = intake.image(arguments, call)
-        return _send_crop(profile, crop_canonical(image, getattr(arguments, box), profile.box, argument=box), full)
+        piece = crop_canonical(image, getattr(arguments, box), profile.box, argument=box)
+        return _send_crop(profile, piece, full, kept=_kept(intake, arguments, call, tool, box))
 
     said = _said(profile, f"box ({profile.box})", "box")
     return {box: _box_field(profile)}, crop, full, f"Crop an image to a {said}. Returns the crop as a PNG."
@@ -242,13 +281,20 @@ def _crop(profile: ConventionProfile, config: ServerConfig, intake: Intake) -> B
 def _crop_mask(profile: ConventionProfile, config: ServerConfig, intake: Intake) -> Built:
     field = profile.names.mask
     encoding = profile.mask.encoding
-    full = _crop_output(profile)
+    full = _crop_output(profile, intake)
+    tool = profile.names.tool or default_tool_name("crop-mask")
+    context = intake.store if isinstance(intake.store, ContextMemory) else None
     keywords = declare_mask(encoding, profile.mask.resolution) if profile.declares_extensions else None
     fields = {field: (Any, Field(description=f"One object's mask ({encoding.value}).", json_schema_extra=keywords))}
 
     def crop_mask(arguments: BaseModel, call: CallInfo) -> CallToolResult:
         image = intake.image(arguments, call)
         value = getattr(arguments, field)
+        if context is not None and is_context_uri(value):
+            mask = context.mask(value, call, argument=field, image=image)
+            if not mask.any():
+                raise ToolInputError(f"{field}: the mask is empty; there is nothing to cut out")
+            return _send_crop(profile, cut_out(image, mask), full, kept=_kept(intake, arguments, call, tool, field))
         try:
             masks = decode_masks(
                 value if encoding is MaskEncoding.LABEL_MAP else [value],
@@ -262,7 +308,7 @@ def _crop_mask(profile: ConventionProfile, config: ServerConfig, intake: Intake)
             raise ToolInputError(f"{field}: {str(error).split(': ', 1)[-1]}") from None
         if not masks[0].any():
             raise ToolInputError(f"{field}: the mask is empty; there is nothing to cut out")
-        return _send_crop(profile, cut_out(image, masks[0]), full)
+        return _send_crop(profile, cut_out(image, masks[0]), full, kept=_kept(intake, arguments, call, tool, field))
 
     said = _said(profile, f"mask ({encoding.value} at image resolution)", "mask")
     return fields, crop_mask, full, f"Cut one object out of an image along its {said}. Returns a PNG."

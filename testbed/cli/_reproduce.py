@@ -106,7 +106,14 @@ def audit(
 @click.option("--quick", is_flag=True, help="2 runs per cell and a 12-server population (a few minutes).")
 @click.option("--seed", type=click.IntRange(min=0), default=DEFAULT_SECURITY_SEED, show_default=True, help="Seed.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("security-out"), show_default=True)
-def security(quick: bool, seed: int, out_dir: Path) -> None:
+@click.option(
+    "--calibration-runs",
+    type=click.IntRange(min=1),
+    default=None,
+    help=f"Runs per fault kind of the validators' calibration in the report [default: {FULL_CALIBRATION_RUNS}; "
+    f"--quick: {QUICK_CALIBRATION_RUNS}].",
+)
+def security(quick: bool, seed: int, out_dir: Path, calibration_runs: int | None) -> None:
     """Run every attack scenario with every agent, under attack and as its no-attack twin, and print the attack
     table (utility, utility under attack, attack success, share flagged; Wilson intervals) and table B over the
     population's security subset beside the paper's figures. Rerunning with the same --out continues.
@@ -115,7 +122,11 @@ def security(quick: bool, seed: int, out_dir: Path) -> None:
     console = report_console()
     with console.status("running the attack suite") as status:
         result = reproduce_security(
-            out_dir, quick=quick, seed=seed, progress=lambda done, total: status.update(f"experiments {done}/{total}")
+            out_dir,
+            quick=quick,
+            seed=seed,
+            progress=lambda done, total: status.update(f"experiments {done}/{total}"),
+            calibration_runs=calibration_runs,
         )
     console.print(rich_table(result.rows, f"testbed reproduce security -> {out_dir}"))
     for line in LEGEND[:2]:

@@ -7,14 +7,28 @@ from pathlib import Path
 import click
 
 from testbed.report import report_console
-from testbed.reproduce import CASES_LEGEND, DEFAULT_CASES_SEED, reproduce_cases, rich_table
+from testbed.reproduce import (
+    CASES_LEGEND,
+    DEFAULT_CASES_SEED,
+    FULL_CALIBRATION_RUNS,
+    QUICK_CALIBRATION_RUNS,
+    reproduce_cases,
+    rich_table,
+)
 
 
 @click.command()
 @click.option("--quick", is_flag=True, help="Each case at its quick size (a few runs) instead of the paper's size.")
 @click.option("--seed", type=click.IntRange(min=0), default=DEFAULT_CASES_SEED, show_default=True, help="The seed.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("cases-out"), show_default=True)
-def cases(quick: bool, seed: int, out_dir: Path) -> None:
+@click.option(
+    "--calibration-runs",
+    type=click.IntRange(min=1),
+    default=None,
+    help=f"Runs per fault kind of the validators' calibration in the report [default: {FULL_CALIBRATION_RUNS}; "
+    f"--quick: {QUICK_CALIBRATION_RUNS}].",
+)
+def cases(quick: bool, seed: int, out_dir: Path, calibration_runs: int | None) -> None:
     """Run the case-study families (scenarios/cases/) and print table D beside the paper's figures.
 
     Every figure is marked input (configured from the paper) or output (measured by the validators).
@@ -22,12 +36,13 @@ def cases(quick: bool, seed: int, out_dir: Path) -> None:
     with the same --out continues an interrupted run.
     """
     console = report_console()
-    result = reproduce_cases(out_dir, quick=quick, seed=seed)
+    result = reproduce_cases(out_dir, quick=quick, seed=seed, calibration_runs=calibration_runs)
     console.print(rich_table(result.rows, f"testbed reproduce cases -> {out_dir}"))
     if result.timings:
         console.print(rich_table(result.timings, "Call latency (wall clock; timings.csv, not byte-reproducible)"))
     for line in CASES_LEGEND:
         console.print(line, style="dim")
+    console.print(f"validator calibration: {result.calibration.goal_line()} (in report.html and tables.csv)")
     for path in result.files:
         console.print(f"wrote {path}")
     if result.failed:

@@ -29,7 +29,12 @@ def _settings(quick: bool, seed: int | None, manifest: Path | None) -> tuple[int
 
 
 @click.command()
-@click.option("--quick", is_flag=True, help="Small sizes (a few minutes): the audit's and every part's --quick.")
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="Small sizes (about two minutes on two cores; a smoke test, every row marked quick): the audit's and every "
+    "part's --quick, the attack suite without the embedded LLM agent.",
+)
 @click.option("--seed", type=click.IntRange(min=0), default=None, help=f"The one seed of every part [{DEFAULT_SEED}].")
 @click.option(
     "--manifest",
@@ -61,8 +66,9 @@ def paper(quick: bool, seed: int | None, manifest: Path | None, out_dir: Path | 
     console = report_console()
     for section in result.sections:
         if section.rows:
-            console.print(rich_table(list(section.rows), f"{section.title} -> {target / section.name}"))
-        console.print(f"{section.name}: {section.status}")
+            sized = f" [{section.quick}]" if section.quick else ""
+            console.print(rich_table(list(section.rows), f"{section.title} -> {target / section.name}{sized}"))
+        console.print(f"{section.name}: {section.status}" + (f" ({section.quick})" if section.quick else ""))
     console.print(f"validator calibration: {result.calibration.goal_line()}")
     for path in result.files:
         console.print(f"wrote {path}")

@@ -94,6 +94,7 @@ def call_edges(
                 sent=sent,
                 adapter=chosen if chosen is not None else node.adapters.get(binding.top_argument),
                 image_size=size,
+                consumer_schema=consumer.input_schema if consumer is not None else None,
             )
         )
     return edges

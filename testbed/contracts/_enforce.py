@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from testbed.agent import Agent, ContractNotice, PlannedCall, Replanning, RunView, Step
 from testbed.contracts._edges import Unreadable, call_edges
 from testbed.contracts._fallback import resolve_fallback
+from testbed.contracts._inserted import describe_inserted
 from testbed.contracts._rules import ContractRule, Finding, registered_rules
 from testbed.contracts._spec import ContractPolicy, ContractsSpec
 from testbed.conventions import ImageSize
@@ -170,7 +171,7 @@ class ContractedAgent:
         except (AdapterError, KeyError, ValueError) as error:
             return self._halt(call, view, verdict, f"; converting failed: {error}")
         adapters = {_top(argument): adapter for argument, adapter in remedies.items()}
-        described = tuple(f"{name}: {adapter} (contract)" for name, adapter in adapters.items())
+        described = tuple(describe_inserted(name, adapter) for name, adapter in adapters.items())
         converted = replace(call, arguments=arguments, adapters=(*call.adapters, *described))
         after = self._verdict(converted, view, adapters)
         if after.breaches:

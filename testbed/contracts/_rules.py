@@ -44,6 +44,8 @@ class EdgeValue:
     adapter: Adapter | None
     """The tracked adapter on the argument (declared in the workflow, or inserted by a contract)."""
     image_size: ImageSize
+    consumer_schema: dict[str, Any] | None = None
+    """The consumer's whole input schema (``$ref`` targets included), ``None`` when it lists none."""
 
 
 @dataclass(frozen=True)
@@ -66,19 +68,22 @@ class ContractRule:
     """A registered rule: it applies to edges whose consumer declares ``keyword`` on the argument."""
 
     name: str
-    keyword: str
-    """The extension keyword the consumer's argument must declare for the rule to apply."""
+    keyword: str | None
+    """The extension keyword the consumer's argument must declare for the rule to apply (``None``: any schema)."""
     check: RuleCheck
 
     def applies(self, edge: EdgeValue) -> bool:
+        if self.keyword is None:
+            return bool(edge.expected)
         return self.keyword in edge.expected
 
 
 _RULES: dict[str, ContractRule] = {}
 
 
-def contract_rule(name: str, *, keyword: str) -> Callable[[RuleCheck], RuleCheck]:
-    """Register ``check`` as the contract rule ``name``, applied where the consumer declares ``keyword``.
+def contract_rule(name: str, *, keyword: str | None) -> Callable[[RuleCheck], RuleCheck]:
+    """Register ``check`` as the contract rule ``name``, applied where the consumer declares ``keyword``
+    (``None``: wherever the consumer's input schema says anything about the argument).
 
     Raises:
         TestbedError: the name is malformed or already registered by another check.

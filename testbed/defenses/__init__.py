@@ -6,18 +6,21 @@
   role (its highest level); a call above it is refused;
 - **scoped memory**: a handle is bound to the run and agent it was issued to and expires after a TTL; handles
   are collected when their run ends;
-- **provenance tags**: every value a call returns is tagged with that call; a data argument (image, path,
-  handle, mask) without a tag from this run is refused.
+- **provenance tags**: every value a call returns is tagged with that call, as data where the producer declares
+  a data role (image, path, handle, mask, crop) and as text elsewhere (a message, a caption); a data argument
+  must be the scene or data of this run, so text a tool returned, echoed into a path or handle, is refused.
 
-Runtime contracts, the fifth defense, are the scenario's own ``contracts`` key (``policy: halt``).
+Runtime contracts, the fifth defense, are the scenario's own ``contracts`` key (``policy: halt``): one
+representation, switched in an experiment by a ``contracts`` factor, never by a switch here.
 """
 
 from testbed.defenses._config import DEFENSE_NAMES, Defense, Defenses, PrivilegeLevel
-from testbed.defenses._guard import HANDLE_ROLES, PROVENANCE_ROLES, DefenseGuard
+from testbed.defenses._guard import DATA_ROLES, HANDLE_ROLES, PROVENANCE_ROLES, DefenseGuard
 from testbed.defenses._pinning import ToolPins, tool_fingerprint
 from testbed.defenses._privilege import annotated_level, role_level, tool_levels
 
 __all__ = [
+    "DATA_ROLES",
     "DEFENSE_NAMES",
     "HANDLE_ROLES",
     "PROVENANCE_ROLES",

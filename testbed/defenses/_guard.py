@@ -14,19 +14,20 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from testbed.agent import PlannedCall, RunView
 from testbed.defenses._config import Defense, Defenses, PrivilegeLevel
 from testbed.defenses._memory import HandleScopes, Issue
 from testbed.defenses._pinning import ToolPins
 from testbed.defenses._privilege import role_level, tool_levels
-from testbed.defenses._provenance import ProvenanceTags, string_leaves
+from testbed.defenses._provenance import ProvenanceTags, content_data, string_leaves
 from testbed.events import BlobStore, DefenseEvent, externalize
 from testbed.protocol import SemanticRole, ToolTruth
 from testbed.transport import Connection
 from testbed.workflow import read_path
 
-__all__ = ["HANDLE_ROLES", "PROVENANCE_ROLES", "DefenseGuard"]
+__all__ = ["DATA_ROLES", "HANDLE_ROLES", "PROVENANCE_ROLES", "DefenseGuard"]
 
 HANDLE_ROLES = (SemanticRole.IMAGE_HANDLE, SemanticRole.CROP_HANDLE)
 """Argument and result roles (per the truth manifest) that carry handles."""
@@ -38,6 +39,8 @@ PROVENANCE_ROLES = (
     SemanticRole.MASK,
 )
 """Argument roles whose values must carry a provenance tag: the data a pipeline passes along."""
+DATA_ROLES = (*PROVENANCE_ROLES, SemanticRole.CROP)
+"""Result roles (per the producer's truth manifest) whose values are tagged as data; the rest of a result is text."""
 
 
 @dataclass(frozen=True)
@@ -166,9 +169,25 @@ class DefenseGuard:
                 if sent is None or record.outcome != "ok":
                     continue
                 producer = f"{sent.call.server}.{sent.call.tool} ({node}#{item})"
-                self._tags.tag(record.payload, producer)
-                self._tags.tag(record.content, producer)
+                self._tag(sent.truth, record.payload, record.content, producer)
                 self._issue_handles(run, sent, record.payload, producer)
+
+    def _tag(self, truth: ToolTruth | None, payload: object, content: list[dict[str, Any]], producer: str) -> None:
+        """Tag a result: as data where its producer declares a data role (all of it when there is no manifest)."""
+        if truth is None:
+            self._tags.tag_data(payload, producer)
+            self._tags.tag_data(content, producer)
+            return
+        for role in DATA_ROLES:
+            path = truth.paths.get(role)
+            if path is None:
+                continue
+            try:
+                self._tags.tag_data(read_path(payload, path), producer)
+            except (ValueError, TypeError, KeyError, IndexError):
+                continue
+        self._tags.tag_data(list(content_data(content)), producer)
+        self._tags.tag_text(payload, producer)
 
     def _issue_handles(self, run: _Run, sent: _Sent, payload: object, producer: str) -> None:
         if sent.truth is None:

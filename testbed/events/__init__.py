@@ -3,6 +3,7 @@
 from testbed.events._buffer import RunEventBuffer
 from testbed.events._model import (
     EVENTS_FORMAT_VERSION,
+    READABLE_FORMAT_VERSIONS,
     WALL_CLOCK_FIELDS,
     CallEvent,
     CallOutcomeKind,
@@ -43,6 +44,7 @@ __all__ = [
     "BLOBS_DIR",
     "EVENTS_FILE",
     "EVENTS_FORMAT_VERSION",
+    "READABLE_FORMAT_VERSIONS",
     "SERVER_LOGS_DIR",
     "WALL_CLOCK_FIELDS",
     "BlobStore",

@@ -12,8 +12,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-EVENTS_FORMAT_VERSION = 1
-"""Bump when an event field is removed or changes meaning (adding optional fields does not force a bump)."""
+EVENTS_FORMAT_VERSION = 2
+"""Bump when an event field is removed or changes meaning (adding optional fields does not force a bump).
+
+Version 2 leaves out of a line what the log holds already (see ``elided``); the reader puts it back."""
+READABLE_FORMAT_VERSIONS = frozenset({1, 2})
+"""Versions this testbed reads: version 1 lines are version 2 lines with nothing elided."""
 
 WALL_CLOCK_FIELDS = frozenset({"time", "duration_s", "started_at", "finished_at"})
 """Fields excluded when events are compared for reproduction."""
@@ -145,6 +149,9 @@ class MessageEvent(_Event):
     server: str
     direction: Direction
     message: dict[str, Any]
+    elided: dict[str, str] | None = None
+    """Only in a line of ``events.jsonl``: parts of ``message`` left out (``None`` in their place) and where the
+    reader finds them (see :mod:`testbed.events._pack`). Events as read or made never have it."""
 
 
 class CallOutcomeKind(StrEnum):
@@ -182,6 +189,9 @@ class CallEvent(_Event):
     agent: str = ""
     """The agent that made the call (multi-agent runs name each worker; empty for a single agent)."""
     duration_s: float
+    elided: dict[str, str] | None = None
+    """Only in a line of ``events.jsonl``: ``arguments`` or ``payload`` left out (``None`` in their place) because
+    the call's request or response recorded before it holds them (see :mod:`testbed.events._pack`)."""
 
 
 class FaultEvent(_Event):

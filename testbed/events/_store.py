@@ -4,7 +4,8 @@ The log is created atomically with its header (a temporary file, fsynced, rename
 into place, then the directory fsynced), so it never exists without a complete
 header. Each run's events are buffered and appended together, then flushed and
 fsynced, so a killed process leaves whole runs behind (at worst one torn
-last line, which the reader reports and drops).
+last line, which the reader reports and drops). A line leaves out what earlier
+lines hold already, and the reader puts it back (see :mod:`testbed.events._pack`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from testbed._errors import TestbedError, first_error
 from testbed.events._model import Event
+from testbed.events._pack import Packer, Unpacker
 
 EVENTS_FILE = "events.jsonl"
 EVENTS_TMP_FILE = EVENTS_FILE + ".tmp"
@@ -179,6 +181,7 @@ class EventLog:
         directory.mkdir(parents=True, exist_ok=True)
         self.blobs = BlobStore(blobs_dir if blobs_dir is not None else directory / BLOBS_DIR)
         self.path = directory / EVENTS_FILE
+        self._packer = Packer()
         self._handle: IO[str] | None = self.path.open("a", encoding="utf-8") if self.path.exists() else None
 
     @property
@@ -200,7 +203,7 @@ class EventLog:
             raise TestbedError(f"{self.path}: exists already; refusing to create it again")
         tmp = self.directory / EVENTS_TMP_FILE
         with tmp.open("w", encoding="utf-8") as handle:
-            handle.write("".join(event.model_dump_json() + "\n" for event in events))
+            handle.write(self._packer.lines(events))
             handle.flush()
             os.fsync(handle.fileno())
         if before_rename is not None:
@@ -213,8 +216,7 @@ class EventLog:
         """Append events and make them durable before returning."""
         if self._handle is None:
             raise TestbedError(f"{self.path}: not created yet; create it with its header first")
-        lines = [event.model_dump_json() + "\n" for event in events]
-        self._handle.write("".join(lines))
+        self._handle.write(self._packer.lines(events))
         self._handle.flush()
         os.fsync(self._handle.fileno())
 
@@ -261,16 +263,21 @@ def read_events(directory: Path) -> LoadedLog:
         lines = lines[:-1]
     events: list[Event] = []
     torn: int | None = None
+    unpacker = Unpacker()
     for number, line in enumerate(lines, start=1):
         is_last = number == len(lines)
         try:
-            events.append(_EVENT_ADAPTER.validate_json(line))
+            event = _EVENT_ADAPTER.validate_json(line)
         except ValidationError as error:
             if is_last and not trailing_complete:
                 torn = number
                 break
             located = first_error(error)
             raise TestbedError(f"{path}:{number}: corrupt event ({located})") from None
+        try:
+            events.append(unpacker.event(event))
+        except ValueError as error:
+            raise TestbedError(f"{path}:{number}: corrupt event ({error})") from None
     return LoadedLog(events=events, torn_line=torn)
 
 

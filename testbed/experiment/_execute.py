@@ -9,7 +9,6 @@ inference cache (see :func:`run_cells`), after a discarded warm-up (see :func:`_
 
 from __future__ import annotations
 
-import contextlib
 import json
 import tempfile
 import time
@@ -22,9 +21,8 @@ from testbed._errors import TestbedError
 from testbed._versions import package_versions
 from testbed.events import EVENTS_FILE
 from testbed.experiment._design import load_design_text
-from testbed.experiment._plan import Cell, Plan, plan_experiment
+from testbed.experiment._plan import Plan, plan_experiment
 from testbed.orchestrator import ExperimentFinishedError, experiment_id, run_experiment
-from testbed.telemetry.export import scenario_spans
 from testbed.transport import TransportKind
 from testbed.vision import shared_inference_cache
 
@@ -146,13 +144,6 @@ def plan_from_manifest(out_dir: Path) -> tuple[Plan, str]:
     return plan, manifest["design_text"]
 
 
-def _span_session(cell: Cell, directory: Path) -> contextlib.AbstractContextManager[object]:
-    """The cell's span session (``observability: {spans: true}``: ``directory/spans.otlp.jsonl``), else none."""
-    if not cell.scenario.observability.spans:
-        return contextlib.nullcontext()
-    return scenario_spans(cell.scenario, directory)
-
-
 WARM_UP_RUNS: Final = 3
 """Runs of the first cell's scenario made, and discarded, before the cells (see :func:`_warm_up`)."""
 
@@ -206,18 +197,16 @@ async def run_cells(
         # Every cell sees the same scenes, so in-process servers would answer later cells from inference cached
         # by earlier ones: latency would measure the order of the cells. Each cell starts cold, as it would alone.
         shared_inference_cache().clear()
-        spans = cell.scenario.observability.spans
-        try:
-            with _span_session(cell, directory):
-                summary = await run_experiment(
-                    cell.scenario,
-                    out_dir=directory,
-                    scenario_path=cell.source,
-                    transport=transport,
-                    device=device,
-                    progress=report,
-                    workers=1 if spans else workers,  # spans are collected in this process
-                )
+        try:  # a cell with spans (observability: {spans: true}) runs in this process, into its spans.otlp.jsonl
+            summary = await run_experiment(
+                cell.scenario,
+                out_dir=directory,
+                scenario_path=cell.source,
+                transport=transport,
+                device=device,
+                progress=report,
+                workers=workers,
+            )
         except ExperimentFinishedError:
             report(plan.runs, total)
             results.append(CellRun(cell.id, recorded=0, resumed=plan.runs))

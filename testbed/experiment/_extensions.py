@@ -191,23 +191,28 @@ BUNDLES: Final[dict[str, frozenset[Extension]]] = {
     "none": frozenset(),
     "declarations": frozenset({"declarations"}),
     "contracts": frozenset({"contracts"}),
+    "declarations+contracts": frozenset({"declarations", "contracts"}),
     "memory": frozenset({"memory"}),
     "provenance": frozenset({"observability"}),
     "all": frozenset({"declarations", "contracts", "memory", "observability"}),
 }
-"""Each bundle's extensions. ``provenance`` is the paper's provenance-and-observability extension: spans per
-call (the provenance validator runs in every cell, it measures and is not switched)."""
+"""Each bundle's extensions. ``contracts`` alone strips the declarations, so its contracts have nothing declared
+to check against and it measures only their overhead; ``declarations+contracts`` is the meaningful contracts
+configuration, and its contrast with ``declarations`` is the contracts' own effect. ``provenance`` is the
+paper's provenance-and-observability extension: spans per call (the provenance validator runs in every cell,
+it measures and is not switched)."""
 
 
 class ExtensionsFactor(Factor):
     """Named bundles of extensions, one per level: ``none``, each alone (``declarations``, ``contracts``,
-    ``memory``, ``provenance``), and ``all``. An extension a bundle leaves out is off: declarations stripped
-    from every profiled server, no contracts, memory scopes as written, no spans."""
+    ``memory``, ``provenance``), ``declarations+contracts`` (contracts with something declared to check), and
+    ``all``. An extension a bundle leaves out is off: declarations stripped from every profiled server, no
+    contracts, memory scopes as written, no spans."""
 
     kind: Literal["extensions"] = "extensions"
     """Discriminator."""
     levels_: tuple[str, ...] = Field(default=tuple(BUNDLES), alias="levels", min_length=1)
-    """The bundles (default: all six, ``none`` first, the baseline)."""
+    """The bundles (default: all seven, ``none`` first, the baseline)."""
     contracts: ContractPolicy = ContractPolicy.CONVERT
     """The contract policy of the bundles with contracts."""
     servers: tuple[Annotated[str, Field(min_length=1)], ...] | None = Field(default=None, min_length=1)

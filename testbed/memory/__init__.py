@@ -1,7 +1,8 @@
 """Protocol-native visual memory: a context store of versioned, namespaced, run-contained entries.
 
 Servers whose profile says ``memory: {scope: context}`` keep the images they are
-given here instead of in ad-hoc handle stores, and hand back a
+given here instead of in ad-hoc handle stores, and the masks and crops they make
+(roles ``image``, ``mask``, ``crop``), and hand back a
 ``context://run/agent/role/key/vN`` reference that later calls (the
 orchestrator's bindings, or an agent) pass on. Each entry records which call
 produced it and from which inputs (its provenance), expires on the run's

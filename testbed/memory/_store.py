@@ -41,12 +41,22 @@ class ContextStore:
         clock: float,
         provenance: Provenance,
         ttl_s: float | None = None,
+        idempotent: bool = False,
     ) -> Entry:
-        """Write the next version of ``key`` in ``namespace`` at ``clock``; return the entry written."""
+        """Write the next version of ``key`` in ``namespace`` at ``clock``; return the entry written.
+
+        ``idempotent``: the key names the content (a digest of the value), so a write whose provenance is the
+        latest live version's writes nothing and returns that version: the same value from the same call, written
+        by concurrent calls in any order, is one entry, and versions do not depend on that order.
+        """
         if ttl_s is not None and not ttl_s > 0:
             raise MemoryAccessError(f"ttl_s: must be positive, got {ttl_s!r}")
         with self._lock:
-            version = self._versions.get((namespace, key), 0) + 1
+            version = self._versions.get((namespace, key), 0)
+            held = self._runs.get(namespace.run, {}).get(EntryRef(namespace, key, version)) if version else None
+            if idempotent and held is not None and held.provenance == provenance and not held.expired(clock):
+                return held
+            version += 1
             ref = EntryRef(namespace, key, version)
             entry = Entry(ref, value, clock, None if ttl_s is None else clock + ttl_s, provenance)
             self._versions[(namespace, key)] = version

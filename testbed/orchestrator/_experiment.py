@@ -19,6 +19,7 @@ from testbed.events import (
     BLOBS_DIR,
     EVENTS_FILE,
     EVENTS_FORMAT_VERSION,
+    READABLE_FORMAT_VERSIONS,
     CallEvent,
     CallOutcomeKind,
     EventLog,
@@ -44,6 +45,7 @@ from testbed.scenario import Scenario
 from testbed.scenes import Scene
 from testbed.server_config import ServerConfig
 from testbed.tasks import check_task
+from testbed.telemetry import scenario_spans
 from testbed.transport import Connection, TransportKind
 from testbed.vision import SHIPPED_MODELS, resolve_device
 
@@ -171,9 +173,10 @@ def prepare_resume(out_dir: Path, scenario: Scenario) -> ResumePoint | None:
     header = log.events[0]
     if not isinstance(header, ExperimentHeader):
         raise TestbedError(f"{path}: does not start with an experiment header; refusing to append to it")
-    if header.format_version != EVENTS_FORMAT_VERSION:
+    if header.format_version not in READABLE_FORMAT_VERSIONS:
         raise TestbedError(
-            f"{path}: event format version {header.format_version}, this testbed writes {EVENTS_FORMAT_VERSION}"
+            f"{path}: event format version {header.format_version}, this testbed reads "
+            f"{', '.join(map(str, sorted(READABLE_FORMAT_VERSIONS)))} and writes {EVENTS_FORMAT_VERSION}"
         )
     if header.experiment_id != experiment_id(scenario):
         raise TestbedError(
@@ -328,16 +331,17 @@ async def run_experiment(
     def finish(log: EventLog) -> None:
         log.append([ExperimentFinished(time=time.time(), runs=scenario.runs, finished_at=time.time())])
 
-    if models is not None or (count == 1 and executor is None):
-        summary.workers = 1
-        await execute_runs(
-            scenario,
-            live(models=models),
-            runs,
-            on_start=lambda pool, log, handshake: create(log, _server_records(pool), handshake),
-            on_run=lambda run, outcome, log: record(log, outcome),
-            on_finish=finish,
-        )
+    if models is not None or scenario.observability.spans or (count == 1 and executor is None):
+        summary.workers = 1  # spans are collected in this process: a traced experiment runs here
+        with scenario_spans(scenario, out_dir):
+            await execute_runs(
+                scenario,
+                live(models=models),
+                runs,
+                on_start=lambda pool, log, handshake: create(log, _server_records(pool), handshake),
+                on_run=lambda run, outcome, log: record(log, outcome),
+                on_finish=finish,
+            )
     else:
         # A server that cannot be resolved fails here, before any worker starts.
         live_servers(sandbox=(out_dir / "sandbox").resolve(), device=resolved_device, transport=transport)(scenario)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from testbed.events import (
     ServerEvent,
     externalize,
 )
-from testbed.imaging import encode_scene_png
+from testbed.imaging import encode_scene_png, scene_base64
 from testbed.orchestrator._call import CallOutcome, call_tool
 from testbed.orchestrator._pool import ServerPool
 from testbed.protocol import AGENT_META_KEY, CLOCK_META_KEY, SCOPE_META_KEY
@@ -142,7 +141,7 @@ async def execute_run(
         deadline_override=deadline_override,
     )
     png = scene_png if scene_png is not None else encode_scene_png(scene.image)
-    image = base64.b64encode(png).decode("ascii")
+    image = scene_base64(png)
     image_blob = blobs.put_bytes(png)
     blobs.remember(image, image_blob)  # the calls send it: recording them need not decode and hash it again
     image_path = _scene_path(sandbox, context.scope)

@@ -67,6 +67,8 @@ def _profile(capability: Capability, drawn: Drawn, rng: np.random.Generator) -> 
         data["names"] = {"box": str(rng.choice(_BOX_ARGUMENTS))}
     if drawn.declared_fallback:
         data["fallback"] = _FALLBACK
+    if drawn.bridging:
+        data["bridges"] = True
     return ConventionProfile.model_validate(data)
 
 

@@ -16,9 +16,17 @@ from pathlib import Path
 from typing import Any, Final
 
 from testbed._errors import TestbedError
+from testbed.reproduce._calibration import (
+    FULL_CALIBRATION_RUNS,
+    QUICK_CALIBRATION_RUNS,
+    Calibration,
+    calibrate,
+    calibration_dir,
+)
 from testbed.reproduce._cases_measure import case_rows, measure_variant, timing_rows
 from testbed.reproduce._cases_model import CASES_DIR, CaseFamily, load_cases
 from testbed.reproduce._cases_run import run_case
+from testbed.reproduce._html import part_page
 from testbed.reproduce._outputs import MANIFEST_FILE, csv_text, write_csv_and_parquet, write_tables
 from testbed.reproduce._tables import Row, recovery_failed
 
@@ -34,6 +42,7 @@ CASES_LEGEND: Final = (
     "the realised share of runs with the mechanism: it measures the instrument, not the paper's systems.",
 )
 """Printed under the terminal table."""
+TIMINGS_NOTE: Final = ("Call latencies are wall clock: in timings.csv, not in this table (never byte-reproducible).",)
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,7 @@ class CasesResult:
     failed: list[Row]
     """Finding rows whose measured share missed the realised share's interval (empty: passed)."""
     files: list[Path]
+    calibration: Calibration
 
 
 def _cases_hash(directory: Path) -> str:
@@ -107,6 +117,8 @@ def reproduce_cases(
     seed: int = DEFAULT_CASES_SEED,
     progress: Callable[[int, int], None] | None = None,
     cases_dir: Path = CASES_DIR,
+    calibration: Calibration | None = None,
+    calibration_runs: int | None = None,
 ) -> CasesResult:
     """Run the case families of ``cases_dir`` into ``out_dir`` (resuming what is there) and write table D.
 
@@ -116,6 +128,9 @@ def reproduce_cases(
         seed: the one seed; every variant's scenario seed and every allocation derive from it.
         progress: called with (variants done, variants planned) over all cases.
         cases_dir: the case files (default: ``scenarios/cases``).
+        calibration: the validators' calibration to report beside the rows; when ``None``, measured at
+            ``calibration_runs`` runs per fault kind (default: the quick or the full size) into
+            :func:`calibration_dir` (a paper run's shared one when this is its part), resumable.
 
     Raises:
         TestbedError: a bad case file (one line naming it and the field), or ``out_dir`` holds another run.
@@ -140,6 +155,16 @@ def reproduce_cases(
         case_table, case_timings = _run_one(case, out_dir, quick=quick, seed=seed, on_variant=on_variant)
         rows += case_table
         timings += case_timings
-    files = write_tables(rows, out_dir)
+    if calibration is None:
+        runs = calibration_runs or (QUICK_CALIBRATION_RUNS if quick else FULL_CALIBRATION_RUNS)
+        calibration = calibrate(calibration_dir(out_dir), runs=runs, seed=seed)
+    files = write_tables(rows, out_dir, calibration)
     files += write_csv_and_parquet(csv_text(timings), out_dir / "timings.csv", ("count",))
-    return CasesResult(rows=rows, timings=timings, failed=recovery_failed(rows), files=files)
+    report = out_dir / "report.html"
+    settings = {"seed": seed, "quick": quick, "calibration_runs_per_fault_kind": calibration.table.runs}
+    report.write_text(
+        part_page("Table D: the case studies", (*CASES_LEGEND, *TIMINGS_NOTE), rows, calibration, settings, out_dir),
+        encoding="utf-8",
+    )
+    files += [report, *calibration.files]
+    return CasesResult(rows, timings, recovery_failed(rows), files, calibration)

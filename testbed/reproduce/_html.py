@@ -20,7 +20,16 @@ from testbed.reproduce._outputs import HEADERS, LEGEND, calibration_text, displa
 from testbed.reproduce._tables import Row
 from testbed.viewer._html import STYLE
 
-__all__ = ["CALIBRATION_ANCHOR", "Figure", "PartSection", "audit_page", "calibration_section", "page", "paper_page"]
+__all__ = [
+    "CALIBRATION_ANCHOR",
+    "Figure",
+    "PartSection",
+    "audit_page",
+    "calibration_section",
+    "page",
+    "paper_page",
+    "part_page",
+]
 
 esc = html.escape
 
@@ -44,6 +53,8 @@ class PartSection:
     """``ran``, or why it did not (not available in this build, or the one-line error it stopped with)."""
     rows: Sequence[Row] = ()
     figure: Figure | None = None
+    quick: str = ""
+    """``quick sizes: ...`` (how small) when the part ran at quick sizes; empty at the full sizes."""
 
 
 def page(title: str, body: str) -> str:
@@ -112,8 +123,30 @@ def audit_page(rows: Sequence[Row], manifest: dict[str, Any], calibration: Calib
     return page("testbed reproduce audit", body)
 
 
+def part_page(
+    title: str,
+    legend: Sequence[str],
+    rows: Sequence[Row],
+    calibration: Calibration | None,
+    settings: dict[str, Any],
+    report_dir: Path,
+) -> str:
+    """A reproduce part's own report (``cases``, ``security``): its rows beside the paper's, each output linked to
+    the calibration of the validators that produced it, then the calibration, seeds and sizes."""
+    body = (
+        f"<h1>{esc(title)}</h1>"
+        + "".join(f"<p>{esc(line)}</p>" for line in legend)
+        + rows_table(rows, calibration)
+        + calibration_section(calibration, report_dir)
+        + _settings(settings)
+    )
+    return page(title, body)
+
+
 def _part_html(part: PartSection, calibration: Calibration | None) -> str:
     heading = f'<h2 id="part-{esc(part.name)}">{esc(part.title)}</h2>'
+    if part.quick:
+        heading += f'<p class="bad">{esc(part.quick)}: a smoke test of the pipeline, not the paper\'s sizes</p>'
     if part.status != "ran":
         return f'{heading}<p class="note">{esc(part.status)}</p>'
     failed = sum(row.recovered == "NO" for row in part.rows)
@@ -134,8 +167,16 @@ def paper_page(
 ) -> str:
     """``testbed reproduce paper``'s report: every part's tables beside the paper's, plots, calibration, settings."""
     contents = "".join(f'<li><a href="#part-{esc(p.name)}">{esc(p.title)}</a>: {esc(p.status)}</li>' for p in parts)
+    quick = any(part.quick for part in parts)
+    banner = (
+        '<p class="bad">A quick run: every part ran at the small sizes stated under its heading. Its rows are '
+        "executed and measured, but only the full run's tables stand beside the paper's.</p>"
+        if quick
+        else ""
+    )
     body = (
-        "<h1>The paper, reproduced</h1>"
+        f"<h1>The paper, reproduced{' (quick sizes)' if quick else ''}</h1>"
+        + banner
         + f'<ul>{contents}<li><a href="#{CALIBRATION_ANCHOR}">Validator calibration</a></li></ul>'
         + _legend()
         + "".join(_part_html(part, calibration) for part in parts)

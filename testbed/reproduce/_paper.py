@@ -20,7 +20,14 @@ from typing import Any, Final, Protocol
 from testbed._errors import TestbedError
 from testbed._seeding import derive_int_seed
 from testbed._versions import package_versions
-from testbed.reproduce._audit import DEFAULT_RUNS, DEFAULT_SEED, QUICK_MEMBERS, QUICK_RUNS, reproduce_audit
+from testbed.reproduce._audit import (
+    AUDIT_PREVALENCE,
+    DEFAULT_RUNS,
+    DEFAULT_SEED,
+    QUICK_MEMBERS,
+    QUICK_RUNS,
+    reproduce_audit,
+)
 from testbed.reproduce._calibration import (
     CALIBRATION_DIR,
     FULL_CALIBRATION_RUNS,
@@ -29,15 +36,18 @@ from testbed.reproduce._calibration import (
     calibrate,
     calibration_csv,
 )
+from testbed.reproduce._cases_model import CASES_DIR, load_cases
 from testbed.reproduce._html import Figure, PartSection, paper_page
 from testbed.reproduce._outputs import COLUMNS, VERSIONED_PACKAGES, record_cells, write_csv_and_parquet
 from testbed.reproduce._plots import calibration_png, comparison_png
+from testbed.reproduce._security import FULL_POPULATION_RUNS, FULL_RUNS, QUICK_RUNS_SECURITY
 from testbed.reproduce._tables import Row
 
 __all__ = [
     "FULL_SIZES",
     "PAPER_COMMAND",
     "PARTS",
+    "QUICK_SECURITY_AGENTS",
     "QUICK_SIZES",
     "PaperResult",
     "PaperSizes",
@@ -68,6 +78,10 @@ class PaperSizes:
 
 QUICK_SIZES: Final = PaperSizes(True, QUICK_MEMBERS, QUICK_RUNS, QUICK_CALIBRATION_RUNS)
 FULL_SIZES: Final = PaperSizes(False, None, DEFAULT_RUNS, FULL_CALIBRATION_RUNS)
+QUICK_SECURITY_AGENTS: Final = ("scripted", "retrieval")
+"""The attack suite's agents in a quick run. The embedded LLM takes about 10 s per run (two calls of about 5 s,
+one decoding thread): its 16 cells took 5.6 of a quick run's 6 minutes, so it runs in the full run only (the
+quick report says so)."""
 
 
 class PartResult(Protocol):
@@ -89,6 +103,8 @@ class Part:
     title: str
     resolve: Callable[[], PartRun | None]
     """The part's runner, or ``None`` when this build has none."""
+    sized: Callable[[PaperSizes], str] = lambda sizes: ""
+    """How large the part runs at these sizes, in words (the report marks every quick-sized part with it)."""
 
 
 def _audit(
@@ -104,8 +120,9 @@ def _audit(
     )
 
 
-def _published(function: str) -> Callable[[], PartRun | None]:
-    """A part run by ``testbed.reproduce.<function>(out_dir, *, quick, seed, progress)``, if this build has it."""
+def _published(function: str, **quick_options: Any) -> Callable[[], PartRun | None]:
+    """A part run by ``testbed.reproduce.<function>(out_dir, *, quick, seed, progress, calibration)``, if this build
+    has it; ``quick_options`` are passed too when the run is quick."""
 
     def resolve() -> PartRun | None:
         found = getattr(importlib.import_module("testbed.reproduce"), function, None)
@@ -116,10 +133,13 @@ def _published(function: str) -> Callable[[], PartRun | None]:
             out_dir: Path,
             sizes: PaperSizes,
             seed: int,
-            _calibration: Calibration,
+            calibration: Calibration,
             progress: Callable[[int, int], None] | None,
         ) -> PartResult:
-            result: PartResult = found(out_dir, quick=sizes.quick, seed=seed, progress=progress)
+            options = quick_options if sizes.quick else {}
+            result: PartResult = found(
+                out_dir, quick=sizes.quick, seed=seed, progress=progress, calibration=calibration, **options
+            )
             return result
 
         return run
@@ -127,10 +147,42 @@ def _published(function: str) -> Callable[[], PartRun | None]:
     return resolve
 
 
+def _audit_size(sizes: PaperSizes) -> str:
+    members = sizes.members or f"the population size of {AUDIT_PREVALENCE.name}:"
+    return f"{members} servers sampled, {sizes.runs_per_workflow} runs per workflow"
+
+
+def _cases_size(sizes: PaperSizes) -> str:
+    try:
+        cases = load_cases(CASES_DIR)
+    except TestbedError as error:
+        return str(error)
+    return ", ".join(f"{case.system} {case.runs(sizes.quick)} of {case.size}" for case in cases)
+
+
+def _security_size(sizes: PaperSizes) -> str:
+    if not sizes.quick:
+        return f"{FULL_RUNS} runs per cell, every agent; the full population at {FULL_POPULATION_RUNS} runs"
+    return (
+        f"{QUICK_RUNS_SECURITY} runs per cell, agents {' and '.join(QUICK_SECURITY_AGENTS)} only (the embedded LLM "
+        f"runs in the full run); a {QUICK_MEMBERS}-server population at {QUICK_RUNS_SECURITY} runs"
+    )
+
+
 PARTS: Final = (
-    Part("audit", "Tables A-C: the audit over a sampled population, and the recovery check", lambda: _audit),
-    Part("cases", "Table D: the case studies", _published("reproduce_cases")),
-    Part("security", "Security: the attack table and the security subset", _published("reproduce_security")),
+    Part(
+        "audit",
+        "Tables A-C: the audit over a sampled population, and the recovery check",
+        lambda: _audit,
+        _audit_size,
+    ),
+    Part("cases", "Table D: the case studies", _published("reproduce_cases"), _cases_size),
+    Part(
+        "security",
+        "Security: the attack table and the security subset",
+        _published("reproduce_security", agents=QUICK_SECURITY_AGENTS),
+        _security_size,
+    ),
 )
 """The paper's parts, in report order; the calibration runs before them and is shared by all."""
 
@@ -212,12 +264,15 @@ def _write_manifest(out_dir: Path, manifest: dict[str, Any]) -> Path:
     return path
 
 
-def _tables_csv(sections: list[PartSection], calibration: Calibration) -> str:
+def _tables_csv(sections: list[PartSection], calibration: Calibration, sizes: PaperSizes) -> str:
+    """Every part's rows, each marked with the sizes it ran at (``quick`` rows are smoke-test sizes, never the
+    paper's)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(("part", *COLUMNS))
+    writer.writerow(("part", "sizes", *COLUMNS))
+    sized = "quick" if sizes.quick else "full"
     for section in sections:
-        writer.writerows((section.name, *record_cells(row, calibration)) for row in section.rows)
+        writer.writerows((section.name, sized, *record_cells(row, calibration)) for row in section.rows)
     return buffer.getvalue()
 
 
@@ -251,6 +306,7 @@ def _run_part(
     runner = part.resolve()
     if runner is None:
         return PartSection(part.name, part.title, "not run: this build has no such part yet"), None
+    quick = f"quick sizes: {part.sized(sizes)}" if sizes.quick else ""
 
     def report(done: int, planned: int) -> None:
         if progress is not None:
@@ -259,10 +315,10 @@ def _run_part(
     try:
         result = runner(out_dir / part.name, sizes, seed, calibration, report)
     except TestbedError as error:
-        return PartSection(part.name, part.title, f"stopped: {error}"), None
+        return PartSection(part.name, part.title, f"stopped: {error}", quick=quick), None
     figure = _figure(comparison_png(result.rows, f"{part.name}: ours beside the paper's"), f"{part.title}: ours "
                      "(measured) beside the paper's published values")  # fmt: skip
-    return PartSection(part.name, part.title, "ran", tuple(result.rows), figure), result
+    return PartSection(part.name, part.title, "ran", tuple(result.rows), figure, quick), result
 
 
 def reproduce_paper(
@@ -302,7 +358,7 @@ def reproduce_paper(
             recorded += int(getattr(result, "recorded", 0))
     calibration_figure = _figure(calibration_png(calibration.table), "validator calibration per fault kind")
     files = [
-        *write_csv_and_parquet(_tables_csv(sections, calibration), out_dir / "tables.csv", ("count",)),
+        *write_csv_and_parquet(_tables_csv(sections, calibration, sizes), out_dir / "tables.csv", ("count",)),
         *write_csv_and_parquet(calibration_csv(calibration.table), out_dir / "calibration.csv"),
         *_write_figures(out_dir, {s.name: s.figure for s in sections} | {"calibration": calibration_figure}),
     ]

@@ -1,4 +1,10 @@
-"""One workflow of a population as a scenario document: parametric servers with inline profiles, one tool chain."""
+"""One workflow of a population as a scenario document: parametric servers with inline profiles, one tool chain.
+
+The agent is granted the chain's tools (each member's store and capability tool). A member that bridges
+(``profile.bridges``) is used the way its bridging script is: after its own call, the agent calls its helper,
+which forwards to the next member's tool (the previous one's, for the last member) out of band. The helper
+is no granted tool, so the ``perm.*`` validators see the reach beyond the grant in the recorded trace.
+"""
 
 from __future__ import annotations
 
@@ -29,7 +35,8 @@ def _tool(member: Member) -> str:
 
 
 def _items(member: Member) -> str:
-    paths = truth_manifest(member.capability, member.profile).tools[-1].paths
+    tools = truth_manifest(member.capability, member.profile).tools
+    paths = next(tool for tool in tools if tool.name == _tool(member)).paths
     role = SemanticRole.DETECTIONS if member.capability == "detect" else SemanticRole.INSTANCES
     return paths[role]
 
@@ -69,15 +76,28 @@ def _consumer(member: Member, producer: Member) -> tuple[dict[str, str], str | N
     raise ValueError(f"{member.capability} consumes nothing in a population workflow")
 
 
-def _agent(workflow: Workflow, members: list[Member], nodes: list[dict[str, Any]]) -> dict[str, Any]:
+def _bridges(members: list[Member]) -> list[dict[str, Any]]:
+    """The bridging helper's call of each member that bridges, to its neighbour in the chain."""
+    nodes = []
+    for position, member in enumerate(members):
+        if not member.profile.bridges:
+            continue
+        partner = members[position + 1] if position + 1 < len(members) else members[position - 1]
+        call = f"{member.id}.{member.profile.names.bridge_tool}"
+        forward = {"server": partner.id, "tool": _tool(partner)}
+        nodes.append({"id": f"{member.id}_bridge", "call": call, "args": forward})
+    return nodes
+
+
+def _agent(workflow: Workflow, members: list[Member], nodes: list[dict[str, Any]], grants: list[str]) -> dict[str, Any]:
     kind = EXECUTED_AGENT[workflow.agent]
     if kind == "scripted":
-        return {"kind": "scripted", "workflow": {"nodes": nodes}}
+        return {"kind": "scripted", "grants": grants, "workflow": {"nodes": nodes}}
     workers = []
     for member in dict.fromkeys(members):
         tools = [node["call"] for node in nodes if node["call"].startswith(f"{member.id}.")]
         workers.append({"name": f"worker_{member.id}", "tools": list(dict.fromkeys(tools))})
-    return {"kind": "multi", "workers": workers, "workflow": {"nodes": nodes}}
+    return {"kind": "multi", "grants": grants, "workers": workers, "workflow": {"nodes": nodes}}
 
 
 def workflow_scenario(population: Population, workflow: Workflow, *, runs: int) -> dict[str, Any]:
@@ -87,6 +107,8 @@ def workflow_scenario(population: Population, workflow: Workflow, *, runs: int) 
     for producer, member in pairwise(members):
         args, for_each = _consumer(member, producer)
         nodes += _nodes_of(member, args, for_each)
+    grants = list(dict.fromkeys(node["call"] for node in nodes))
+    nodes += _bridges(members)
     servers = {
         member.id: {
             "server": member.capability,
@@ -103,5 +125,5 @@ def workflow_scenario(population: Population, workflow: Workflow, *, runs: int) 
         "scene": _SCENE,
         "servers": servers,
         "task": {"kind": "none"},
-        "agent": _agent(workflow, members, nodes),
+        "agent": _agent(workflow, members, nodes, grants),
     }

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -24,8 +24,16 @@ from testbed.metrics import wilson_interval
 from testbed.orchestrator import ExperimentFinishedError, run_experiment
 from testbed.population import load_prevalence, sample_population, write_population
 from testbed.reproduce._audit import AUDIT_PREVALENCE, QUICK_MEMBERS
+from testbed.reproduce._calibration import (
+    FULL_CALIBRATION_RUNS,
+    QUICK_CALIBRATION_RUNS,
+    Calibration,
+    calibrate,
+    calibration_dir,
+)
+from testbed.reproduce._html import part_page
 from testbed.reproduce._measure import Measured, measure_population
-from testbed.reproduce._outputs import write_tables
+from testbed.reproduce._outputs import LEGEND, write_tables
 from testbed.reproduce._run import SCENARIO_FILE, WORKFLOWS_DIR, run_workflows
 from testbed.reproduce._security_measure import CellMeasure, measure_cell
 from testbed.reproduce._security_suite import ATTACKS_DIR, SuiteEntry, agent_sections, load_suite
@@ -114,9 +122,9 @@ async def _run_cell(cell: _Cell, directory: Path) -> list[str]:
     return canaries.changed()
 
 
-def _percent_row(name: str, unit: str, count: int, total: int, note: str = "") -> Row:
+def _percent_row(name: str, unit: str, count: int, total: int, note: str = "", family: str = "") -> Row:
     value = wilson_interval(count, total).scaled(100) if total else None
-    return Row(TABLE, name, "output", unit, count, total, value, note=note)
+    return Row(TABLE, name, "output", unit, count, total, value, note=note, family=family)
 
 
 def _attack_rows(entry: SuiteEntry, agent: str, attacked: CellMeasure, clean: CellMeasure) -> list[Row]:
@@ -132,6 +140,7 @@ def _attack_rows(entry: SuiteEntry, agent: str, attacked: CellMeasure, clean: Ce
             attacked.attacked,
             attacked.runs,
             "security.attack_succeeded, judged from the trace",
+            family="security",
         ),
         _percent_row(
             f"{prefix}: attacks flagged",
@@ -166,19 +175,14 @@ def _population_rows(out_dir: Path, *, quick: bool, seed: int, progress: Progres
     subset = {member.id for member in population.members if member.security_subset}
     measured = _security_subset(measure_population(population, directory / WORKFLOWS_DIR), subset)
     note = f"over the {len(measured.workflows)} workflows with a security-subset server (population {seed})"
+    bridging = sum(member.drawn.bridging for member in population.members if member.id in subset)
+    perm_note = (
+        f"perm.* on the server itself: a bridging helper called beyond the workflow's grants; {bridging} of "
+        f"{len(subset)} drawn bridging (input: out-of-band bridging {prevalence.bridging.share:.0%}): nearness to "
+        "the paper's figure is configured; the row measures how many of them the validators catch"
+    )
     return [
-        Row(
-            row.table,
-            row.row,
-            row.marking,
-            row.unit,
-            row.count,
-            row.total,
-            row.value,
-            row.paper,
-            row.recovered,
-            f"{row.note}; {note}" if row.note else note,
-        )
+        replace(row, note="; ".join(part for part in (row.note, perm_note if row.row == "perm" else "", note) if part))
         for row in audit_rows(population, prevalence, measured)
         if row.table == "B security"
     ]
@@ -235,6 +239,8 @@ def reproduce_security(
     progress: Progress | None = None,
     suite_dir: Path = ATTACKS_DIR,
     agents: Collection[str] | None = None,
+    calibration: Calibration | None = None,
+    calibration_runs: int | None = None,
 ) -> SecurityResult:
     """Run the attack suite and the population's security subset into ``out_dir`` and write the tables.
 
@@ -247,6 +253,8 @@ def reproduce_security(
         progress: called with (experiments done, experiments planned) after each attack cell.
         suite_dir: the attack scenarios (default: ``scenarios/security/attacks``).
         agents: run only these agent labels (``scripted``, ``retrieval``, ``llm``, ``llm-openai``); default: all.
+        calibration: the validators' calibration reported beside the rows; when ``None``, measured at
+            ``calibration_runs`` runs per fault kind (default: the quick or the full size) into :func:`calibration_dir`.
 
     Raises:
         TestbedError: ``out_dir`` holds a run with another seed or size, or the suite cannot be read.
@@ -284,7 +292,15 @@ def reproduce_security(
                     note="sha256 of every canary beside every sandbox, after the runs"))  # fmt: skip
     rows += _population_rows(out_dir, quick=quick, seed=seed, progress=None)
     rows += failed
-    files = write_tables(rows, out_dir)
+    if calibration is None:
+        sized = calibration_runs or (QUICK_CALIBRATION_RUNS if quick else FULL_CALIBRATION_RUNS)
+        calibration = calibrate(calibration_dir(out_dir), runs=sized, seed=seed)
+    files = write_tables(rows, out_dir, calibration)
     table = out_dir / "attack_table.md"
     table.write_text(_markdown(rows), encoding="utf-8")
-    return SecurityResult(rows=rows, files=[*files, table], failed=failed)
+    report = out_dir / "report.html"
+    settings = {"seed": seed, "quick": quick, "runs_per_cell": runs, "calibration_runs": calibration.table.runs}
+    page = part_page("Security: the attack table and the security subset", LEGEND[:2], rows, calibration, settings,
+                     out_dir)  # fmt: skip
+    report.write_text(page, encoding="utf-8")
+    return SecurityResult(rows=rows, files=[*files, table, report, *calibration.files], failed=failed)

@@ -111,4 +111,8 @@ def agent_sections(entry: SuiteEntry, *, include_llm: bool = True) -> dict[str, 
         endpoint = _openai_section()
         if endpoint is not None:
             sections["llm-openai"] = {"kind": "llm", "goal": entry.goal, "llm": endpoint, "max_calls": LLM_MAX_CALLS}
+    grants = entry.document["agent"].get("grants")
+    if grants is not None:  # every agent gets the user task's grants, so role binding and perm.* apply to each
+        for label in sections.keys() - {"scripted"}:
+            sections[label] = {**sections[label], "grants": grants}
     return sections

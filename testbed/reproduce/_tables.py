@@ -61,6 +61,7 @@ RECOVERY_IDS: Final[dict[str, tuple[str, ...]]] = {
         "memory.handle_out_of_scope",
         "memory.handle_expired",
     ),
+    "bridging": ("perm.tool_not_granted",),
 }
 """The violation IDs that measure each controlled property on the server it is attributed to."""
 
@@ -84,6 +85,25 @@ def _percent(k: int, n: int) -> Interval | None:
     return wilson_interval(k, n).scaled(100) if n > 0 else None
 
 
+_FAMILY_NOTES: Final[dict[str, str]] = {
+    "coords": (
+        "servers with any coords.* finding, coords.undeclared included: it fires on every server that declares no "
+        "convention (configured 87 %), so this reads the paper's 'missing or inconsistent' literally"
+    ),
+    "perm": "servers flagged in the security subset",
+}
+_COORDS_MISMATCH: Final = "coords: mismatch found"
+_COORDS_MISMATCH_NOTE: Final = (
+    "servers with a coords.* finding other than coords.undeclared (a convention that went wrong on the wire); the "
+    "paper's 24.6 % beside 87 % undeclared fits only this reading"
+)
+
+
+def _server_row(table: str, name: str, flagged: int, pool: int, family: str, note: str) -> Row:
+    return Row(table, name, "output", "% of servers", flagged, pool, _percent(flagged, pool), PAPER.get(family),
+               note=note, family=family)  # fmt: skip
+
+
 def _family_rows(population: Population, measured: Measured) -> list[Row]:
     rows = []
     members = list(population.members)
@@ -91,21 +111,14 @@ def _family_rows(population: Population, measured: Measured) -> list[Row]:
         pool = [m for m in members if m.security_subset] if family == "perm" else members
         flagged = sum(measured.flagged(m.id, family) for m in pool)
         table = "B security" if family == "perm" else "A validators"
-        note = "servers flagged in the security subset" if family == "perm" else "servers flagged"
-        rows.append(
-            Row(
-                table,
-                family,
-                "output",
-                "% of servers",
-                flagged,
-                len(pool),
-                _percent(flagged, len(pool)),
-                PAPER.get(family),
-                note=note,
-                family=family,
+        note = _FAMILY_NOTES.get(family, "servers flagged")
+        rows.append(_server_row(table, family, flagged, len(pool), family, note))
+        if family == "coords":
+            mismatched = sum(
+                any(found.startswith("coords.") and found != "coords.undeclared" for found in measured.ids_of(m.id))
+                for m in pool
             )
-        )
+            rows.append(_server_row(table, _COORDS_MISMATCH, mismatched, len(pool), family, _COORDS_MISMATCH_NOTE))
     return rows
 
 

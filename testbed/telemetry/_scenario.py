@@ -17,7 +17,7 @@ __all__ = ["scenario_spans", "spans_setting"]
 def scenario_spans(scenario: Scenario, directory: Path) -> contextlib.AbstractContextManager[SpanSession | None]:
     """A span session writing ``directory/spans.otlp.jsonl`` when the scenario asks for spans, else nothing.
 
-    Re-entrant: inside an active session (the CLI's), it adds none.
+    Re-entrant: inside an active session (the CLI's, or an experiment's around a live replay), it adds none.
     """
     if not scenario.observability.spans or active_session() is not None:
         return contextlib.nullcontext()

@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
-from google.protobuf.json_format import MessageToJson
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
@@ -24,6 +23,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, Sp
 from testbed import __version__
 from testbed.telemetry._hook import RUN, active_session, set_active
 from testbed.telemetry._ids import CallSiteIds
+from testbed.telemetry._otlp_json import otlp_json
 
 __all__ = ["SpanSession", "span_session"]
 
@@ -77,7 +77,7 @@ class SpanSession:
         order = sorted(by_run, key=lambda run: (run == _NO_RUN, run))
         with self.path.open("a", encoding="utf-8") as out:
             for run in order:
-                out.write(MessageToJson(encode_spans(by_run[run]), indent=None) + "\n")
+                out.write(otlp_json(encode_spans(by_run[run])) + "\n")
                 self.ids.forget_run(run)
         return len(order)
 

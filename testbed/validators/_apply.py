@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,13 @@ from testbed.events import (
     RunFinished,
     RunStarted,
     read_events,
+)
+from testbed.validators._coords import (
+    check_crop_misses_object,
+    check_mismatch,
+    check_out_of_bounds,
+    read_edges_of_runs,
+    read_values_of_runs,
 )
 from testbed.validators._coords_free import check_across_runs
 from testbed.validators._memory import check_out_of_scope, check_unbounded_store
@@ -70,6 +77,11 @@ def validate_runs(records: Sequence[RunRecord], validators: Sequence[ValidatorSp
     """Run every validator on every run, and the cross-run checks (memory, coordinate convention) on all of them."""
     found: list[Violation] = []
     failures: list[ValidatorFailure] = []
+    checks = {spec.check for spec in validators}
+    if checks & _READ_EDGES:  # batched numpy across runs; each run's readings as it alone would give
+        read_edges_of_runs(records)
+    if check_out_of_bounds in checks:
+        read_values_of_runs(records)
     for record in records:
         for spec in validators:
             try:
@@ -88,6 +100,10 @@ def validate_runs(records: Sequence[RunRecord], validators: Sequence[ValidatorSp
             failures.append(ValidatorFailure(name, None, f"{error.__class__.__name__}: {error}"))
     found.sort(key=lambda v: (v.run, v.id, v.server or "", v.node or "", v.item if v.item is not None else -1))
     return ValidationResult(violations=tuple(found), failures=tuple(failures), runs=tuple(records))
+
+
+_READ_EDGES: frozenset[Callable[..., object]] = frozenset({check_mismatch, check_crop_misses_object})
+"""Validators that read every box edge of a run in every convention (:func:`read_edges_of_runs`)."""
 
 
 def validate_experiment(directory: Path, validators: Sequence[ValidatorSpec]) -> ValidationResult:

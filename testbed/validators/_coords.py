@@ -18,7 +18,7 @@ floating-point operations as reading one box in one convention
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,6 @@ from testbed.conventions import (
     ImageSize,
     all_box_conventions,
     box_iou,
-    box_iou_many,
     to_canonical,
     to_canonical_many,
 )
@@ -74,7 +73,7 @@ def as_boxes(value: object) -> Boxes | None:
         boxes = np.array(value, dtype=np.float64)
     except _READ_ERRORS:
         return None
-    if boxes.size == 0 or boxes.size % 4 or not np.all(np.isfinite(boxes)):
+    if boxes.size == 0 or boxes.size % 4 or not np.isfinite(boxes).all():
         return None
     return boxes.reshape(-1, 4)
 
@@ -165,24 +164,66 @@ class Readings:
 
 def read_boxes(boxes: Boxes, size: ImageSize, truth_boxes: Boxes) -> Readings:
     """Read ``(N, 4)`` boxes in every convention and infer each one's (:func:`infer_convention` for every row)."""
-    canonical = to_canonical_many(boxes, CONVENTIONS, size)
+    return read_boxes_of_runs([(boxes, truth_boxes)], size)[0]
+
+
+def read_boxes_of_runs(parts: Sequence[tuple[Boxes, Boxes]], size: ImageSize) -> list[Readings]:
+    """:func:`read_boxes` for several ``(boxes, truth_boxes)`` pairs on images of one size, in one batch.
+
+    Each box meets its own pair's truth boxes, padded with zero boxes to the longest: a zero box meets no box,
+    so its IoU is 0 and the first highest IoU stays a real object's. Entry by entry the floating-point
+    operations are those of one pair alone, so each result equals ``read_boxes`` of its pair bit for bit.
+    """
+    stacked = parts[0][0] if len(parts) == 1 else np.concatenate([boxes for boxes, _ in parts] or [np.zeros((0, 4))])
+    canonical = to_canonical_many(stacked, CONVENTIONS, size)
+    counts = [canonical.shape[1]] if len(parts) == 1 else [len(boxes) for boxes, _ in parts]
     x1, y1, x2, y2 = canonical[..., 0], canonical[..., 1], canonical[..., 2], canonical[..., 3]
     tolerance = BOUNDS_TOLERANCE_PX
     within = (x1 >= -tolerance) & (y1 >= -tolerance) & (x2 <= size.width + tolerance) & (y2 <= size.height + tolerance)
     in_image: NDArray[np.bool_] = (x2 > x1) & (y2 > y1) & within
-    ious = box_iou_many(canonical, truth_boxes)
-    best: list[Reading | None] = [None] * len(boxes)
-    if len(truth_boxes):
-        top = ious.argmax(axis=2)  # (K, N): the first object of highest IoU, as np.argmax over one row
-        top_iou = np.take_along_axis(ious, top[..., None], axis=2)[..., 0]
-        candidates = in_image & (top_iou >= MATCH_IOU)
-        boxes_at, conventions_at = np.nonzero(candidates.T)  # by box, then the conventions in order
-        for box, at in zip(boxes_at.tolist(), conventions_at.tolist(), strict=True):
-            iou = float(top_iou[at, box])
-            current = best[box]
-            if current is None or iou > current.iou + 1e-9:  # as infer_convention: ties keep the earlier
-                best[box] = Reading(CONVENTIONS[at], int(top[at, box]), iou)
-    return Readings(canonical, in_image, ious, tuple(best))
+    objects = [len(truth) for _, truth in parts]
+    widest = max(objects, default=0)
+    total = canonical.shape[1]
+    truth_of_box = np.zeros((total, widest, 4), dtype=np.float64)
+    has_truth = np.zeros(total, dtype=bool)
+    start = 0
+    for count, (_, truth) in zip(counts, parts, strict=True):
+        truth_of_box[start : start + count, : len(truth)] = truth
+        has_truth[start : start + count] = len(truth) > 0
+        start += count
+    ious = _ious_per_box(canonical, truth_of_box)
+    top = ious.argmax(axis=2) if widest else np.zeros(in_image.shape, dtype=np.intp)  # (K, N): as np.argmax
+    top_iou = np.take_along_axis(ious, top[..., None], axis=2)[..., 0] if widest else np.zeros(in_image.shape)
+    candidates = in_image & (top_iou >= MATCH_IOU) & has_truth
+    best: list[Reading | None] = [None] * total
+    boxes_at, conventions_at = np.nonzero(candidates.T)  # by box, then the conventions in order
+    top_ious, tops = top_iou.T[boxes_at, conventions_at].tolist(), top.T[boxes_at, conventions_at].tolist()
+    for box, at, iou, index in zip(boxes_at.tolist(), conventions_at.tolist(), top_ious, tops, strict=True):
+        current = best[box]
+        if current is None or iou > current.iou + 1e-9:  # as infer_convention: ties keep the earlier
+            best[box] = Reading(CONVENTIONS[at], index, iou)
+    readings = []
+    start = 0
+    for count, found in zip(counts, objects, strict=True):
+        end = start + count
+        rows = slice(start, end)
+        readings.append(Readings(canonical[:, rows], in_image[:, rows], ious[:, rows, :found], tuple(best[start:end])))
+        start = end
+    return readings
+
+
+def _ious_per_box(first: Boxes, second: Boxes) -> Boxes:
+    """``box_iou_many`` where box ``n`` (of ``(K, N, 4)``) meets its own boxes ``second[n]`` (``(N, M, 4)``)."""
+    sides_first = np.clip(first[..., 2:] - first[..., :2], 0, None)
+    area_first = sides_first[..., 0] * sides_first[..., 1]
+    area_second = np.clip(second[..., 2] - second[..., 0], 0, None) * np.clip(second[..., 3] - second[..., 1], 0, None)
+    top_left = np.maximum(first[..., None, :2], second[..., :2])  # (K, N, M, 2)
+    bottom_right = np.minimum(first[..., None, 2:], second[..., 2:])
+    sides = np.clip(bottom_right - top_left, 0, None)
+    intersection = sides[..., 0] * sides[..., 1]
+    union = area_first[..., None] + area_second - intersection
+    iou: Boxes = np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
+    return iou
 
 
 def tool_truth(record: RunRecord, call: CallEvent) -> ToolTruth | None:
@@ -306,64 +347,164 @@ def listed_output_property(tool: dict[str, Any], path: str) -> dict[str, Any] | 
     return schema_at(schema, path) if isinstance(schema, dict) else None
 
 
+@dataclass(frozen=True)
+class BoxValue:
+    """Boxes one call was sent or returned, and which of them lie off the image read in its tool's true convention."""
+
+    at: int
+    call: CallEvent
+    convention: BoxConvention
+    where: str
+    """``argument`` or ``result``."""
+    boxes: Boxes
+    off_image: NDArray[np.bool_]
+
+
 def check_out_of_bounds(record: RunRecord) -> Iterator[Violation]:
     """``coords.out_of_bounds``: a box a tool returned or was sent, read in that tool's true convention, off the image.
 
     Off the image means more than 1 px outside it, or no positive area.
     """
     size = image_size(record)
+    try:
+        values: Iterable[BoxValue] = box_values(record)
+    except Exception:  # raise where reading one value at a time raises, after what comes before it
+        values = _each_value(record)
+    for value in values:
+        bad = value.off_image
+        if bad.any():
+            first = int(np.argmax(bad))
+            yield _violation(
+                record,
+                "coords.out_of_bounds",
+                value.call,
+                f"{value.call.tool} {value.where}: {int(bad.sum())} box(es) off the {size.width}x{size.height} image"
+                f" read as {value.convention}, e.g. {value.boxes[first].round(2).tolist()}",
+                value.at,
+            )
+
+
+def box_values(record: RunRecord) -> tuple[BoxValue, ...]:
+    """Every box value of the run's calls whose tool has a box convention, in call order (argument, then result).
+
+    Shared: read-only. :func:`read_values_of_runs` computes many runs' in one batch.
+    """
+    return record.memo(_BOX_VALUES, lambda: _box_values(record))
+
+
+def read_values_of_runs(records: Sequence[RunRecord]) -> None:
+    """Compute :func:`box_values` of many runs with one conversion per image size and convention (row by row
+    the same floating-point operations as each value alone)."""
+    found: list[tuple[RunRecord, list[tuple[int, CallEvent, BoxConvention, str, Boxes]]]] = []
+    groups: dict[tuple[ImageSize, BoxConvention], list[Boxes]] = {}
+    for record in records:
+        try:
+            read = list(_read_values(record))
+        except Exception:  # the validator reports it on its own run
+            continue
+        found.append((record, read))
+        for _, _, convention, _, boxes in read:
+            groups.setdefault((image_size(record), convention), []).append(boxes)
+    off: dict[tuple[ImageSize, BoxConvention], Iterator[NDArray[np.bool_]]] = {}
+    try:
+        for (size, convention), parts in groups.items():
+            bad = ~inside(to_canonical(np.concatenate(parts), convention, size), size)
+            off[(size, convention)] = iter(np.split(bad, np.cumsum([len(part) for part in parts])[:-1]))
+    except Exception:  # each run then reads (and raises) on its own
+        return
+    for record, read in found:
+        size = image_size(record)
+        values = tuple(
+            BoxValue(at, call, convention, where, boxes, next(off[(size, convention)]))
+            for at, call, convention, where, boxes in read
+        )
+        record.remember(_BOX_VALUES, values)
+
+
+_BOX_VALUES = "coords.box_values"
+
+
+def _box_values(record: RunRecord) -> tuple[BoxValue, ...]:
+    return tuple(_each_value(record))
+
+
+def _each_value(record: RunRecord) -> Iterator[BoxValue]:
+    size = image_size(record)
+    for at, call, convention, where, boxes in _read_values(record):
+        yield BoxValue(at, call, convention, where, boxes, ~inside(to_canonical(boxes, convention, size), size))
+
+
+def _read_values(record: RunRecord) -> Iterator[tuple[int, CallEvent, BoxConvention, str, Boxes]]:
     for at, call in record.calls():
         truth = tool_truth(record, call)
         if truth is None or truth.box_convention is None:
             continue
-        found: list[tuple[str, Boxes]] = []
         if SemanticRole.BOUNDING_BOX in truth.inputs:
             sent = as_boxes(record.internalize(call.arguments.get(truth.inputs[SemanticRole.BOUNDING_BOX])))
             if sent is not None:
-                found.append(("argument", sent))
+                yield at, call, truth.box_convention, "argument", sent
         if SemanticRole.BOUNDING_BOX in truth.paths and call.outcome is CallOutcomeKind.OK:
             try:
                 returned = as_boxes(read_at(record.internalize(call.payload), truth.paths[SemanticRole.BOUNDING_BOX]))
             except (BindingError, *_READ_ERRORS):
                 returned = None
             if returned is not None:
-                found.append(("result", returned))
-        for where, boxes in found:
-            bad = ~inside(to_canonical(boxes, truth.box_convention, size), size)
-            if bad.any():
-                first = int(np.argmax(bad))
-                yield _violation(
-                    record,
-                    "coords.out_of_bounds",
-                    call,
-                    f"{call.tool} {where}: {int(bad.sum())} box(es) off the {size.width}x{size.height} image"
-                    f" read as {truth.box_convention}, e.g. {boxes[first].round(2).tolist()}",
-                    at,
-                )
+                yield at, call, truth.box_convention, "result", returned
 
 
 def edge_readings(record: RunRecord) -> tuple[tuple[Readings, Readings], ...]:
     """Per box edge of :func:`box_edges` (in order): its source boxes and its sent boxes read in every convention.
 
-    All boxes of the run are read in one batch, once per run.
+    All boxes of the run are read in one batch, once per run (:func:`read_edges_of_runs` reads several runs').
     """
+    return record.memo(_EDGE_READINGS, lambda: _edge_readings(record, None))
 
-    def compute() -> tuple[tuple[Readings, Readings], ...]:
-        edges = tuple(box_edges(record))
-        if not edges:
-            return ()
+
+def read_edges_of_runs(records: Sequence[RunRecord]) -> None:
+    """Compute :func:`edge_readings` of many runs in one batch per image size (each as it alone would be).
+
+    A run whose box edges cannot be read is left to compute (and raise) on its own when a validator asks.
+    """
+    by_size: dict[ImageSize, list[tuple[RunRecord, Boxes]]] = {}
+    for record in records:
+        try:
+            edges = tuple(box_edges(record))
+        except Exception:  # the validators that read the edges report it, each on its own
+            continue
+        if edges:
+            stacked = np.concatenate([part for found in edges for part in (found.source, found.sent)])
+            by_size.setdefault(image_size(record), []).append((record, stacked))
+    for size, group in by_size.items():
+        for start in range(0, len(group), _RUNS_PER_BATCH):
+            chunk = group[start : start + _RUNS_PER_BATCH]
+            try:
+                read = read_boxes_of_runs([(stacked, gt_boxes(record)) for record, stacked in chunk], size)
+            except Exception:  # each run then reads (and raises) on its own
+                continue
+            for (record, _), everything in zip(chunk, read, strict=True):
+                record.remember(_EDGE_READINGS, _edge_readings(record, everything))
+
+
+_EDGE_READINGS = "coords.edge_readings"
+_RUNS_PER_BATCH = 256
+"""Runs read in one batch: enough to amortise numpy's per-call cost, few enough to bound the batch's arrays."""
+
+
+def _edge_readings(record: RunRecord, everything: Readings | None) -> tuple[tuple[Readings, Readings], ...]:
+    edges = tuple(box_edges(record))
+    if not edges:
+        return ()
+    if everything is None:
         stacked = np.concatenate([part for found in edges for part in (found.source, found.sent)])
         everything = read_boxes(stacked, image_size(record), gt_boxes(record))
-        result = []
-        start = 0
-        for found in edges:
-            middle = start + len(found.source)
-            end = middle + len(found.sent)
-            result.append((_rows(everything, start, middle), _rows(everything, middle, end)))
-            start = end
-        return tuple(result)
-
-    return record.memo("coords.edge_readings", compute)
+    result = []
+    start = 0
+    for found in edges:
+        middle = start + len(found.source)
+        end = middle + len(found.sent)
+        result.append((_rows(everything, start, middle), _rows(everything, middle, end)))
+        start = end
+    return tuple(result)
 
 
 def _rows(readings: Readings, start: int, end: int) -> Readings:
@@ -420,13 +561,12 @@ def check_crop_misses_object(record: RunRecord) -> Iterator[Violation]:
     the crop box is read in the crop tool's true convention. The bar is 90% of the producing box's own
     coverage of the object, so a slightly tight detection (model imprecision) cropped faithfully is not flagged.
     """
-    size = image_size(record)
     truth_boxes = gt_boxes(record)
-    for found, (source, _) in zip(box_edges(record), edge_readings(record), strict=True):
+    for found, (source, sent) in zip(box_edges(record), edge_readings(record), strict=True):
         server = record.truth(found.consumer.server)
         if server is None or server.kind != "cropping" or found.consumer_truth.box_convention is None:
             continue
-        crops = to_canonical(found.sent, found.consumer_truth.box_convention, size)
+        crops = sent.canonical[convention_index(found.consumer_truth.box_convention)]  # as to_canonical reads them
         for index, (reading, crop) in enumerate(zip(source.best, crops, strict=True)):
             if reading is None:
                 continue

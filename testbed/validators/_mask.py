@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from testbed.contracts import inserted_mask_conversions
 from testbed.conventions import ImageSize, MaskEncoding, MaskPayloadError, MaskResolution, decode_masks, to_canonical
 from testbed.events import CallEvent, CallOutcomeKind
 from testbed.imaging import decode_base64_image
@@ -223,6 +224,11 @@ def _normalized(convention: MaskConvention) -> MaskConvention:
     return convention.model_copy(update={"normalized_polygons": False})
 
 
+def _top(argument: str) -> str:
+    """The top-level argument of an argument path (``options`` of ``options.masks[0]``)."""
+    return argument.split(".", 1)[0].split("[", 1)[0]
+
+
 def _matches_path(source_path: str, truth_path: str) -> bool:
     """Whether an edge's source path addresses the truth path (``[*]`` in the truth path matches any index)."""
     pattern = r"\[(?:\*|\d+)\]".join(re.escape(part) for part in truth_path.split("[*]"))
@@ -280,10 +286,15 @@ def check_encoding_mismatch(record: RunRecord) -> Iterator[Violation]:
     for found in mask_edges(record):
         readers: list[tuple[str, MaskConvention, MaskConvention]] = []
         sent = found.producer_convention
+        inserted = inserted_mask_conversions(found.consumer.adapters).get(_top(found.edge.target_arg))
         if isinstance(found.edge.adapter, MaskAdapter):
             adapter = found.edge.adapter
             readers.append((f"the adapter ({adapter})", sent, _normalized(adapter.from_)))
             sent = _normalized(adapter.to)
+        elif inserted is not None:  # a runtime contract converted the value on this call (recorded on it)
+            source, target = inserted
+            readers.append((f"the contract's adapter (mask {source} -> {target})", sent, _normalized(source)))
+            sent = _normalized(target)
         readers.append((found.consumer.tool, sent, found.consumer_convention))
         for reader, actual, expected in readers:
             if actual != expected:

@@ -107,6 +107,11 @@ class RunRecord:
             value = self._memo[key] = compute()
             return value
 
+    def remember(self, key: Any, value: Any) -> None:
+        """Hold ``value`` as :meth:`memo`'s for ``key`` unless one is held already (a batch over several runs
+        computed it as ``memo`` would have)."""
+        self._memo.setdefault(key, value)
+
     def truth(self, alias: str) -> ServerTruth | None:
         """Its truth manifest; without one, what its ``tools/list`` declares (declared-only mode, see
         :mod:`._truth_modes`); ``None`` where nothing is declared either."""

@@ -24,6 +24,7 @@ import json
 from collections.abc import Iterator
 from typing import Any, Final
 
+from testbed.contracts import inserted_arguments
 from testbed.events import CallEvent, CallOutcomeKind
 from testbed.memory import is_context_uri
 from testbed.protocol import SemanticRole, ToolTruth
@@ -44,15 +45,15 @@ def check_untracked_provenance(record: RunRecord) -> Iterator[Violation]:
     """``provenance.untracked``: see the module docstring for the two rules."""
     produced: list[tuple[float, Any]] = []
     """Each earlier OK call's clock and recorded payload; their parts are keyed only when a value is looked up."""
-    parts: dict[int, set[str]] = {}
+    parts: dict[int, _Parts] = {}
 
-    def produced_before(key: str, clock: float) -> bool:
+    def produced_before(value: Any, clock: float) -> bool:
         for index, (made_at, payload) in enumerate(produced):
             if made_at >= clock:
                 continue
             if index not in parts:
-                parts[index] = _parts(payload)
-            if key in parts[index]:
+                parts[index] = _Parts(payload)
+            if parts[index].holds(value):
                 return True
         return False
 
@@ -61,12 +62,13 @@ def check_untracked_provenance(record: RunRecord) -> Iterator[Violation]:
             continue
         tool = _truth(record, call)
         carriers = _carrier_arguments(call, tool)
-        checked = carriers - _adapted_arguments(record, call.node) if carriers else set()
+        adapted = _adapted_arguments(record, call.node) | inserted_arguments(call.adapters)
+        checked = carriers - adapted if carriers else set()
         for name in sorted(checked):
-            key = _key(call.arguments[name])
-            if key not in _scene_values(record) and not produced_before(key, call.clock):
+            value = call.arguments[name]
+            if _key(value) not in _scene_values(record) and not produced_before(value, call.clock):
                 detail = (
-                    f"argument {name!r} of {call.tool} was sent {_short(record.internalize(call.arguments[name]))}, "
+                    f"argument {name!r} of {call.tool} was sent {_short(record.internalize(value))}, "
                     "which neither the scene nor any earlier call of this run produced"
                 )
                 yield Violation.at_call(ID, record.started.run, at, call, detail)
@@ -108,8 +110,8 @@ def _adapted_arguments(record: RunRecord, node: str) -> set[str]:
     return {arg for each in workflow.nodes if each.id == node for arg in each.adapters}
 
 
-def _scene_values(record: RunRecord) -> set[str]:
-    def compute() -> set[str]:
+def _scene_values(record: RunRecord) -> set[_Key]:
+    def compute() -> set[_Key]:
         started = record.started
         values = {_key({"$blob": started.image_blob})}
         for call in (call for _, call in record.calls()):
@@ -118,27 +120,84 @@ def _scene_values(record: RunRecord) -> set[str]:
                     values.add(_key(value))
         return values
 
-    found: set[str] = record.memo("provenance.scene_values", compute)
+    found: set[_Key] = record.memo("provenance.scene_values", compute)
     return found
 
 
-def _parts(payload: Any) -> set[str]:
-    """Every value inside a (recorded, blob-externalized) result, as comparable keys."""
-    keys: set[str] = set()
-    stack = [payload]
-    while stack:
-        value = stack.pop()
-        if value is None:
-            continue
-        keys.add(_key(value))
-        if isinstance(value, dict) and set(value) != {"$blob"}:
-            stack.extend(value.values())
-        elif isinstance(value, list):
-            stack.extend(value)
-    return keys
+class _Parts:
+    """Every value inside a (recorded, blob-externalized) result, looked up as JSON: a value is held when its
+    canonical JSON equals a part's.
+
+    Strings and blob references, what carriers mostly are, are held as themselves (a string's JSON is a
+    function of it, and so is a blob reference's of its digest); the JSON of anything else, costly and seldom
+    looked up, is written only when such a value is looked up.
+    """
+
+    def __init__(self, payload: Any) -> None:
+        self._strings: set[str] = set()
+        self._digests: set[str] = set()
+        self._others: dict[tuple[str, int], list[Any]] = {}
+        """The other parts by :func:`_shape`: only parts of one shape can have equal JSON."""
+        self._other_keys: dict[tuple[str, int], set[str]] = {}
+        stack = [payload]
+        while stack:
+            value = stack.pop()
+            if value is None:
+                continue
+            if isinstance(value, str):
+                self._strings.add(value)
+            elif isinstance(value, dict) and (digest := _blob_digest(value)) is not None:
+                self._digests.add(digest)
+            else:
+                self._others.setdefault(_shape(value), []).append(value)
+                if isinstance(value, dict) and set(value) != {"$blob"}:
+                    stack.extend(value.values())
+                elif isinstance(value, list):
+                    stack.extend(value)
+
+    def holds(self, value: Any) -> bool:
+        """Whether ``value`` equals (as JSON) a part of the payload."""
+        if isinstance(value, str):
+            return value in self._strings
+        if isinstance(value, dict) and (digest := _blob_digest(value)) is not None:
+            return digest in self._digests
+        shape = _shape(value)
+        keys = self._other_keys.get(shape)
+        if keys is None:
+            keys = self._other_keys[shape] = {_json(other) for other in self._others.get(shape, ())}
+        return _json(value) in keys
 
 
-def _key(value: Any) -> str:
+def _shape(value: Any) -> tuple[str, int]:
+    """What a value's JSON must share with another's to be equal: an object's or array's member count, or
+    neither (a number, a boolean)."""
+    if isinstance(value, dict):
+        return ("object", len(value))
+    if isinstance(value, list):
+        return ("array", len(value))
+    return ("scalar", 0)
+
+
+_Key = str | tuple[str, str]
+"""A value's identity as JSON: two values have equal keys exactly when their canonical JSON is equal."""
+
+
+def _blob_digest(value: dict[Any, Any]) -> str | None:
+    digest = value.get("$blob") if len(value) == 1 else None
+    return digest if isinstance(digest, str) else None
+
+
+def _key(value: Any) -> _Key:
+    """A string stands for itself (its JSON is a function of it); a blob reference for its digest; anything
+    else for its canonical JSON. The three kinds never compare equal to each other."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and (digest := _blob_digest(value)) is not None:
+        return ("$blob", digest)
+    return ("json", _json(value))
+
+
+def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
