@@ -18,7 +18,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Final, Literal, Self, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from testbed._errors import LocatedError, UnsupportedEncodingError
 from testbed.conventions import CANONICAL, BoxConvention, MaskEncoding, MaskResolution, ShapeOrder
@@ -72,6 +81,9 @@ Name = Annotated[str, AfterValidator(_identifier)]
 """A tool, argument or output field name."""
 
 
+DEFAULT_BRIDGE_TOOL: Final = "forward_call"
+
+
 class FieldNames(BaseModel):
     """What the tools and fields are called (real servers say ``bbox``, ``box`` or ``bounding_box``)."""
 
@@ -101,8 +113,16 @@ class FieldNames(BaseModel):
     """The reported image size (detect, segment); ``None``: not reported."""
     crop: Name = "crop"
     """The base64 PNG crop in a JSON result (crop, crop-mask, unless the schema style is ``content``)."""
-    bridge_tool: Name = "forward_call"
+    bridge_tool: Name = DEFAULT_BRIDGE_TOOL
     """The out-of-band helper tool of a server that ``bridges`` (see :attr:`ConventionProfile.bridges`)."""
+
+    @model_serializer(mode="wrap")
+    def _leave_out_default_bridge_tool(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Left out at its default, so profiles written before bridging dump, and hash, as they did."""
+        data: dict[str, Any] = handler(self)
+        if self.bridge_tool == DEFAULT_BRIDGE_TOOL:
+            data.pop("bridge_tool", None)
+        return data
 
 
 class MaskProfile(BaseModel):
@@ -187,6 +207,14 @@ class ConventionProfile(BaseModel):
     """Whether the server also serves an out-of-band helper (``names.bridge_tool``) that calls another server's tool
     on the agent's behalf, the audit's "bridging script": a reach beyond the tools a workflow grants. Contained:
     the forwarded call is recorded in the run's sandbox and acknowledged; no other server is contacted."""
+
+    @model_serializer(mode="wrap")
+    def _leave_out_no_bridge(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """``bridges: false`` is left out, so profiles written before bridging dump, and hash, as they did."""
+        data: dict[str, Any] = handler(self)
+        if not self.bridges:
+            data.pop("bridges", None)
+        return data
 
     @field_validator("box", mode="before")
     @classmethod

@@ -11,22 +11,29 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, cast
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
 from mcp import Client
 from mcp_types import CallToolResult, ImageContent, RequestParamsMeta, TextContent
 
+from testbed.events import Event, read_events
 from testbed.imaging import decode_base64_image
 from testbed.llm import LLMError, LLMFailure, LLMReply, LLMRequest
+from testbed.orchestrator import replay_experiment, run_experiment
 from testbed.protocol import CLOCK_META_KEY, SCOPE_META_KEY, ErrorStyle, ToolTruth
 from testbed.registry import registry
+from testbed.validators import validate_experiment
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from agents import AgentModels
+    from testbed.scenario import Scenario
     from testbed.scenes import Scene
     from testbed.server_config import ServerConfig
 
@@ -176,3 +183,30 @@ UNTYPED_OUTPUT_SERVERS: tuple[str, ...] = ("case-alita",)
 """Servers whose results break their own output schema by design (the ALITA case study's generated tools
 send numbers as strings): the fuzzer rightly counts those as crashes, so its every-server runs skip them and
 ``tests/test_fuzz.py`` checks that it does flag them."""
+
+
+def record_experiment(scenario: Scenario, out: Path, models: AgentModels | None = None) -> list[Event]:
+    """Run ``scenario`` into ``out`` on the CPU and read its events back."""
+    anyio.run(lambda: run_experiment(scenario, out_dir=out, device="cpu", models=models))
+    return read_events(out).events
+
+
+def violation_counts(out: Path) -> Counter[str]:
+    """How often each violation ID occurs in the experiment recorded in ``out``."""
+    return Counter(violation.id for violation in validate_experiment(out).violations)
+
+
+def assert_replays_exactly(out: Path) -> None:
+    """Replaying ``out`` diverges nowhere and finds as many violations as the recording."""
+    recorded = violation_counts(out)
+    report = anyio.run(lambda: replay_experiment(out))
+    assert report.divergence is None, str(report.divergence)
+    assert report.violations == sum(recorded.values())
+
+
+_E = TypeVar("_E")
+
+
+def events_of(events: list[Event], kind: type[_E]) -> list[_E]:
+    """The events of one kind, in order."""
+    return [event for event in events if isinstance(event, kind)]

@@ -11,18 +11,16 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import anyio
 import numpy as np
 import pytest
 
 from agents import AgentModels
 from agents._embedding import RecordingRetrieval
 from testbed.check import in_process
-from testbed.events import CallEvent, ContractEvent, Event, PlanEvent, RunFinished, read_events
+from testbed.events import CallEvent, ContractEvent, PlanEvent, RunFinished
 from testbed.llm import LLMReply, LLMRequest, RecordingLLM
-from testbed.orchestrator import replay_experiment, run_experiment
 from testbed.scenario import Scenario, ScenarioError, load_scenario, load_scenario_text
-from testbed.validators import validate_experiment
+from tests._helpers import assert_replays_exactly, events_of, record_experiment, violation_counts
 
 CONTRACTS = Path(__file__).resolve().parent.parent / "scenarios" / "contracts"
 REFUSED = "Refused by a runtime contract"
@@ -30,26 +28,6 @@ REFUSED = "Refused by a runtime contract"
 
 def _scenario(name: str, runs: int = 2, **updates: Any) -> Scenario:
     return in_process(load_scenario(CONTRACTS / f"{name}.yaml")).model_copy(update={"runs": runs, **updates})
-
-
-def _record(scenario: Scenario, out: Path, models: AgentModels | None = None) -> list[Event]:
-    anyio.run(lambda: run_experiment(scenario, out_dir=out, device="cpu", models=models))
-    return read_events(out).events
-
-
-def _violations(out: Path) -> Counter[str]:
-    return Counter(v.id for v in validate_experiment(out).violations)
-
-
-def _replays_exactly(out: Path) -> None:
-    recorded = _violations(out)
-    report = anyio.run(lambda: replay_experiment(out))
-    assert report.divergence is None, str(report.divergence)
-    assert report.violations == sum(recorded.values())
-
-
-def _of(events: list[Event], kind: type[Any]) -> list[Any]:
-    return [event for event in events if isinstance(event, kind)]
 
 
 # --- scenario field ---------------------------------------------------------------------------
@@ -82,54 +60,54 @@ def test_a_scenario_without_contracts_records_no_contracts_key() -> None:
 
 @pytest.mark.slow
 def test_a_halt_before_a_breaking_value_crosses_the_edge_is_reported_as_contract_violation(tmp_path: Path) -> None:
-    events = _record(_scenario("halt"), tmp_path / "halt")
+    events = record_experiment(_scenario("halt"), tmp_path / "halt")
 
-    finished = _of(events, RunFinished)
+    finished = events_of(events, RunFinished)
     assert len(finished) == 2
     assert all(e.error is not None and e.error.startswith("contract halt: box_convention:") for e in finished)
-    assert {c.tool for c in _of(events, CallEvent)} == {"detect"}, "no crop call was made"
-    decisions = {(e.rule, e.finding, e.decision) for e in _of(events, ContractEvent)}
+    assert {c.tool for c in events_of(events, CallEvent)} == {"detect"}, "no crop call was made"
+    decisions = {(e.rule, e.finding, e.decision) for e in events_of(events, ContractEvent)}
     assert decisions == {("box_convention", "breach", "halt"), ("box_bounds", "breach", "halt")}
-    violations = _violations(tmp_path / "halt")
+    violations = violation_counts(tmp_path / "halt")
     assert set(violations) == {"contract.violation"}
-    _replays_exactly(tmp_path / "halt")
+    assert_replays_exactly(tmp_path / "halt")
 
 
 @pytest.mark.slow
 def test_convert_inserts_the_tracked_adapter_the_declarations_give_and_the_violations_go(tmp_path: Path) -> None:
     without = _scenario("convert", contracts=None)
-    _record(without, tmp_path / "off")
-    assert {"coords.mismatch", "coords.out_of_bounds"} <= set(_violations(tmp_path / "off"))
+    record_experiment(without, tmp_path / "off")
+    assert {"coords.mismatch", "coords.out_of_bounds"} <= set(violation_counts(tmp_path / "off"))
 
-    events = _record(_scenario("convert"), tmp_path / "on")
+    events = record_experiment(_scenario("convert"), tmp_path / "on")
 
-    crops = [c for c in _of(events, CallEvent) if c.tool == "crop"]
+    crops = [c for c in events_of(events, CallEvent) if c.tool == "crop"]
     assert crops
     assert all(c.outcome.value == "ok" for c in crops)
     adapter = "box: box xyxy/pixel/xy/top_left -> xyxy/normalized/xy/top_left (contract)"
     assert all(c.adapters == [adapter] for c in crops)
     assert all(0.0 <= v <= 1.0 for c in crops for v in c.arguments["box"]), "sent normalized"
-    contract = _of(events, ContractEvent)
+    contract = events_of(events, ContractEvent)
     assert {e.decision for e in contract} == {"convert"}
     assert {(e.run, e.node, e.item) for e in contract} == {(c.run, c.node, c.item) for c in crops}
-    assert all(e.task_passed for e in _of(events, RunFinished))
-    assert _violations(tmp_path / "on") == Counter()
-    _replays_exactly(tmp_path / "on")
+    assert all(e.task_passed for e in events_of(events, RunFinished))
+    assert violation_counts(tmp_path / "on") == Counter()
+    assert_replays_exactly(tmp_path / "on")
 
 
 @pytest.mark.slow
 def test_fallback_calls_the_tool_the_consumer_declares_instead(tmp_path: Path) -> None:
-    events = _record(_scenario("fallback"), tmp_path / "fallback")
+    events = record_experiment(_scenario("fallback"), tmp_path / "fallback")
 
-    calls = _of(events, CallEvent)
+    calls = events_of(events, CallEvent)
     assert {(c.server, c.tool) for c in calls} == {("det", "detect"), ("crop_px", "crop_pixels")}
     assert all(c.outcome.value == "ok" for c in calls)
-    contract = _of(events, ContractEvent)
+    contract = events_of(events, ContractEvent)
     assert contract
     assert {(e.decision, e.remedy) for e in contract} == {("fallback", "crop_px.crop_pixels")}
-    assert all(e.task_passed for e in _of(events, RunFinished))
-    assert _violations(tmp_path / "fallback") == Counter()
-    _replays_exactly(tmp_path / "fallback")
+    assert all(e.task_passed for e in events_of(events, RunFinished))
+    assert violation_counts(tmp_path / "fallback") == Counter()
+    assert_replays_exactly(tmp_path / "fallback")
 
 
 @pytest.mark.slow
@@ -140,12 +118,12 @@ def test_fallback_without_a_declared_fallback_halts_with_the_decision_recorded(t
     servers["crop"] = servers["crop"].model_copy(
         update={"profile": servers["crop"].profile.model_copy(update={"fallback": "empty result on failure"})}
     )
-    events = _record(scenario.model_copy(update={"servers": servers}), tmp_path / "none")
+    events = record_experiment(scenario.model_copy(update={"servers": servers}), tmp_path / "none")
 
-    (finished,) = _of(events, RunFinished)
+    (finished,) = events_of(events, RunFinished)
     assert finished.error is not None
     assert "declares no usable fallback" in finished.error
-    assert {e.decision for e in _of(events, ContractEvent)} == {"halt"}
+    assert {e.decision for e in events_of(events, ContractEvent)} == {"halt"}
 
 
 class ContractAwareLLM:
@@ -185,23 +163,23 @@ def _offered_adapter(schema: dict[str, Any] | None) -> str:
 @pytest.mark.slow
 def test_replan_tells_the_llm_agent_which_chooses_again_with_a_tracked_adapter(tmp_path: Path) -> None:
     backend = ContractAwareLLM()
-    events = _record(_scenario("replan"), tmp_path / "llm", AgentModels(llm=RecordingLLM(backend)))
+    events = record_experiment(_scenario("replan"), tmp_path / "llm", AgentModels(llm=RecordingLLM(backend)))
 
-    refused = [e for e in _of(events, ContractEvent) if e.decision == "replan"]
+    refused = [e for e in events_of(events, ContractEvent) if e.decision == "replan"]
     assert {(e.run, e.node) for e in refused} == {(0, "crop"), (1, "crop")}
     told = [r for r in backend.requests if REFUSED in r.messages[-1].content]
     assert len(told) >= 2, "the agent was asked again, with the refusal in its prompt"
-    skipped = [c for c in _of(events, CallEvent) if c.outcome.value == "skipped"]
+    skipped = [c for c in events_of(events, CallEvent) if c.outcome.value == "skipped"]
     assert {(c.node, (c.error or "").startswith("refused by contract")) for c in skipped} == {("crop", True)}
-    crops = [c for c in _of(events, CallEvent) if c.tool == "crop" and c.outcome.value == "ok"]
+    crops = [c for c in events_of(events, CallEvent) if c.tool == "crop" and c.outcome.value == "ok"]
     assert crops
     assert {c.node for c in crops} == {"crop_2"}
     assert all(c.adapters and "normalized" in c.adapters[0] for c in crops)
-    assert all(e.task_passed for e in _of(events, RunFinished))
-    assert "contract.violation" not in _violations(tmp_path / "llm")
+    assert all(e.task_passed for e in events_of(events, RunFinished))
+    assert "contract.violation" not in violation_counts(tmp_path / "llm")
 
     asked = len(backend.requests)
-    _replays_exactly(tmp_path / "llm")
+    assert_replays_exactly(tmp_path / "llm")
     assert len(backend.requests) == asked, "replay asked the model"
 
 
@@ -237,23 +215,23 @@ def test_replan_retrieval_chooses_the_next_tool_and_an_unevaluable_rule_is_repor
     tmp_path: Path,
 ) -> None:
     retrieval = RecordingRetrieval(KeywordEmbedder())
-    events = _record(_retrieval_scenario(), tmp_path / "ret", AgentModels(retrieval=retrieval))
+    events = record_experiment(_retrieval_scenario(), tmp_path / "ret", AgentModels(retrieval=retrieval))
 
-    refused = [e for e in _of(events, ContractEvent) if e.decision == "replan"]
+    refused = [e for e in events_of(events, ContractEvent) if e.decision == "replan"]
     assert refused
     assert {(e.server, e.rule) for e in refused} == {("crop", "box_bounds")}
     # The detector declares no convention: the convention rule cannot be evaluated, which is itself recorded.
-    unevaluable = [e for e in _of(events, ContractEvent) if e.finding == "unevaluable"]
+    unevaluable = [e for e in events_of(events, ContractEvent) if e.finding == "unevaluable"]
     assert unevaluable
     assert {e.rule for e in unevaluable} == {"box_convention"}
-    replans = [e.plan["replan"] for e in _of(events, PlanEvent) if "replan" in e.plan]
+    replans = [e.plan["replan"] for e in events_of(events, PlanEvent) if "replan" in e.plan]
     assert replans
     assert {r["call"] for r in replans} == {"crop_px.crop"}
-    crops = [c for c in _of(events, CallEvent) if c.tool == "crop" and c.outcome.value == "ok"]
+    crops = [c for c in events_of(events, CallEvent) if c.tool == "crop" and c.outcome.value == "ok"]
     assert crops
     assert {c.server for c in crops} == {"crop_px"}
-    assert all(e.task_passed for e in _of(events, RunFinished))
-    violations = _violations(tmp_path / "ret")
+    assert all(e.task_passed for e in events_of(events, RunFinished))
+    violations = violation_counts(tmp_path / "ret")
     assert violations["contract.unevaluable"] == len(unevaluable)
     assert "contract.violation" not in violations
-    _replays_exactly(tmp_path / "ret")
+    assert_replays_exactly(tmp_path / "ret")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from testbed.cli._calibration_option import calibration_runs_option
 from testbed.cli._reproduce_cases import cases
 from testbed.cli._reproduce_paper import paper
 from testbed.population import MIN_MEMBERS
@@ -45,13 +46,7 @@ def reproduce() -> None:
 @click.option("--seed", type=click.IntRange(min=0), default=DEFAULT_SEED, show_default=True, help="Sampling seed.")
 @click.option("--runs-per-workflow", "runs", type=click.IntRange(min=2), default=None, help="Runs of each workflow.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("audit-out"), show_default=True)
-@click.option(
-    "--calibration-runs",
-    type=click.IntRange(min=1),
-    default=None,
-    help=f"Runs per fault kind of the validators' calibration in the report [default: {FULL_CALIBRATION_RUNS}; "
-    f"--quick: {QUICK_CALIBRATION_RUNS}].",
-)
+@calibration_runs_option
 @click.option(
     "--quick",
     is_flag=True,
@@ -106,13 +101,7 @@ def audit(
 @click.option("--quick", is_flag=True, help="2 runs per cell and a 12-server population (a few minutes).")
 @click.option("--seed", type=click.IntRange(min=0), default=DEFAULT_SECURITY_SEED, show_default=True, help="Seed.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("security-out"), show_default=True)
-@click.option(
-    "--calibration-runs",
-    type=click.IntRange(min=1),
-    default=None,
-    help=f"Runs per fault kind of the validators' calibration in the report [default: {FULL_CALIBRATION_RUNS}; "
-    f"--quick: {QUICK_CALIBRATION_RUNS}].",
-)
+@calibration_runs_option
 def security(quick: bool, seed: int, out_dir: Path, calibration_runs: int | None) -> None:
     """Run every attack scenario with every agent, under attack and as its no-attack twin, and print the attack
     table (utility, utility under attack, attack success, share flagged; Wilson intervals) and table B over the

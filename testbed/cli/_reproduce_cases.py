@@ -6,12 +6,11 @@ from pathlib import Path
 
 import click
 
+from testbed.cli._calibration_option import calibration_runs_option
 from testbed.report import report_console
 from testbed.reproduce import (
     CASES_LEGEND,
     DEFAULT_CASES_SEED,
-    FULL_CALIBRATION_RUNS,
-    QUICK_CALIBRATION_RUNS,
     reproduce_cases,
     rich_table,
 )
@@ -21,13 +20,7 @@ from testbed.reproduce import (
 @click.option("--quick", is_flag=True, help="Each case at its quick size (a few runs) instead of the paper's size.")
 @click.option("--seed", type=click.IntRange(min=0), default=DEFAULT_CASES_SEED, show_default=True, help="The seed.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("cases-out"), show_default=True)
-@click.option(
-    "--calibration-runs",
-    type=click.IntRange(min=1),
-    default=None,
-    help=f"Runs per fault kind of the validators' calibration in the report [default: {FULL_CALIBRATION_RUNS}; "
-    f"--quick: {QUICK_CALIBRATION_RUNS}].",
-)
+@calibration_runs_option
 def cases(quick: bool, seed: int, out_dir: Path, calibration_runs: int | None) -> None:
     """Run the case-study families (scenarios/cases/) and print table D beside the paper's figures.
 
