@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from testbed.agent import PlannedCall, RunView
@@ -63,8 +63,9 @@ class PlanLog:
 
 def binding_context(view: RunView) -> BindingContext:
     """What references resolve against in ``view``: the scene and every finished node's results."""
+    scene = view.scene  # its fields are str and int: asdict's deep copies would copy nothing
     return BindingContext(
-        scene=asdict(view.scene),
+        scene={item.name: getattr(scene, item.name) for item in fields(scene)},
         payloads={node: result.payload for node, result in view.results.items()},
         contents={node: result.content for node, result in view.results.items()},
     )

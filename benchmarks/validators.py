@@ -12,8 +12,10 @@ carries over). The best of ``--repeat`` repetitions is reported, for each code p
   time (:func:`infer_convention` and :func:`reads_as`, the per-box reference kept below, verbatim), nothing
   derived from a run, a server record, a workflow or a schema is cached (``RunRecord.memo``, truth
   manifests, listings, workflow edges, payload paths, compiled JSON Schemas, mask grids), blob references
-  are resolved by copying the whole value and reading each blob anew, and every JSON Schema check runs
-  jsonschema (no fast proof of validity, no check of arguments before their blobs are read).
+  are resolved by copying the whole value and reading each blob anew (no reader shared by the runs), every
+  JSON Schema check runs jsonschema (no fast proof of validity, no check of arguments or results before
+  their blobs are read), every mask is decoded to be counted (no counting from ``coco_rle`` run lengths),
+  and an image argument is read whole to look at its first bytes.
 
 Both paths must find exactly the same violations and failures, or the benchmark fails: it doubles as a check
 that the fast paths are exact. Goal: at most 2 ms/run now (issue 11), which against this baseline's
@@ -48,11 +50,13 @@ from testbed.validators import (
     RunRecord,
     ValidatorSpec,
     Violation,
+    _apply,
     _connection,
     _coords,
     _mask,
     _memory,
     _model,
+    _payload,
     _schema,
     _workflow,
     registered_validators,
@@ -259,6 +263,10 @@ def _pre_issue_11() -> Iterator[None]:
         (_schema, "_compiled_entry", lambda schema: (schema, Draft202012Validator(schema), None, None)),
         (_schema, "_readable", lambda record, raw: record.internalize(raw)),
         (_mask, "_grids_of", lambda record, payload, encoding: _mask.mask_grids(payload, encoding)),
+        (_mask, "coco_rle_runs", lambda payload, size: None),
+        (_payload, "_stored_image_head", lambda record, arguments, argument: None),
+        (_schema, "_readable_keys", lambda record, raw: False),
+        (_apply, "share_blob_readers", lambda records: None),
         *((module, "read_at", read_path) for module in (_workflow, _coords, _mask, _memory)),
     ]
     saved = []

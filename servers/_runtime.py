@@ -146,7 +146,7 @@ def decode_image_argument(value: str, *, argument: str, config: ServerConfig) ->
 
 
 def _decode_text(text: str, *, argument: str, max_pixels: int) -> RGBImage:
-    known = sent_pixels(text, max_pixels)  # in process: the scene the orchestrator just encoded
+    known = sent_pixels(text, max_pixels)  # a scene the orchestrator sent: its pixels, in process or left for us
     if known is not None:
         return known
     try:

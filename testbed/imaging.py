@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import atexit
 import base64
 import binascii
 import hashlib
 import io
+import os
+import shutil
+import tempfile
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from pathlib import Path
+from typing import Final
 
 import cv2
 import numpy as np
+import psutil
 from PIL import Image, UnidentifiedImageError
 
 from testbed._arrays import RGBImage
@@ -27,6 +33,19 @@ _recent_encodings: OrderedDict[bytes, RGBImage] = OrderedDict()
 _recent_base64: OrderedDict[str, bytes] = OrderedDict()
 """The base64 text of those PNGs (:func:`scene_base64`), so a server handed it skips the base64 decoding too."""
 _recent_lock = threading.Lock()
+
+SENT_PIXELS_VARIABLE: Final = "TESTBED_SENT_PIXELS"
+"""Set in the environment of a server process the testbed starts: the folder where the testbed process leaves the
+pixels of the scenes it sends by value (:func:`share_sent_pixels`), so the server copies them instead of decoding
+the PNG: the cross-process counterpart of :func:`sent_pixels` in process."""
+_SHARED_PREFIX = "testbed-sent-pixels-"
+_SHARED_KEPT = 4
+"""Scenes left in the folder at a time (a run's calls all come before the next run's scene)."""
+_SHARED_HEADER = 8
+"""Bytes before the pixels in a shared file: height and width, 4 bytes each, big-endian."""
+_shared_folder: tuple[int, Path] | None = None
+"""The process that made the folder and the folder: a forked child makes its own."""
+_shared_files: deque[Path] = deque()
 
 
 def decode_image(data: bytes, *, what: str = "image", max_pixels: int = MAX_IMAGE_PIXELS) -> RGBImage:
@@ -167,18 +186,95 @@ def scene_base64(png: bytes) -> str:
     (an in-process server decoding the argument it was sent) copies the pixels instead of decoding anything."""
     text = base64.b64encode(png).decode("ascii")
     with _recent_lock:
-        if png in _recent_encodings:
+        pixels = _recent_encodings.get(png)
+        if pixels is not None:
             _recent_base64[text] = png
             while len(_recent_base64) > _RECENT_ENCODINGS:
                 _recent_base64.popitem(last=False)
+            if _shared_folder is not None and _shared_folder[0] == os.getpid():
+                _leave_shared(_shared_folder[1], text, pixels)
     return text
+
+
+def share_sent_pixels() -> Path:
+    """Start leaving the pixels of the scenes :func:`scene_base64` returns in a private folder, for the server
+    processes this process starts (they get its path in :data:`SENT_PIXELS_VARIABLE`); returns that folder.
+
+    The folder holds the last few scenes, each in a file named by the sha256 of its base64 text, and is removed
+    when the process exits; folders that processes killed before exiting left behind are removed here.
+    """
+    global _shared_folder
+    with _recent_lock:
+        if _shared_folder is None or _shared_folder[0] != os.getpid():
+            _remove_orphaned_folders()
+            folder = Path(tempfile.mkdtemp(prefix=f"{_SHARED_PREFIX}{os.getpid()}-"))
+            atexit.register(shutil.rmtree, folder, ignore_errors=True)
+            _shared_folder = (os.getpid(), folder)
+            _shared_files.clear()
+        return _shared_folder[1]
+
+
+def _remove_orphaned_folders() -> None:
+    for folder in Path(tempfile.gettempdir()).glob(f"{_SHARED_PREFIX}*-*"):
+        pid = folder.name.removeprefix(_SHARED_PREFIX).partition("-")[0]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _shared_name(text: str) -> str | None:
+    try:
+        return hashlib.sha256(text.encode("ascii")).hexdigest()
+    except UnicodeEncodeError:
+        return None  # not base64: never a shared scene
+
+
+def _leave_shared(folder: Path, text: str, pixels: RGBImage) -> None:
+    """Write one scene's pixels (under ``_recent_lock``), atomically, and drop the oldest beyond the kept few."""
+    name = _shared_name(text)
+    if name is None:
+        return
+    path = folder / name
+    staged = folder / f".{name}.partial"
+    height, width = pixels.shape[:2]
+    try:
+        with staged.open("wb") as handle:
+            handle.write(height.to_bytes(4, "big") + width.to_bytes(4, "big"))
+            handle.write(pixels.data)
+        staged.replace(path)
+    except OSError:
+        return  # the servers decode the PNG, as without the folder
+    if path in _shared_files:
+        _shared_files.remove(path)
+    _shared_files.append(path)
+    while len(_shared_files) > _SHARED_KEPT:
+        _shared_files.popleft().unlink(missing_ok=True)
+
+
+def _shared_pixels(text: str, max_pixels: int) -> RGBImage | None:
+    """The pixels the process that started this one left for ``text`` (see :func:`share_sent_pixels`), if any."""
+    folder = os.environ.get(SENT_PIXELS_VARIABLE)
+    if not folder:
+        return None
+    name = _shared_name(text)
+    if name is None:
+        return None
+    try:
+        data = (Path(folder) / name).read_bytes()
+    except OSError:
+        return None  # not a scene it sent, or already dropped: decode as usual
+    if len(data) < _SHARED_HEADER:
+        return None
+    height, width = int.from_bytes(data[:4], "big"), int.from_bytes(data[4:8], "big")
+    if len(data) != _SHARED_HEADER + height * width * 3 or height * width > max_pixels:
+        return None  # over the limit: decoding refuses it with its usual message
+    return np.frombuffer(data, dtype=np.uint8, offset=_SHARED_HEADER).reshape(height, width, 3).copy()
 
 
 def sent_pixels(text: str, max_pixels: int = MAX_IMAGE_PIXELS) -> RGBImage | None:
     """A copy of the pixels whose PNG's base64 :func:`scene_base64` returned lately, if ``text`` is one within the
     limit; ``None`` otherwise (the caller decodes ``text`` as usual, errors included)."""
-    if not _recent_base64:  # a server process sends nothing: skip hashing the text
-        return None
+    if not _recent_base64:  # a server process sends nothing: it may have been left the pixels, though
+        return _shared_pixels(text, max_pixels)
     with _recent_lock:
         png = _recent_base64.get(text)
     return _encoded_here(png, max_pixels) if png is not None else None

@@ -3,7 +3,7 @@
 Fixtures live in ``tests/conftest.py``; a test module imports neither that file
 nor another test module (``tests/test_layout.py`` checks). What is here is what
 tests construct, annotate with, or call inside their bodies and their own
-helpers: the network guard's record, a scripted language model, and the
+helpers: the network guard's record, a shared command's outcome, a scripted language model, and the
 in-process MCP client helpers of the server tests.
 """
 
@@ -14,6 +14,7 @@ import math
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -36,6 +37,15 @@ if TYPE_CHECKING:
     from testbed.scenario import Scenario
     from testbed.scenes import Scene
     from testbed.server_config import ServerConfig
+
+
+@dataclass(frozen=True)
+class CasesCommand:
+    """What ``testbed reproduce cases --quick --seed 3 --calibration-runs 2 --out OUT`` printed and wrote."""
+
+    out: Path
+    exit_code: int
+    output: str
 
 
 class NetworkAttempts:

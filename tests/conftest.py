@@ -4,9 +4,11 @@ The testbed's cache folder is a fresh temporary one for each test session.
 Experiments recorded from ``scenarios/v1`` are recorded once per session and
 shared by every module that asks for the same one (``recorded_v1``); a test
 that changes an experiment directory asks for its own copy
-(``recorded_v1_copy``). Types and plain helper functions that tests use by
-name live in ``tests/_helpers.py``: no test module imports this file or another
-test module (``tests/test_layout.py``).
+(``recorded_v1_copy``). Reproduce tests that report the validators' calibration
+without testing it share one tiny calibration (``tiny_calibration``), and the
+quick ``reproduce cases`` command runs once (``reproduced_cases_quick``). Types
+and plain helper functions that tests use by name live in ``tests/_helpers.py``:
+no test module imports this file or another test module (``tests/test_layout.py``).
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pytest
 
 if TYPE_CHECKING:
+    from testbed.reproduce import Calibration
     from testbed.scenario import Scenario
     from testbed.scenes import Scene
     from testbed.server_config import ServerConfig
     from testbed.validators import RunRecord
-    from tests._helpers import NetworkAttempts
+    from tests._helpers import CasesCommand, NetworkAttempts
 
 # Before anything imports Ultralytics: its configuration folder must be ours, never ~/.config.
 # So testbed (and tests._helpers, which imports it) is imported inside the fixtures, never at the top.
@@ -271,3 +274,33 @@ def recorded_runs(recorded_scenario: RecordScenario) -> RecordRuns:
         return split_runs(read_events(out).events, BlobStore(out / BLOBS_DIR))
 
     return runs
+
+
+# --- the validators' calibration beside reproduce reports ------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_calibration(tmp_path_factory: pytest.TempPathFactory) -> Calibration:
+    """The validators' calibration at two runs per fault kind, measured once per session.
+
+    For reproduce tests that report a calibration but do not test it (they pass it as
+    ``calibration=``). Calibration measured through the real path is tested in
+    tests/test_reproduce_paper.py and tests/test_reproduce_cases_calibration.py.
+    """
+    from testbed.reproduce import calibrate
+
+    return calibrate(tmp_path_factory.mktemp("tiny-calibration") / "calibration", runs=2, seed=3)
+
+
+@pytest.fixture(scope="session")
+def reproduced_cases_quick(tmp_path_factory: pytest.TempPathFactory) -> CasesCommand:
+    """The quick case studies as a user runs them, with their own calibration, once per session: read only."""
+    from click.testing import CliRunner
+
+    from testbed.cli import main
+    from tests._helpers import CasesCommand
+
+    out = tmp_path_factory.mktemp("reproduce-cases") / "out"
+    arguments = ["reproduce", "cases", "--quick", "--seed", "3", "--calibration-runs", "2", "--out", str(out)]
+    result = CliRunner().invoke(main, arguments)
+    return CasesCommand(out, result.exit_code, result.output)

@@ -10,19 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from click.testing import CliRunner
 
 import servers  # noqa: F401  (registers the case servers)
 from testbed._errors import TestbedError
-from testbed.cli import main
 from testbed.imaging import encode_png_base64
 from testbed.orchestrator import run_experiment
-from testbed.reproduce import CASES_DIR, CaseFamily, load_case, load_cases, reproduce_cases
+from testbed.reproduce import CASES_DIR, Calibration, CaseFamily, load_case, load_cases, reproduce_cases
 from testbed.reproduce._cases_measure import VariantMeasure, case_rows
 from testbed.reproduce._cases_run import allocate, variant_scenario
 from testbed.scenario import load_scenario_text
 from testbed.validators import validate_experiment
 from testbed.validators._payload import why_not_an_image
+from tests._helpers import CasesCommand
 
 # --- helpers -----------------------------------------------------------------------------------
 
@@ -162,32 +161,32 @@ def test_the_finding_row_fails_when_the_validators_miss_the_mechanism() -> None:
 
 
 @pytest.mark.slow
-def test_reproduce_cases_is_byte_reproducible_resumable_and_refuses_another_seed(tmp_path: Path) -> None:
+def test_reproduce_cases_is_byte_reproducible_resumable_and_refuses_another_seed(
+    tmp_path: Path, tiny_calibration: Calibration
+) -> None:
     cases_dir = _small_cases(tmp_path, 3)
-    first = reproduce_cases(tmp_path / "a", quick=True, seed=11, cases_dir=cases_dir, calibration_runs=2)
-    second = reproduce_cases(tmp_path / "b", quick=True, seed=11, cases_dir=cases_dir, calibration_runs=2)
+    first = reproduce_cases(tmp_path / "a", quick=True, seed=11, cases_dir=cases_dir, calibration=tiny_calibration)
+    second = reproduce_cases(tmp_path / "b", quick=True, seed=11, cases_dir=cases_dir, calibration=tiny_calibration)
     table = (tmp_path / "a" / "tables.csv").read_bytes()
     assert table == (tmp_path / "b" / "tables.csv").read_bytes()
     assert not first.failed
     assert first.rows == second.rows
     assert first.timings
     shutil.rmtree(tmp_path / "a" / "alita")  # an interrupted run: one case missing
-    again = reproduce_cases(tmp_path / "a", quick=True, seed=11, cases_dir=cases_dir, calibration_runs=2)
+    again = reproduce_cases(tmp_path / "a", quick=True, seed=11, cases_dir=cases_dir, calibration=tiny_calibration)
     assert again.rows == first.rows
     assert (tmp_path / "a" / "tables.csv").read_bytes() == table
     with pytest.raises(TestbedError, match="choose another --out"):
-        reproduce_cases(tmp_path / "a", quick=True, seed=12, cases_dir=cases_dir, calibration_runs=2)
+        reproduce_cases(tmp_path / "a", quick=True, seed=12, cases_dir=cases_dir, calibration=tiny_calibration)
 
 
 @pytest.mark.slow
-def test_reproduce_cases_command_prints_table_d_marked_input_and_output(tmp_path: Path) -> None:
-    result = CliRunner().invoke(
-        main, ["reproduce", "cases", "--quick", "--seed", "3", "--calibration-runs", "2", "--out", str(tmp_path)]
-    )
+def test_reproduce_cases_command_prints_table_d_marked_input_and_output(reproduced_cases_quick: CasesCommand) -> None:
+    result = reproduced_cases_quick
     assert result.exit_code == 0, result.output
     assert "SUMO+YOLO" in result.output
     assert "ParaView-like" in result.output
     assert "input" in result.output
     assert "output" in result.output
-    assert (tmp_path / "tables.csv").is_file()
-    assert (tmp_path / "timings.csv").is_file()
+    assert (result.out / "tables.csv").is_file()
+    assert (result.out / "timings.csv").is_file()

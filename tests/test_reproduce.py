@@ -21,6 +21,7 @@ from testbed.reproduce import (
     MANIFEST_FILE,
     WORKFLOWS_DIR,
     AuditResult,
+    Calibration,
     reproduce_audit,
     workflow_scenario,
 )
@@ -29,9 +30,9 @@ from testbed.scenario import load_scenario_text
 RUNS = 2
 
 
-def _tiny(out_dir: Path, runs: int = RUNS) -> AuditResult:
+def _tiny(out_dir: Path, calibration: Calibration, runs: int = RUNS) -> AuditResult:
     """A population small enough to run in a few seconds: one server per capability, and one more."""
-    return reproduce_audit(out_dir, members=5, seed=11, runs=runs, calibration_runs=2)
+    return reproduce_audit(out_dir, members=5, seed=11, runs=runs, calibration=calibration)
 
 
 def test_every_sampled_workflow_is_a_valid_scenario_run_by_its_executing_agent() -> None:
@@ -49,8 +50,10 @@ def _rows_by_name(result: AuditResult) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_audit_tables_are_marked_reproducible_and_resume_without_repeating(tmp_path: Path) -> None:
-    first = _tiny(tmp_path / "a")
+def test_audit_tables_are_marked_reproducible_and_resume_without_repeating(
+    tmp_path: Path, tiny_calibration: Calibration
+) -> None:
+    first = _tiny(tmp_path / "a", tiny_calibration)
     assert first.failed == []
     markings = _rows_by_name(first)
     for family in ("schema", "coords", "mask", "memory", "perm", "proto", "untyped connections", "memory warnings"):
@@ -68,20 +71,20 @@ def test_audit_tables_are_marked_reproducible_and_resume_without_repeating(tmp_p
     manifest = json.loads((tmp_path / "a" / MANIFEST_FILE).read_text(encoding="utf-8"))
     assert (manifest["seed"], manifest["runs_per_workflow"]) == (11, 2)
 
-    second = _tiny(tmp_path / "b")
+    second = _tiny(tmp_path / "b", tiny_calibration)
     assert (tmp_path / "b" / "tables.csv").read_bytes() == csv_bytes  # same seed, same tables, byte for byte
     assert second.recorded == first.recorded
 
-    again = _tiny(tmp_path / "a")
+    again = _tiny(tmp_path / "a", tiny_calibration)
     assert again.recorded == 0  # everything was recorded: nothing repeated
 
     shutil.rmtree(tmp_path / "a" / WORKFLOWS_DIR / "w000")  # as if killed before the first workflow finished
-    resumed = _tiny(tmp_path / "a")
+    resumed = _tiny(tmp_path / "a", tiny_calibration)
     assert resumed.recorded == RUNS  # exactly the lost workflow's runs, nothing else
     assert (tmp_path / "a" / "tables.csv").read_bytes() == csv_bytes
 
     with pytest.raises(TestbedError, match="choose another --out"):
-        _tiny(tmp_path / "a", runs=3)
+        _tiny(tmp_path / "a", tiny_calibration, runs=3)
 
 
 @pytest.mark.slow

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import pytest
-from click.testing import CliRunner
 
-from testbed.cli import main
+from tests._helpers import CasesCommand
 
 
 @pytest.mark.slow
-def test_a_cases_report_links_each_finding_to_its_validators_calibration(tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    arguments = ["reproduce", "cases", "--quick", "--seed", "3", "--calibration-runs", "2", "--out", str(out)]
-    result = CliRunner().invoke(main, arguments)
+def test_a_cases_report_links_each_finding_to_its_validators_calibration(reproduced_cases_quick: CasesCommand) -> None:
+    result, out = reproduced_cases_quick, reproduced_cases_quick.out
     assert result.exit_code == 0, result.output
     assert "validator calibration: recall lower bound >= 0.99 for " in result.output
     assert (out / "calibration" / "calibration.parquet").is_file()  # its own, not a paper run's

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from testbed._errors import TestbedError
 from testbed.population import load_population
-from testbed.reproduce import Row, SecurityResult, reproduce_security
+from testbed.reproduce import Calibration, Row, SecurityResult, reproduce_security
 from testbed.reproduce._security_suite import ATTACKS_DIR
 
 SUITE = ("remote_code_execution.yaml", "prompt_injection.yaml")
@@ -27,10 +27,12 @@ def small_suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reproduced(small_suite: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SecurityResult]:
+def reproduced(
+    small_suite: Path, tmp_path_factory: pytest.TempPathFactory, tiny_calibration: Calibration
+) -> tuple[Path, SecurityResult]:
     out = tmp_path_factory.mktemp("security") / "out"
     result = reproduce_security(
-        out, quick=True, seed=3, suite_dir=small_suite, agents=("scripted",), calibration_runs=2
+        out, quick=True, seed=3, suite_dir=small_suite, agents=("scripted",), calibration=tiny_calibration
     )
     return out, result
 
@@ -76,13 +78,15 @@ def test_table_b_is_measured_over_the_security_subset_beside_the_papers_figures(
 
 @pytest.mark.slow
 def test_the_outputs_are_written_and_a_rerun_resumes_without_recording_again(
-    reproduced: tuple[Path, SecurityResult], small_suite: Path
+    reproduced: tuple[Path, SecurityResult], small_suite: Path, tiny_calibration: Calibration
 ) -> None:
     out, result = reproduced
     log = out / "attacks" / "attack_remote_code_execution" / "scripted" / "attack" / "events.jsonl"
     before = log.read_bytes()
 
-    again = reproduce_security(out, quick=True, seed=3, suite_dir=small_suite, agents=("scripted",), calibration_runs=2)
+    again = reproduce_security(
+        out, quick=True, seed=3, suite_dir=small_suite, agents=("scripted",), calibration=tiny_calibration
+    )
 
     assert {"tables.csv", "tables.parquet", "attack_table.md", "report.html"} <= {path.name for path in result.files}
     assert "| remote_code_execution | scripted |" in (out / "attack_table.md").read_text(encoding="utf-8")
@@ -92,12 +96,14 @@ def test_the_outputs_are_written_and_a_rerun_resumes_without_recording_again(
 
 @pytest.mark.slow
 def test_an_output_directory_of_another_seed_is_refused_in_one_line(
-    reproduced: tuple[Path, SecurityResult], small_suite: Path
+    reproduced: tuple[Path, SecurityResult], small_suite: Path, tiny_calibration: Calibration
 ) -> None:
     out, _ = reproduced
 
     with pytest.raises(TestbedError, match="choose another --out"):
-        reproduce_security(out, quick=True, seed=4, suite_dir=small_suite, agents=("scripted",), calibration_runs=2)
+        reproduce_security(
+            out, quick=True, seed=4, suite_dir=small_suite, agents=("scripted",), calibration=tiny_calibration
+        )
 
 
 def test_the_cli_prints_the_table_and_exits_non_zero_when_a_check_failed(

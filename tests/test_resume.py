@@ -34,6 +34,14 @@ def _command(out: Path, runs: int = RUNS, workers: int = 1) -> list[str]:
             "--out", str(out), "--device", "cpu", "--workers", str(workers), "--no-violations"]  # fmt: skip
 
 
+def _resume_in_process(command: list[str]) -> tuple[int, str]:
+    """Resume with the same ``testbed run`` arguments in this process: the killed one was a real process, and
+    the resume needs none (it saves a process start, which imports torch, per test)."""
+    assert command[1:3] == ["-m", "testbed"]
+    result = CliRunner().invoke(main, command[3:])
+    return result.exit_code, f"{result.output}{result.exception!r}"
+
+
 def _recorded_runs(out: Path) -> int:
     path = out / "events.jsonl"
     return path.read_text().count('"event":"run_finished"') if path.exists() else 0
@@ -57,8 +65,8 @@ def test_sigkill_at_ten_random_points_then_resume_records_every_run_exactly_once
             os.kill(process.pid, signal.SIGKILL)
             kills += 1
         process.wait()
-    finished = subprocess.run(_command(out, workers=workers), capture_output=True, text=True, timeout=300, check=False)
-    assert finished.returncode == 0, finished.stderr[-2000:]
+    exit_code, output = _resume_in_process(_command(out, workers=workers))
+    assert exit_code == 0, output[-2000:]
     runs = _finished_runs(out)
     assert sorted(runs) == list(range(RUNS))
     assert len(runs) == len(set(runs))
@@ -134,8 +142,8 @@ def test_sigkill_while_creating_an_experiment_then_resume_starts_it_afresh(
     killed = subprocess.run(command, env=environment, capture_output=True, timeout=300, check=False)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert not (out / "events.jsonl").exists()
-    resumed = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    exit_code, output = _resume_in_process(command)
+    assert exit_code == 0, output[-2000:]
     events = read_events(out).events
     assert isinstance(events[0], ExperimentHeader)
     assert sum(isinstance(event, ExperimentHeader) for event in events) == 1

@@ -39,6 +39,7 @@ from testbed.conventions._mask import (
     parse_mask_encoding,
     resize_masks,
 )
+from testbed.conventions._rle_window import coco_rle_runs, on_pixels, on_pixels_within
 
 __all__ = [
     "CANONICAL",
@@ -60,11 +61,14 @@ __all__ = [
     "all_box_conventions",
     "box_iou",
     "box_iou_many",
+    "coco_rle_runs",
     "convert_boxes",
     "decode_masks",
     "encode_masks",
     "from_canonical",
     "mask_iou",
+    "on_pixels",
+    "on_pixels_within",
     "parse_mask_encoding",
     "parse_shape",
     "report_shape",

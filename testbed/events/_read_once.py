@@ -5,7 +5,9 @@ A run refers to its image many times; replay and validation read blobs, never wr
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +28,21 @@ class ReadOnceBlobs(BlobStore):
     def get(self, digest: str) -> str:
         found = self._read.get(digest)
         if found is None:
-            found = self._read[digest] = self._source.get(digest)
+            found = self._read[digest] = self._fetch(digest)
         return found
+
+    def _fetch(self, digest: str) -> str:
+        return self._source.get(digest)
 
     def path(self, digest: str) -> Path | None:
         try:
             return self._paths[digest]
         except KeyError:
-            found = self._paths[digest] = self._source.path(digest)
+            found = self._paths[digest] = self._locate(digest)
             return found
+
+    def _locate(self, digest: str) -> Path | None:
+        return self._source.path(digest)
 
     def put(self, text: str) -> str:
         raise TypeError("a read-only view of a recording's blobs does not write them")
@@ -54,11 +62,36 @@ class ReplayBlobs(ReadOnceBlobs):
     def __init__(self, store: BlobStore) -> None:
         super().__init__(store)
         self._digests: dict[str, str] = {}
+        self._files: dict[str, str] | None = None
 
     def get(self, digest: str) -> str:
         text = super().get(digest)
         self._digests.setdefault(text, digest)
         return text
+
+    def _listed(self, digest: str) -> str | None:
+        """The blob's file name as the folder listed it when first asked (one listing, not a lookup per suffix)."""
+        if self._files is None:
+            self._files = _blob_files(self.root)
+        return self._files.get(digest)
+
+    def _fetch(self, digest: str) -> str:
+        name = self._listed(digest)
+        if name is None:  # not there when listed: the store finds it, or says it is missing
+            return self._source.get(digest)
+        path = os.path.join(self.root, name)
+        try:
+            if name.endswith(".txt"):
+                with open(path, encoding="utf-8") as handle:  # as BlobStore.get reads it (Path.read_text)
+                    return handle.read()
+            with open(path, "rb") as handle:
+                return base64.b64encode(handle.read()).decode("ascii")
+        except FileNotFoundError:  # gone since it was listed: the store says so
+            return self._source.get(digest)
+
+    def _locate(self, digest: str) -> Path | None:
+        name = self._listed(digest)
+        return self.root / name if name is not None else self._source.path(digest)
 
     def put(self, text: str) -> str:
         digest = self._digests.get(text)
@@ -69,6 +102,26 @@ class ReplayBlobs(ReadOnceBlobs):
 
     def put_bytes(self, data: bytes, suffix: str = ".png") -> str:
         return hashlib.sha256(data).hexdigest()
+
+
+_SUFFIXES = {".png": 0, ".jpg": 1, ".txt": 2}
+"""A blob's possible suffixes, ranked in the order :class:`BlobStore` looks for them."""
+
+
+def _blob_files(root: Path) -> dict[str, str]:
+    """Each blob's file name in ``root``, by digest (the first in :data:`_SUFFIXES` where several exist)."""
+    files: dict[str, str] = {}
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return files
+    for name in names:
+        rank = _SUFFIXES.get(name[-4:])
+        if rank is not None:
+            known = files.setdefault(name[:-4], name)
+            if rank < _SUFFIXES[known[-4:]]:
+                files[name[:-4]] = name
+    return files
 
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})
@@ -88,12 +141,13 @@ def internalized(value: Any, blobs: BlobStore) -> Any:
             return value
         changed: dict[Any, Any] | None = None
         for key, item in value.items():
-            if isinstance(item, dict | list):
-                resolved = internalized(item, blobs)
-                if resolved is not item:
-                    if changed is None:
-                        changed = {}
-                    changed[key] = resolved
+            if _resolves_nothing(item):
+                continue
+            resolved = internalized(item, blobs)
+            if resolved is not item:
+                if changed is None:
+                    changed = {}
+                changed[key] = resolved
         if changed is None:
             return value
         return {key: changed.get(key, item) for key, item in value.items()}
@@ -102,11 +156,21 @@ def internalized(value: Any, blobs: BlobStore) -> Any:
             return value
         copy: list[Any] | None = None
         for index, item in enumerate(value):
-            if isinstance(item, dict | list):
-                resolved = internalized(item, blobs)
-                if resolved is not item:
-                    if copy is None:
-                        copy = list(value)
-                    copy[index] = resolved
+            if _resolves_nothing(item):
+                continue
+            resolved = internalized(item, blobs)
+            if resolved is not item:
+                if copy is None:
+                    copy = list(value)
+                copy[index] = resolved
         return value if copy is None else copy
     return value
+
+
+def _resolves_nothing(item: Any) -> bool:
+    """Whether :func:`internalized` would give ``item`` back as it is: a scalar, or a list of scalars (a box, a
+    size: most of a recorded value), told in one cheaper call."""
+    kind = type(item)
+    if kind is list:
+        return _SCALARS.issuperset(map(type, item))
+    return kind is not dict and (kind in _SCALARS or not isinstance(item, dict | list))

@@ -147,14 +147,51 @@ def _decoded_image(text: str) -> tuple[bytes | None, str]:
     return None, ".txt"
 
 
+_NUMBERS = frozenset({int, float, bool, type(None)})
+"""Types :func:`externalize` returns as they are (checked before a call, which most leaves would cost)."""
+
+
 def externalize(value: Any, blobs: BlobStore) -> Any:
     """Replace every long string inside ``value`` with ``{"$blob": hash}``."""
     if isinstance(value, str):
         return {"$blob": blobs.put(value)} if len(value) >= BLOB_MIN_CHARS else value
     if isinstance(value, dict):
-        return {key: externalize(item, blobs) for key, item in value.items()}
+        return {key: item if type(item) in _NUMBERS else externalize(item, blobs) for key, item in value.items()}
     if isinstance(value, list):
-        return [externalize(item, blobs) for item in value]
+        return [item if type(item) in _NUMBERS else externalize(item, blobs) for item in value]
+    return value
+
+
+def externalized(value: Any, blobs: BlobStore) -> Any:
+    """:func:`externalize`, sharing (not copying) every part that holds no long string.
+
+    Equal to what ``externalize`` returns; only the parts above a replaced string are new objects. For a value
+    no one changes afterwards (a message as its recorder parsed it), which the result then shares.
+    """
+    if isinstance(value, str):
+        return {"$blob": blobs.put(value)} if len(value) >= BLOB_MIN_CHARS else value
+    if isinstance(value, dict):
+        changed: dict[Any, Any] | None = None
+        for key, item in value.items():
+            if type(item) in _NUMBERS:
+                continue
+            replaced = externalized(item, blobs)
+            if replaced is not item:
+                if changed is None:
+                    changed = {}
+                changed[key] = replaced
+        return value if changed is None else {key: changed.get(key, item) for key, item in value.items()}
+    if isinstance(value, list):
+        copy: list[Any] | None = None
+        for index, item in enumerate(value):
+            if type(item) in _NUMBERS:
+                continue
+            replaced = externalized(item, blobs)
+            if replaced is not item:
+                if copy is None:
+                    copy = list(value)
+                copy[index] = replaced
+        return value if copy is None else copy
     return value
 
 

@@ -52,6 +52,10 @@ def result_payload(result: types.CallToolResult) -> Any:
     return None
 
 
+def _no_response(deadline_s: float | None) -> str:
+    return f"no response within {deadline_s:g}s" if deadline_s is not None else "no response"
+
+
 def _error_text(result: types.CallToolResult) -> str:
     texts = [block.text for block in result.content if isinstance(block, types.TextContent)]
     return texts[0].strip().splitlines()[0] if texts and texts[0].strip() else "tool error"
@@ -63,11 +67,12 @@ async def call_tool(
     arguments: dict[str, Any],
     *,
     meta: dict[str, Any],
-    deadline_s: float,
+    deadline_s: float | None,
     nominal_deadline_s: float | None = None,
 ) -> CallOutcome:
     """Call a tool without the SDK's client-side outputSchema check (that is a validator's job).
 
+    ``deadline_s`` is ``None`` only where no wait can happen (direct replay answers at once): nothing is armed.
     ``nominal_deadline_s`` is the deadline reported in a timeout's message when the wait is
     shortened (replay times a recorded timeout out at once).
 
@@ -85,15 +90,18 @@ async def call_tool(
         return CallOutcome(kind=kind, result=result, error=error, duration_s=time.perf_counter() - started)
 
     try:
-        with anyio.fail_after(deadline_s + _GRACE_S):
-            result = await connection.client.session.send_request(
-                request, types.CallToolResult, request_read_timeout_seconds=deadline_s
-            )
+        if deadline_s is None:
+            result = await connection.client.session.send_request(request, types.CallToolResult)
+        else:
+            with anyio.fail_after(deadline_s + _GRACE_S):
+                result = await connection.client.session.send_request(
+                    request, types.CallToolResult, request_read_timeout_seconds=deadline_s
+                )
     except TimeoutError:
-        return finish(CallOutcomeKind.TIMEOUT, None, f"no response within {reported:g}s")
+        return finish(CallOutcomeKind.TIMEOUT, None, _no_response(reported))
     except MCPError as error:
         if error.code == types.REQUEST_TIMEOUT:
-            return finish(CallOutcomeKind.TIMEOUT, None, f"no response within {reported:g}s")
+            return finish(CallOutcomeKind.TIMEOUT, None, _no_response(reported))
         if error.code == types.CONNECTION_CLOSED:
             return finish(CallOutcomeKind.TRANSPORT_CLOSED, None, error.message)
         return finish(CallOutcomeKind.PROTOCOL_ERROR, None, f"JSON-RPC error {error.code}: {error.message}")
@@ -101,6 +109,9 @@ async def call_tool(
         return finish(CallOutcomeKind.PROTOCOL_ERROR, None, f"invalid result: {error.errors()[0]['msg']}")
     except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream) as error:
         return finish(CallOutcomeKind.TRANSPORT_CLOSED, None, error.__class__.__name__)
+    except BaseException as error:  # not the server's doing (cancelled, or a replay giving up): end the span, so
+        span.end("aborted", error.__class__.__name__)  # its context is not left current for what runs next
+        raise
     if result.is_error:
         return finish(CallOutcomeKind.TOOL_ERROR, result, _error_text(result))
     return finish(CallOutcomeKind.OK, result, None)

@@ -2,7 +2,8 @@
 
 Each server alias gets an MCP ``ClientSession`` whose dispatcher (the SDK's seam between a session
 and its transport) answers from the recording: the SDK still stamps every request and validates
-every result as it did live; only the framing, streams and taps are gone. Every request is checked
+every result as it did live; only the framing, streams and taps are gone. Nothing waits for an answer, so a step's
+calls are made one after another and no deadline is armed (``_RunContext.answered_at_once``). Every request is checked
 against the recorded one (method and params, externalized, equal), and every replayed event against
 its recorded counterpart; the recorded events are then the replay's, so comparing and validating
 them costs nothing twice.
@@ -383,6 +384,7 @@ async def _replay_run(
         pool=pool,
         default_deadline_s=scenario.deadline_s,
         deadline_override=None,
+        answered_at_once=True,
     )
     image = blobs.get(started.image_blob)
     if started.scope != context.scope or _png_size(image) != (started.width, started.height):
@@ -395,7 +397,7 @@ async def _replay_run(
             width=started.width,
             height=started.height,
         ),
-        catalog=await _list_tools(run, pool, context.size),
+        catalog=await _list_tools(run, pool, context.size, answered_at_once=True),
     )
     call_events, server_events, error = await _step_agent(context, agent, view, blobs)
     if problems:

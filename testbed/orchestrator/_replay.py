@@ -53,7 +53,7 @@ from testbed.orchestrator._runner import Runner, execute_runs
 from testbed.registry import RECORDED_CONTEXT
 from testbed.scenario import Scenario
 from testbed.scenes import SHAPE_CLASSES, Scene
-from testbed.telemetry import scenario_spans
+from testbed.telemetry import active_session, scenario_spans
 from testbed.transport import Hook, Item, current_call, recordings_by_server
 from testbed.validators import Violation, indistinguishable, registered_validators, split_runs, validate_runs
 
@@ -282,6 +282,9 @@ async def replay_experiment(directory: Path, *, live: bool = False, device: str 
                 )
                 replayed_blobs, direct = blobs, True
             except Exception:  # Unreplayable, or anything else the direct path does not model: sessions decide
+                session = active_session()
+                if session is not None:
+                    session.discard()
                 replayed = await _replay_offline(directory, recorded, scenario, out)
                 replayed_blobs = BlobStore(out / "replayed" / BLOBS_DIR)
         compared, divergence = first_divergence(recorded, replayed)

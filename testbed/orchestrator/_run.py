@@ -28,6 +28,7 @@ from testbed.events import (
     ServerEvent,
     externalize,
 )
+from testbed.events._store import externalized
 from testbed.imaging import encode_scene_png, scene_base64
 from testbed.orchestrator._call import CallOutcome, call_tool
 from testbed.orchestrator._pool import ServerPool
@@ -64,21 +65,35 @@ def scene_ground_truth(scene: Scene) -> list[GroundTruthRecord]:
 DeadlineOverride = Callable[[int, str, int], float | None]
 
 
-async def _list_tools(run: int, pool: ServerPool, size: ImageSize) -> dict[str, list[types.Tool]]:
-    """Every server's ``tools/list`` at the start of a run, all at once (each server records its own)."""
+async def _list_tools(
+    run: int, pool: ServerPool, size: ImageSize, *, answered_at_once: bool = False
+) -> dict[str, list[types.Tool]]:
+    """Every server's ``tools/list`` at the start of a run, all at once (each server records its own).
+
+    ``answered_at_once``: see :attr:`_RunContext.answered_at_once`; the listings are then made one after another.
+    """
     listed: dict[str, list[types.Tool]] = {}
 
     async def list_one(alias: str, connection: Connection) -> None:
-        current_call.set(CallSite(run=run, node=LISTING_NODE, item=0, server=alias, image_size=size))  # this task's
+        token = current_call.set(CallSite(run=run, node=LISTING_NODE, item=0, server=alias, image_size=size))
         try:
-            with anyio.fail_after(60):
+            if answered_at_once:
                 listed[alias] = list((await connection.client.list_tools()).tools)
+            else:
+                with anyio.fail_after(60):
+                    listed[alias] = list((await connection.client.list_tools()).tools)
         except Exception:  # a broken listing is the server's problem: the agent sees the last good one
             listed[alias] = connection.tools
+        finally:
+            current_call.reset(token)
 
-    async with anyio.create_task_group() as group:
+    if answered_at_once:
         for alias, connection in pool.connections.items():
-            group.start_soon(list_one, alias, connection)
+            await list_one(alias, connection)
+    else:
+        async with anyio.create_task_group() as group:
+            for alias, connection in pool.connections.items():
+                group.start_soon(list_one, alias, connection)
     return {alias: listed[alias] for alias in pool.connections}
 
 
@@ -110,6 +125,10 @@ class _RunContext:
     pool: ServerPool
     default_deadline_s: float
     deadline_override: DeadlineOverride | None
+    answered_at_once: bool = False
+    """Every request is answered without waiting (direct replay): no call ever yields, so a step's calls are
+    made one after another in planned order (the order a task group runs tasks that never yield), and no
+    deadline is armed, since none could expire."""
 
 
 async def execute_run(
@@ -160,7 +179,7 @@ async def execute_run(
     )
     call_events, server_events, error = await _step_agent(context, agent, view, blobs)
     messages = [
-        event.model_copy(update={"message": externalize(event.message, blobs)})
+        event.model_copy(update={"message": externalized(event.message, blobs)})  # the recorder's own dicts
         for recorder in pool.recorders.values()
         for event in recorder.take_run(run)
     ]
@@ -234,9 +253,13 @@ async def _step_agent(
         if step.done:
             return call_events, server_events, None
         outcomes: dict[tuple[str, int], CallOutcome] = {}
-        async with anyio.create_task_group() as group:
+        if context.answered_at_once:
             for call in step.calls:
-                group.start_soon(_perform, context, call, clock, outcomes)
+                await _perform(context, call, clock, outcomes)
+        else:
+            async with anyio.create_task_group() as group:
+                for call in step.calls:
+                    group.start_soon(_perform, context, call, clock, outcomes)
         step_events = _collect(step.calls, outcomes, view, context.run, clock, blobs)
         call_events.extend(step_events)
         server_events.extend(await _restart_dead_servers(context.run, context.pool, step_events))
@@ -278,7 +301,7 @@ async def _perform(
                 call.tool,
                 call.arguments,
                 meta=_meta(context.scope, clock, call.agent),
-                deadline_s=deadline,
+                deadline_s=None if context.answered_at_once else deadline,
                 nominal_deadline_s=nominal,
             )
     finally:

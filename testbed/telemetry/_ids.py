@@ -50,6 +50,11 @@ class CallSiteIds(IdGenerator):
             opened = self._opened[key] = self._opened.get(key, 0) + 1
         return _derived(64, self._salt, *map(str, key), str(opened))
 
+    def forget_all(self) -> None:
+        """Drop every counter: the spans opened so far are opened again from the start."""
+        with self._lock:
+            self._opened.clear()
+
     def forget_run(self, run: int) -> None:
         """Drop the counters of ``run`` (its spans are written)."""
         with self._lock:

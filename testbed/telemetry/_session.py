@@ -62,6 +62,12 @@ class SpanSession:
         self.provider.add_span_processor(SimpleSpanProcessor(self._collector))
         self.tracer = self.provider.get_tracer(SCOPE_NAME, __version__)
 
+    def discard(self) -> None:
+        """Drop the spans ended so far and restart every span ID's count, for work that is about to be done again
+        (a replay that falls back from the direct path to MCP sessions): its spans then get the same IDs."""
+        self._collector.take()
+        self.ids.forget_all()
+
     def write(self) -> int:
         """Append the spans ended so far: one ``ExportTraceServiceRequest`` per run (a run is one trace), then one
         with the spans outside any run (servers' handshakes and listings); return how many lines."""

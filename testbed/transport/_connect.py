@@ -44,6 +44,7 @@ from pydantic import ValidationError
 
 from testbed._errors import TestbedError
 from testbed.events import Direction, LoadedWeights, TruthMode
+from testbed.imaging import SENT_PIXELS_VARIABLE, share_sent_pixels
 from testbed.protocol import ServerTruth, declared_truth
 from testbed.transport._kinds import TransportKind
 from testbed.transport._recorder import MessageRecorder
@@ -149,6 +150,11 @@ def server_environment(sandbox: Path, device: str) -> dict[str, str]:
 
 
 _server_environment = server_environment
+
+
+def _served_environment(sandbox: Path, device: str) -> dict[str, str]:
+    """A registered server process's environment, told where the scenes this process sends are left as pixels."""
+    return {**server_environment(sandbox, device), SENT_PIXELS_VARIABLE: str(share_sent_pixels())}
 
 
 def _server_command(name: str, transport: str, sandbox: Path, device: str, port: int | None = None) -> list[str]:
@@ -299,7 +305,7 @@ async def _open(
     if source.transport == "stdio":
         errlog = stack.enter_context(stderr_path.open("a"))
         marker = f"{alias}-{os.getpid()}-{next(_markers)}"
-        environment = {**server_environment(sandbox, device), _MARKER_VARIABLE: marker}
+        environment = {**_served_environment(sandbox, device), _MARKER_VARIABLE: marker}
         params = StdioServerParameters(
             command=sys.executable, args=_server_command(server, "stdio", sandbox, device)[1:], env=environment
         )
@@ -313,7 +319,7 @@ async def _open(
             stdin=subprocess.DEVNULL,
             stdout=log_handle,
             stderr=log_handle,
-            env=server_environment(sandbox, device),
+            env=_served_environment(sandbox, device),
         )
         stack.callback(_stop, process)
         await wait_until_listening(port, process, name=server, log=stderr_path, timeout_s=bound)

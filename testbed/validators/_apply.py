@@ -28,7 +28,7 @@ from testbed.validators._coords import (
 )
 from testbed.validators._coords_free import check_across_runs
 from testbed.validators._memory import check_out_of_scope, check_unbounded_store
-from testbed.validators._model import RunRecord, ValidatorSpec, Violation
+from testbed.validators._model import RunRecord, ValidatorSpec, Violation, share_blob_readers
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,7 @@ def validate_runs(records: Sequence[RunRecord], validators: Sequence[ValidatorSp
     found: list[Violation] = []
     failures: list[ValidatorFailure] = []
     checks = {spec.check for spec in validators}
+    share_blob_readers(records)
     if checks & _READ_EDGES:  # batched numpy across runs; each run's readings as it alone would give
         read_edges_of_runs(records)
     if check_out_of_bounds in checks:

@@ -301,36 +301,46 @@ def check_undeclared(record: RunRecord) -> Iterator[Violation]:
     for at, call in record.calls():
         first_call.setdefault((call.server, call.tool), (at, call))
     for alias in sorted(record.servers):
-        truth = record.truth(alias)
-        if truth is None:
-            continue
-        listed = {tool.get("name"): tool for tool in record.tools(alias)}
-        for tool in truth.tools:
-            if tool.box_convention is None or tool.name not in listed:
-                continue
-            places = []
-            if SemanticRole.BOUNDING_BOX in tool.inputs:
-                places.append(
-                    ("inputSchema", _input_property(listed[tool.name], tool.inputs[SemanticRole.BOUNDING_BOX]))
-                )
-            if SemanticRole.BOUNDING_BOX in tool.paths:
-                places.append(
-                    ("outputSchema", listed_output_property(listed[tool.name], tool.paths[SemanticRole.BOUNDING_BOX]))
-                )
-            missing = [where for where, prop in places if prop is None or declared_box_convention(prop) is None]
-            if not missing:
-                continue
-            at, first = first_call.get((alias, tool.name), (0, None))
+        for name, missing, convention in record.per_server(
+            alias,
+            "coords.undeclared",
+            lambda _, alias=alias: _undeclared(record, alias),  # type: ignore[misc]
+        ):
+            at, first = first_call.get((alias, name), (0, None))
             yield Violation(
                 id="coords.undeclared",
                 run=record.started.run,
                 server=alias,
                 node=first.node if first is not None else None,
                 item=first.item if first is not None else None,
-                detail=f"{alias}.{tool.name}: box in {' and '.join(missing)} declares no coordinate_system"
-                f" (actually {tool.box_convention})",
+                detail=f"{alias}.{name}: box in {' and '.join(missing)} declares no coordinate_system"
+                f" (actually {convention})",
                 evidence=(at,),
             )
+
+
+def _undeclared(record: RunRecord, alias: str) -> tuple[tuple[str, list[str], BoxConvention], ...]:
+    """Per box-carrying tool of ``alias`` whose listed schema leaves a box undeclared: its name, where, and its
+    true convention (from the server's truth and listing alone, so once per server record)."""
+    truth = record.truth(alias)
+    if truth is None:
+        return ()
+    found = []
+    listed = {tool.get("name"): tool for tool in record.tools(alias)}
+    for tool in truth.tools:
+        if tool.box_convention is None or tool.name not in listed:
+            continue
+        places = []
+        if SemanticRole.BOUNDING_BOX in tool.inputs:
+            places.append(("inputSchema", _input_property(listed[tool.name], tool.inputs[SemanticRole.BOUNDING_BOX])))
+        if SemanticRole.BOUNDING_BOX in tool.paths:
+            places.append(
+                ("outputSchema", listed_output_property(listed[tool.name], tool.paths[SemanticRole.BOUNDING_BOX]))
+            )
+        missing = [where for where, prop in places if prop is None or declared_box_convention(prop) is None]
+        if missing:
+            found.append((tool.name, missing, tool.box_convention))
+    return tuple(found)
 
 
 def _input_property(tool: dict[str, Any], argument: str) -> dict[str, Any] | None:
@@ -396,29 +406,35 @@ def read_values_of_runs(records: Sequence[RunRecord]) -> None:
     """Compute :func:`box_values` of many runs with one conversion per image size and convention (row by row
     the same floating-point operations as each value alone)."""
     found: list[tuple[RunRecord, list[tuple[int, CallEvent, BoxConvention, str, Boxes]]]] = []
-    groups: dict[tuple[ImageSize, BoxConvention], list[Boxes]] = {}
+    groups: dict[tuple[int, int, int], tuple[ImageSize, BoxConvention, list[Boxes]]] = {}
     for record in records:
         try:
             read = list(_read_values(record))
         except Exception:  # the validator reports it on its own run
             continue
         found.append((record, read))
+        size = image_size(record)
         for _, _, convention, _, boxes in read:
-            groups.setdefault((image_size(record), convention), []).append(boxes)
-    off: dict[tuple[ImageSize, BoxConvention], Iterator[NDArray[np.bool_]]] = {}
+            groups.setdefault(_group(size, convention), (size, convention, []))[2].append(boxes)
+    off: dict[tuple[int, int, int], Iterator[NDArray[np.bool_]]] = {}
     try:
-        for (size, convention), parts in groups.items():
+        for key, (size, convention, parts) in groups.items():
             bad = ~inside(to_canonical(np.concatenate(parts), convention, size), size)
-            off[(size, convention)] = iter(np.split(bad, np.cumsum([len(part) for part in parts])[:-1]))
+            off[key] = iter(np.split(bad, np.cumsum([len(part) for part in parts])[:-1]))
     except Exception:  # each run then reads (and raises) on its own
         return
     for record, read in found:
         size = image_size(record)
         values = tuple(
-            BoxValue(at, call, convention, where, boxes, next(off[(size, convention)]))
+            BoxValue(at, call, convention, where, boxes, next(off[_group(size, convention)]))
             for at, call, convention, where, boxes in read
         )
         record.remember(_BOX_VALUES, values)
+
+
+def _group(size: ImageSize, convention: BoxConvention) -> tuple[int, int, int]:
+    """Equal for equal sizes and conventions (hashing the models themselves is slower)."""
+    return size.width, size.height, convention_index(convention)
 
 
 _BOX_VALUES = "coords.box_values"

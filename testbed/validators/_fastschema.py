@@ -99,13 +99,20 @@ def _collect(value: Any, found: list[str]) -> None:
         if len(value) == 1 and "$blob" in value:
             found.append(value["$blob"])
             return
-        for item in value.values():
-            if isinstance(item, dict | list):
-                _collect(item, found)
+        items: Any = value.values()
     elif isinstance(value, list):
-        for item in value:
-            if isinstance(item, dict | list):
-                _collect(item, found)
+        items = value
+    else:
+        return
+    if _LEAVES.issuperset(map(type, items)):  # no container inside (checked at C speed)
+        return
+    for item in items:
+        if isinstance(item, dict | list):
+            _collect(item, found)
+
+
+_LEAVES = frozenset({str, int, float, bool, type(None)})
+"""Types that hold no blob reference."""
 
 
 def _is_blob(value: Any) -> bool:
@@ -182,18 +189,24 @@ class _Compiler:
             raise _UnsupportedError
         if any(key in _IMPLEMENTED and key not in _HANDLED for key in schema):
             raise _UnsupportedError
-        checks: list[Check] = []
-        if "type" in schema:
-            checks.append(self._type(schema["type"]))
-        checks.extend(self._object(schema))
-        checks.extend(self._array(schema))
-        checks.extend(self._scalar(schema))
+        test = self._type(schema["type"]) if "type" in schema else None
+        objects, arrays, numbers = self._object(schema), self._array(schema), _Numbers.of(schema)
+        scalars = self._scalar(schema, numbers)
+        combined: list[Check] = []
         for keyword in ("anyOf", "allOf"):
             if keyword in schema:
                 subschemas = schema[keyword]
                 if not isinstance(subschemas, list) or not subschemas:
                     raise _UnsupportedError
-                checks.append(_combined(keyword, tuple(self.compile(sub) for sub in subschemas)))
+                combined.append(_combined(keyword, tuple(self.compile(sub) for sub in subschemas)))
+        # One type fuses its keywords into one check: the other types' keywords hold for any value of it.
+        if test is not None and schema["type"] == "object" and objects.checks:
+            return _all_of((objects.fused(test), *combined))
+        if test is not None and schema["type"] == "array" and arrays.checks:
+            return _all_of((arrays.fused(test), *combined))
+        if test is not None and schema["type"] in ("number", "integer") and numbers.bounds:
+            return _all_of((numbers.fused(test), *combined))
+        checks = [*([test] if test is not None else []), *objects.checks, *arrays.checks, *scalars, *combined]
         if not checks:
             return _always
         if len(checks) == 1:
@@ -209,64 +222,45 @@ class _Compiler:
             return tests[0]
         return lambda value: any(test(value) for test in tests)
 
-    def _object(self, schema: dict[str, Any]) -> list[Check]:
+    def _object(self, schema: dict[str, Any]) -> _Objects:
         is_object = self.is_object
-        checks: list[Check] = []
         properties = schema.get("properties", {})
         if not isinstance(properties, dict):
             raise _UnsupportedError
-        compiled = tuple((name, self.compile(sub)) for name, sub in properties.items())
-        if compiled:
-
-            def check_properties(value: Any) -> bool:
-                if not is_object(value):
-                    return True
-                return all(check(value[name]) for name, check in compiled if name in value)
-
-            checks.append(check_properties)
+        parts = _Objects(is_object, tuple((name, self.compile(sub)) for name, sub in properties.items()))
+        parts.known = frozenset(properties)
         if "required" in schema:
             required = schema["required"]
             if not isinstance(required, list) or not all(isinstance(name, str) for name in required):
                 raise _UnsupportedError
-            names = tuple(required)
-            checks.append(lambda value: not is_object(value) or all(name in value for name in names))
+            parts.required = tuple(required)
         if "additionalProperties" in schema:
             extra = schema["additionalProperties"]
-            known = frozenset(properties)
             if extra is False:
-                checks.append(lambda value: not is_object(value) or all(key in known for key in value))
+                parts.extra = _never
             elif isinstance(extra, dict):
-                check_extra = self.compile(extra)
-                checks.append(
-                    lambda value: (
-                        not is_object(value)
-                        or all(check_extra(item) for key, item in value.items() if key not in known)
-                    )
-                )
+                parts.extra = self.compile(extra)
             elif extra is not True:
                 raise _UnsupportedError
         if "minProperties" in schema:
-            fewest = _count(schema["minProperties"])
-            checks.append(lambda value: not is_object(value) or not len(value) < fewest)
+            parts.fewest = _count(schema["minProperties"])
         if "maxProperties" in schema:
-            most = _count(schema["maxProperties"])
-            checks.append(lambda value: not is_object(value) or not len(value) > most)
-        return checks
+            parts.most = _count(schema["maxProperties"])
+        parts.checks = parts.separate()
+        return parts
 
-    def _array(self, schema: dict[str, Any]) -> list[Check]:
-        checks: list[Check] = []
+    def _array(self, schema: dict[str, Any]) -> _Arrays:
+        parts = _Arrays()
         if "items" in schema:
-            each = self.compile(schema["items"])  # no prefixItems here (it is left to jsonschema): every item
-            checks.append(lambda value: not isinstance(value, list) or all(map(each, value)))
+            parts.each = self.compile(schema["items"])  # no prefixItems here (it is left to jsonschema): every item
         if "minItems" in schema:
-            least = _count(schema["minItems"])
-            checks.append(lambda value: not isinstance(value, list) or not len(value) < least)
+            parts.least = _count(schema["minItems"])
         if "maxItems" in schema:
-            most = _count(schema["maxItems"])
-            checks.append(lambda value: not isinstance(value, list) or not len(value) > most)
-        return checks
+            parts.most = _count(schema["maxItems"])
+        parts.checks = parts.separate()
+        return parts
 
-    def _scalar(self, schema: dict[str, Any]) -> list[Check]:
+    def _scalar(self, schema: dict[str, Any], numbers: _Numbers) -> list[Check]:
         is_string, is_text = self.is_string, self.is_text
         checks: list[Check] = []
         if "minLength" in schema:
@@ -275,16 +269,159 @@ class _Compiler:
         if "maxLength" in schema:
             longest = _count(schema["maxLength"])
             checks.append(lambda value: not is_string(value) or (is_text(value) and not len(value) > longest))
-        if "minimum" in schema:
-            low = _limit(schema["minimum"])
-            checks.append(lambda value: not _is_number(value) or not value < low)
-        if "maximum" in schema:
-            high = _limit(schema["maximum"])
-            checks.append(lambda value: not _is_number(value) or not value > high)
-        if "exclusiveMinimum" in schema:
-            above = _limit(schema["exclusiveMinimum"])
-            checks.append(lambda value: not _is_number(value) or not value <= above)
-        if "exclusiveMaximum" in schema:
-            below = _limit(schema["exclusiveMaximum"])
-            checks.append(lambda value: not _is_number(value) or not value >= below)
+        checks.extend(numbers.separate())
         return checks
+
+
+class _Objects:
+    """An object schema's keywords: each as its own check (:meth:`separate`), or fused with a type test."""
+
+    def __init__(self, is_object: Check, properties: tuple[tuple[str, Check], ...]) -> None:
+        self.is_object = is_object
+        self.properties = properties
+        self.known: frozenset[str] = frozenset()
+        self.required: tuple[str, ...] | None = None
+        self.extra: Check | None = None
+        """``additionalProperties``' check (:func:`_never` for ``false``); ``None``: absent or ``true``."""
+        self.fewest: int | None = None
+        self.most: int | None = None
+        self.checks: list[Check] = []
+
+    def separate(self) -> list[Check]:
+        """One check per keyword, each holding for a value that is not an object."""
+        is_object, compiled, known, extra = self.is_object, self.properties, self.known, self.extra
+        checks: list[Check] = []
+        if compiled:
+
+            def check_properties(value: Any) -> bool:
+                if not is_object(value):
+                    return True
+                return all(check(value[name]) for name, check in compiled if name in value)
+
+            checks.append(check_properties)
+        if (names := self.required) is not None:
+            checks.append(lambda value: not is_object(value) or all(name in value for name in names))
+        if extra is _never:
+            checks.append(lambda value: not is_object(value) or all(key in known for key in value))
+        elif extra is not None:
+            checks.append(
+                lambda value: (
+                    not is_object(value) or all(extra(item) for key, item in value.items() if key not in known)
+                )
+            )
+        if (fewest := self.fewest) is not None:
+            checks.append(lambda value: not is_object(value) or not len(value) < fewest)
+        if (most := self.most) is not None:
+            checks.append(lambda value: not is_object(value) or not len(value) > most)
+        return checks
+
+    def fused(self, test: Check) -> Check:
+        """``test`` (an object type test) and every keyword, in one check: the keywords read an object."""
+        compiled, known, extra = self.properties, self.known, self.extra
+        required = self.required or ()
+        fewest, most = self.fewest, self.most
+
+        def check_object(value: Any) -> bool:
+            if not test(value):
+                return False
+            for name, check in compiled:
+                if name in value and not check(value[name]):
+                    return False
+            for name in required:
+                if name not in value:
+                    return False
+            if extra is _never:
+                for key in value:
+                    if key not in known:
+                        return False
+            elif extra is not None:
+                for key, item in value.items():
+                    if key not in known and not extra(item):
+                        return False
+            return (fewest is None or not len(value) < fewest) and (most is None or not len(value) > most)
+
+        return check_object
+
+
+class _Arrays:
+    """An array schema's keywords: each as its own check (:meth:`separate`), or fused with a type test."""
+
+    def __init__(self) -> None:
+        self.each: Check | None = None
+        self.least: int | None = None
+        self.most: int | None = None
+        self.checks: list[Check] = []
+
+    def separate(self) -> list[Check]:
+        """One check per keyword, each holding for a value that is not an array."""
+        checks: list[Check] = []
+        if (each := self.each) is not None:
+            checks.append(lambda value: not isinstance(value, list) or all(map(each, value)))
+        if (least := self.least) is not None:
+            checks.append(lambda value: not isinstance(value, list) or not len(value) < least)
+        if (most := self.most) is not None:
+            checks.append(lambda value: not isinstance(value, list) or not len(value) > most)
+        return checks
+
+    def fused(self, test: Check) -> Check:
+        """``test`` (an array type test) and every keyword, in one check."""
+        each, least, most = self.each, self.least, self.most
+
+        def check_array(value: Any) -> bool:
+            if not test(value):
+                return False
+            if (least is not None and len(value) < least) or (most is not None and len(value) > most):
+                return False
+            return each is None or all(map(each, value))
+
+        return check_array
+
+
+class _Numbers:
+    """A schema's numeric bounds: each as its own check (:meth:`separate`), or fused with a number type test."""
+
+    def __init__(self, bounds: list[tuple[str, int | float]]) -> None:
+        self.bounds = bounds
+
+    @classmethod
+    def of(cls, schema: dict[str, Any]) -> _Numbers:
+        keywords = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+        return cls([(keyword, _limit(schema[keyword])) for keyword in keywords if keyword in schema])
+
+    def separate(self) -> list[Check]:
+        """One check per bound, each holding for a value that is not a number."""
+        return [_bounded(keyword, limit) for keyword, limit in self.bounds]
+
+    def fused(self, test: Check) -> Check:
+        """``test`` (a number or integer type test, so the value is a number) and every bound, in one check."""
+        low = high = above = below = None
+        for keyword, limit in self.bounds:
+            if keyword == "minimum":
+                low = limit
+            elif keyword == "maximum":
+                high = limit
+            elif keyword == "exclusiveMinimum":
+                above = limit
+            else:
+                below = limit
+
+        def check_number(value: Any) -> bool:
+            return (
+                test(value)
+                and (low is None or not value < low)
+                and (high is None or not value > high)
+                and (above is None or not value <= above)
+                and (below is None or not value >= below)
+            )
+
+        return check_number
+
+
+def _bounded(keyword: str, limit: int | float) -> Check:
+    if keyword == "minimum":
+        return lambda value: not _is_number(value) or not value < limit
+    if keyword == "maximum":
+        return lambda value: not _is_number(value) or not value > limit
+    if keyword == "exclusiveMinimum":
+        return lambda value: not _is_number(value) or not value <= limit
+    return lambda value: not _is_number(value) or not value >= limit

@@ -26,12 +26,22 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from testbed.contracts import inserted_mask_conversions
-from testbed.conventions import ImageSize, MaskEncoding, MaskPayloadError, MaskResolution, decode_masks, to_canonical
+from testbed.conventions import (
+    ImageSize,
+    MaskEncoding,
+    MaskPayloadError,
+    MaskResolution,
+    coco_rle_runs,
+    decode_masks,
+    on_pixels,
+    on_pixels_within,
+    to_canonical,
+)
 from testbed.events import CallEvent, CallOutcomeKind
 from testbed.imaging import decode_base64_image
 from testbed.protocol import SemanticRole, ToolTruth
@@ -167,19 +177,19 @@ def check_outside_box(record: RunRecord) -> Iterator[Violation]:
             continue
         try:
             boxes = as_boxes(read_at(record.internalize(call.payload), truth.paths[SemanticRole.BOUNDING_BOX]))
-            masks = _decode_at_image(record, payload, truth, size)
+            masks = _counted_at_image(record, payload, truth, size)
         except (MaskPayloadError, *_READ_ERRORS):
             continue  # unreadable masks are mask.size_mismatch's (or schema's) business
         if boxes is None or len(boxes) != len(masks):
             continue
         canonical = to_canonical(boxes, truth.box_convention, size)
         for index, (mask, box) in enumerate(zip(masks, canonical, strict=True)):
-            total = int(np.count_nonzero(mask))  # boolean masks: the pixel count, without sum's conversion to int
+            total = mask.total()
             if total == 0:
                 continue
             x1, y1 = max(0, int(np.floor(box[0])) - BOX_TOLERANCE_PX), max(0, int(np.floor(box[1])) - BOX_TOLERANCE_PX)
             x2, y2 = int(np.ceil(box[2])) + BOX_TOLERANCE_PX, int(np.ceil(box[3])) + BOX_TOLERANCE_PX
-            within = int(np.count_nonzero(mask[y1 : max(y1, y2), x1 : max(x1, x2)])) if x2 > 0 and y2 > 0 else 0
+            within = mask.within((y1, max(y1, y2)), (x1, max(x1, x2))) if x2 > 0 and y2 > 0 else 0
             fraction = (total - within) / total
             if fraction > OUTSIDE_BOX_FRACTION:
                 yield _violation(
@@ -191,6 +201,51 @@ def check_outside_box(record: RunRecord) -> Iterator[Violation]:
                     f" {box.round(1).tolist()} ({truth.box_convention})",
                 )
                 break
+
+
+class _PixelCounts(Protocol):
+    """A mask's pixel count, and its count in a window (rows, then columns, clipped as slicing clips them)."""
+
+    def total(self) -> int: ...
+
+    def within(self, rows: tuple[int, int], columns: tuple[int, int]) -> int: ...
+
+
+@dataclass(frozen=True)
+class _DecodedMask:
+    """A decoded mask's pixel counts."""
+
+    mask: np.ndarray
+
+    def total(self) -> int:
+        return int(np.count_nonzero(self.mask))  # boolean masks: the pixel count, without sum's conversion to int
+
+    def within(self, rows: tuple[int, int], columns: tuple[int, int]) -> int:
+        return int(np.count_nonzero(self.mask[rows[0] : rows[1], columns[0] : columns[1]]))
+
+
+@dataclass(frozen=True)
+class _RunLengthMask:
+    """A ``coco_rle`` mask's pixel counts read from its run lengths: those of its decoded mask, exactly."""
+
+    runs: list[int]
+    height: int
+
+    def total(self) -> int:
+        return on_pixels(self.runs)
+
+    def within(self, rows: tuple[int, int], columns: tuple[int, int]) -> int:
+        return on_pixels_within(self.runs, self.height, rows, columns)
+
+
+def _counted_at_image(record: RunRecord, payload: Any, truth: ToolTruth, size: ImageSize) -> list[_PixelCounts]:
+    """The masks of :func:`_decode_at_image`, as pixel counts; image-resolution ``coco_rle`` masks that decode
+    without error are counted from their run lengths, not decoded."""
+    if truth.mask_encoding is MaskEncoding.COCO_RLE and truth.mask_resolution is not MaskResolution.MODEL:
+        runs = coco_rle_runs(payload, size)
+        if runs is not None:
+            return [_RunLengthMask(one, size.height) for one in runs]
+    return [_DecodedMask(mask) for mask in _decode_at_image(record, payload, truth, size)]
 
 
 def _decode_at_image(record: RunRecord, payload: Any, truth: ToolTruth, size: ImageSize) -> np.ndarray:

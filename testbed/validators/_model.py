@@ -20,6 +20,7 @@ from testbed.events import (
     FaultEvent,
     MessageEvent,
     ReadOnceBlobs,
+    ReplayBlobs,
     RunStarted,
     ServerRecord,
     internalize,
@@ -133,17 +134,26 @@ class RunRecord:
         found = cache.get(id(value))
         if found is not None and found[0] is value:
             return found[1]
-        resolved = _resolved(value, self.memo(_BLOBS, lambda: ReadOnceBlobs(self.blobs)))
+        resolved = _resolved(value, self._reader())
         cache[id(value)] = (value, resolved)  # holding ``value`` keeps its id from being reused
         return resolved
 
     def blob_exists(self, digest: str) -> bool:
         """Whether reading blob ``digest`` would find it (without reading it), once per record and digest."""
-        known: dict[str, bool] = self.memo(_PRESENT, dict)
-        found = known.get(digest)
-        if found is None:
-            found = known[digest] = self.blobs.path(digest) is not None
-        return found
+        return self.blob_path(digest) is not None
+
+    def blob_path(self, digest: str) -> Path | None:
+        """The file reading blob ``digest`` would read (``None``: it is missing), once per record and digest."""
+        known: dict[str, Path | None] = self.memo(_PRESENT, dict)
+        try:
+            return known[digest]
+        except KeyError:
+            found = known[digest] = self._reader().path(digest)
+            return found
+
+    def _reader(self) -> ReadOnceBlobs:
+        """The blobs, each read and looked up once (shared by the runs :func:`share_blob_readers` was given)."""
+        return self.memo(_BLOBS, lambda: ReadOnceBlobs(self.blobs))
 
     def per_server(self, alias: str, key: str, compute: Callable[[list[dict[str, Any]]], _T]) -> _T:
         """``compute(self.tools(alias))``, once per server record of the experiment (``alias`` unknown: every time).
@@ -174,6 +184,18 @@ class RunRecord:
 
     def _of_kind(self, kind: type[_E]) -> list[tuple[int, _E]]:
         return [(i, e) for i, e in enumerate(self.events) if isinstance(e, kind)]
+
+
+def share_blob_readers(records: Iterable[RunRecord]) -> None:
+    """Let runs that share a blob store share one reader of it: each blob read, and the store's folder listed,
+    once for all of them rather than once per run (blobs are content-addressed: one digest, one text)."""
+    readers: dict[int, ReadOnceBlobs] = {}
+    for record in records:
+        store = record.blobs
+        reader = readers.get(id(store))
+        if reader is None:
+            reader = readers[id(store)] = ReplayBlobs(store) if type(store) is BlobStore else ReadOnceBlobs(store)
+        record.remember(_BLOBS, reader)
 
 
 _resolved = internalized
@@ -217,7 +239,7 @@ def per_server(record: ServerRecord, blobs: BlobStore, key: str, compute: Callab
     """``compute()``, once per server record object, blob store root and ``key`` (shared by every run of an
     experiment: treat it as read-only)."""
     cached = _per_server.get((id(record), key))
-    if cached is not None and cached[0] is record and cached[1] == blobs.root:
+    if cached is not None and cached[0] is record and (cached[1] is blobs.root or cached[1] == blobs.root):
         return cached[2]  # type: ignore[no-any-return]
     value = compute()
     if len(_per_server) >= 1024:

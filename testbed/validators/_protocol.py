@@ -67,11 +67,10 @@ def check_malformed_message(record: RunRecord) -> Iterator[Violation]:
 
 def check_error_misclassified(record: RunRecord) -> Iterator[Violation]:
     """``proto.error_misclassified``: a ``tools/call`` request answered by a JSON-RPC error object, not a result."""
-    requests = _requests(record)
     for position, message in record.messages():
         if message.direction is not Direction.SERVER_TO_CLIENT or "error" not in message.message:
             continue
-        request = requests.get(_request_key(message, message.message.get("id")))
+        request = _requests(record).get(_request_key(message, message.message.get("id")))
         if request is None or request[1].message.get("method") != "tools/call":
             continue
         request_position, request_event = request
@@ -181,7 +180,13 @@ def _tools_by_name(tools: Any) -> dict[str, dict[str, Any]]:
 
 
 def _requests(record: RunRecord) -> dict[tuple[str, str | None, int | None, str], tuple[int, MessageEvent]]:
-    """The run's client requests by :func:`_request_key`, with their positions (the first when a key repeats)."""
+    """The run's client requests by :func:`_request_key`, with their positions (the first when a key repeats).
+
+    Once per run: shared, read-only."""
+    return record.memo("proto.requests", lambda: _find_requests(record))
+
+
+def _find_requests(record: RunRecord) -> dict[tuple[str, str | None, int | None, str], tuple[int, MessageEvent]]:
     found: dict[tuple[str, str | None, int | None, str], tuple[int, MessageEvent]] = {}
     for position, message in record.messages():
         body = message.message

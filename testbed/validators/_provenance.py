@@ -134,26 +134,41 @@ class _Parts:
     """
 
     def __init__(self, payload: Any) -> None:
+        self._payload = payload
         self._strings: set[str] = set()
         self._digests: set[str] = set()
-        self._others: dict[tuple[str, int], list[Any]] = {}
-        """The other parts by :func:`_shape`: only parts of one shape can have equal JSON."""
+        self._others: dict[tuple[str, int], list[Any]] | None = None
+        """The other parts by :func:`_shape` (only parts of one shape can have equal JSON), found when first needed."""
         self._other_keys: dict[tuple[str, int], set[str]] = {}
         stack = [payload]
         while stack:
             value = stack.pop()
-            if value is None:
-                continue
             if isinstance(value, str):
                 self._strings.add(value)
-            elif isinstance(value, dict) and (digest := _blob_digest(value)) is not None:
-                self._digests.add(digest)
-            else:
+            elif isinstance(value, dict):
+                if (digest := _blob_digest(value)) is not None:
+                    self._digests.add(digest)
+                elif set(value) != {"$blob"}:
+                    stack.extend(value.values())
+            elif isinstance(value, list) and not _NO_STRINGS.issuperset(map(type, value)):
+                stack.extend(value)
+
+    def _other_parts(self) -> dict[tuple[str, int], list[Any]]:
+        if self._others is None:
+            self._others = {}
+            stack = [self._payload]
+            while stack:
+                value = stack.pop()
+                if value is None or isinstance(value, str):
+                    continue
+                if isinstance(value, dict) and _blob_digest(value) is not None:
+                    continue
                 self._others.setdefault(_shape(value), []).append(value)
                 if isinstance(value, dict) and set(value) != {"$blob"}:
                     stack.extend(value.values())
                 elif isinstance(value, list):
                     stack.extend(value)
+        return self._others
 
     def holds(self, value: Any) -> bool:
         """Whether ``value`` equals (as JSON) a part of the payload."""
@@ -164,8 +179,12 @@ class _Parts:
         shape = _shape(value)
         keys = self._other_keys.get(shape)
         if keys is None:
-            keys = self._other_keys[shape] = {_json(other) for other in self._others.get(shape, ())}
+            keys = self._other_keys[shape] = {_json(other) for other in self._other_parts().get(shape, ())}
         return _json(value) in keys
+
+
+_NO_STRINGS = frozenset({int, float, bool, type(None)})
+"""Types that are neither strings nor hold any."""
 
 
 def _shape(value: Any) -> tuple[str, int]:

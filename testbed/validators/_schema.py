@@ -111,11 +111,24 @@ def _result(record: RunRecord, call: CallEvent) -> dict[str, Any] | None:
     Content blocks other than text blocks are left as recorded (no check here reads them; their blobs, images
     mostly, are only checked to exist, so a missing one still fails as reading it would).
     """
-    raw = record.memo("schema.results", lambda: _first_results(record)).get((call.server, call.node, call.item))
+    raw = _raw_result(record, call)
     if raw is None:
         return None
     result = record.memo(("schema.result", id(raw)), lambda: _readable(record, raw))
     return result if isinstance(result, dict) else None
+
+
+def _raw_result(record: RunRecord, call: CallEvent) -> dict[str, Any] | None:
+    """The JSON-RPC result answering ``call`` as recorded (blob references unresolved)."""
+    return record.memo("schema.results", lambda: _first_results(record)).get((call.server, call.node, call.item))
+
+
+def _readable_keys(record: RunRecord, raw: dict[str, Any]) -> bool:
+    """Whether ``raw`` has the keys :func:`_result` gives it, and :func:`_result` reads it without error (every blob
+    it refers to exists): a check that reads one key may then read it alone."""
+    return not (len(raw) == 1 and "$blob" in raw) and record.memo(
+        ("schema.blobs_exist", id(raw)), lambda: all(record.blob_exists(digest) for digest in blob_references(raw))
+    )
 
 
 def _first_results(record: RunRecord) -> dict[tuple[str, str | None, int | None], dict[str, Any]]:
@@ -211,6 +224,13 @@ def check_structured_mismatch(record: RunRecord) -> Iterator[Violation]:
             continue
         listed = listed_tool(record, call.server, call.tool)
         schema = listed.get("outputSchema") if listed is not None else None
+        raw = _raw_result(record, call)
+        if raw is None or _readable_keys(record, raw):  # else reading it raises: read it as before
+            if not isinstance(schema, dict) or raw is None:
+                continue
+            check = _compiled_entry(schema)[3]
+            if "structuredContent" in raw and check is not None and check(raw["structuredContent"]):
+                continue  # valid as recorded (its blobs exist, as _readable_keys found), so valid with them read
         result = _result(record, call)
         if not isinstance(schema, dict) or result is None:
             continue
@@ -239,6 +259,9 @@ def check_text_json_without_schema(record: RunRecord) -> Iterator[Violation]:
     for position, call in _called(record):
         if call.outcome is not CallOutcomeKind.OK:
             continue
+        raw = _raw_result(record, call)
+        if raw is not None and "structuredContent" in raw and _readable_keys(record, raw):
+            continue  # it has structuredContent: no text block needs reading
         result = _result(record, call)
         if result is not None and "structuredContent" not in result and _text_json(result) is not None:
             returning.append((position, call))
@@ -290,7 +313,7 @@ def check_field_name_divergence(record: RunRecord) -> Iterator[Violation]:
     """
     names: dict[str, dict[str, set[str]]] = {}  # role -> alias -> field names
     for alias in record.servers:
-        for role, field_name in _role_fields(record, alias):
+        for role, field_name in _server_role_fields(record, alias):
             names.setdefault(role, {}).setdefault(alias, set()).add(field_name)
     for role, by_alias in sorted(names.items()):
         distinct = set().union(*by_alias.values())
@@ -306,6 +329,11 @@ def check_field_name_divergence(record: RunRecord) -> Iterator[Violation]:
             detail=f"role {role!r} has different field names across servers ({listing})",
             evidence=(0,),
         )
+
+
+def _server_role_fields(record: RunRecord, alias: str) -> tuple[tuple[str, str], ...]:
+    """:func:`_role_fields`, once per server record (they read only its truth and listing)."""
+    return record.per_server(alias, "schema.role_fields", lambda _: tuple(_role_fields(record, alias)))
 
 
 def _role_fields(record: RunRecord, alias: str) -> Iterator[tuple[str, str]]:

@@ -133,14 +133,14 @@ class VisionModel:
     def predict(self, image: RGBImage, params: InferenceParams | None = None) -> InferenceResult:
         """Run the model on one RGB image (cached)."""
         params = params or InferenceParams()
+        if self.cache is None:
+            return self._infer(image, params)
         key = (self.weights_sha256, image_digest(image), params)
-        if self.cache is not None:
-            cached = self.cache.get(key)
-            if cached is not None:
-                return cached
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
         result = self._infer(image, params)
-        if self.cache is not None:
-            self.cache.put(key, result)
+        self.cache.put(key, result)
         return result
 
     def warm_up(self, params: InferenceParams | None = None) -> None:

@@ -22,6 +22,7 @@ escapes a literal dollar (``"$$5"`` is the string ``"$5"``).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -207,8 +208,11 @@ def is_reference(value: object) -> bool:
     return isinstance(value, str) and value.startswith(_MARK) and not value.startswith(_ESCAPE)
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_reference(text: str) -> Reference:
     """Parse a reference such as ``$detect.detections[*].bbox``.
+
+    A workflow's references are parsed again at every call it binds: each text's (immutable) parse is kept.
 
     Raises:
         InvalidReferenceError: ``text`` is not a well-formed reference; the message names the
@@ -336,18 +340,19 @@ def resolve(reference: Reference, context: BindingContext) -> Any:
             ``for_each`` node) or a segment does not fit the value it is applied to; the message
             names the reference and the failing segment.
     """
-    text = str(reference)
     path = reference.path
     if reference.root == SCENE_ROOT:
         value: Any = context.scene
     elif reference.root == ITEM_ROOT:
         if context.item is NO_ITEM:
+            text = str(reference)
             raise BindingError(
                 f"cannot resolve {text}: $item is only available inside a for_each node", reference=text, segment=""
             )
         value = context.item
     elif reference.uses_content:
         if reference.root not in context.contents:
+            text = str(reference)
             raise BindingError(
                 f"cannot resolve {text}: node {reference.root!r} has no content blocks (has it run?)",
                 reference=text,
@@ -357,41 +362,43 @@ def resolve(reference: Reference, context: BindingContext) -> Any:
         path = path[1:]
     else:
         if reference.root not in context.payloads:
+            text = str(reference)
             raise BindingError(
                 f"cannot resolve {text}: node {reference.root!r} has no result (has it run?)",
                 reference=text,
                 segment="",
             )
         value = context.payloads[reference.root]
-    return _walk(value, path, text)
+    return _walk(value, path, reference)
 
 
-def _walk(value: Any, path: Sequence[Segment], text: str) -> Any:
+def _walk(value: Any, path: Sequence[Segment], reference: Reference) -> Any:
     for position, segment in enumerate(path):
         if isinstance(segment, EachSegment):
             if not isinstance(value, list | tuple):
-                _fail(text, segment, f"expected a list, got {_describe(value)}")
+                _fail(reference, segment, f"expected a list, got {_describe(value)}")
             rest = path[position + 1 :]
-            return [_walk(element, rest, text) for element in value]
+            return [_walk(element, rest, reference) for element in value]
         if isinstance(segment, FieldSegment):
             if not isinstance(value, Mapping):
-                _fail(text, segment, f"expected a mapping with field {segment.name!r}, got {_describe(value)}")
+                _fail(reference, segment, f"expected a mapping with field {segment.name!r}, got {_describe(value)}")
             if segment.name not in value:
                 available = ", ".join(repr(str(key)) for key in value) or "none"
-                _fail(text, segment, f"no field {segment.name!r} (fields: {available})")
+                _fail(reference, segment, f"no field {segment.name!r} (fields: {available})")
             value = value[segment.name]
         elif isinstance(segment, IndexSegment):
             if not isinstance(value, list | tuple):
-                _fail(text, segment, f"expected a list, got {_describe(value)}")
+                _fail(reference, segment, f"expected a list, got {_describe(value)}")
             if not -len(value) <= segment.index < len(value):
-                _fail(text, segment, f"index {segment.index} is out of range for a list of {len(value)}")
+                _fail(reference, segment, f"index {segment.index} is out of range for a list of {len(value)}")
             value = value[segment.index]
         else:  # ContentSegment: only valid first, which resolve() has consumed
-            _fail(text, segment, f"'.{CONTENT_SEGMENT}' is only valid right after a node id")
+            _fail(reference, segment, f"'.{CONTENT_SEGMENT}' is only valid right after a node id")
     return value
 
 
-def _fail(text: str, segment: Segment, problem: str) -> NoReturn:
+def _fail(reference: Reference, segment: Segment, problem: str) -> NoReturn:
+    text = str(reference)  # only now: resolving is hot, failing is not
     raise BindingError(f"cannot resolve {text}: at '{segment}': {problem}", reference=text, segment=str(segment))
 
 
