@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from testbed.contracts._rules import EdgeValue, Finding, contract_rule
+from testbed.contracts._rules import EdgeValue, Finding, contract_rule, rewritten_untracked
 from testbed.conventions import BoxConvention, BoxUnits, to_canonical
 from testbed.protocol import declared_box_convention
 from testbed.workflow import BoxAdapter
@@ -20,48 +20,40 @@ _CONVENTION = "box_convention"
 _BOUNDS = "box_bounds"
 
 
-def _where(edge: EdgeValue) -> str:
-    return f"{edge.source_node}.{edge.source_path} -> {edge.argument}"
-
-
 @contract_rule(_CONVENTION, keyword="coordinate_system")
 def check_box_convention(edge: EdgeValue) -> Finding | None:
     """The boxes arrive in the convention the consumer declares (the producer's, or a tracked adapter's ``to``)."""
     consumer = declared_box_convention(edge.expected)
     if consumer is None:
-        return Finding(_CONVENTION, f"{_where(edge)}: the consumer's coordinate_system is invalid", unevaluable=True)
+        return Finding(_CONVENTION, f"{edge.where}: the consumer's coordinate_system is invalid", unevaluable=True)
     if edge.produced is None:
         return Finding(
-            _CONVENTION, f"{_where(edge)}: {edge.producer} declares no output at {edge.source_path}", unevaluable=True
+            _CONVENTION, f"{edge.where}: {edge.producer} declares no output at {edge.source_path}", unevaluable=True
         )
     producer = declared_box_convention(edge.produced)
     if producer is None:
         return Finding(
             _CONVENTION,
-            f"{_where(edge)}: {edge.producer} declares no coordinate_system at {edge.source_path}",
+            f"{edge.where}: {edge.producer} declares no coordinate_system at {edge.source_path}",
             unevaluable=True,
         )
     if isinstance(edge.adapter, BoxAdapter):
         if edge.adapter.from_ != producer:
             return Finding(
                 _CONVENTION,
-                f"{_where(edge)}: adapter reads {edge.adapter.from_} but {edge.producer} writes {producer}",
+                f"{edge.where}: adapter reads {edge.adapter.from_} but {edge.producer} writes {producer}",
                 remedy=_adapter(producer, consumer),
             )
         arriving = edge.adapter.to
     elif edge.sent != edge.source:
-        return Finding(
-            _CONVENTION,
-            f"{_where(edge)}: the value was rewritten outside any tracked adapter; its convention is undeclared",
-            unevaluable=True,
-        )
+        return rewritten_untracked(_CONVENTION, edge, "the value", "convention")
     else:
         arriving = producer
     if arriving == consumer:
         return None
     return Finding(
         _CONVENTION,
-        f"{_where(edge)}: boxes arrive as {arriving} but the consumer reads {consumer}",
+        f"{edge.where}: boxes arrive as {arriving} but the consumer reads {consumer}",
         remedy=_adapter(producer, consumer),
     )
 
@@ -76,9 +68,9 @@ def check_box_bounds(edge: EdgeValue) -> Finding | None:
     consumer = declared_box_convention(edge.expected)
     boxes = _boxes(edge.sent)
     if consumer is None or boxes is None:
-        return Finding(_BOUNDS, f"{_where(edge)}: the value is not boxes in a declared convention", unevaluable=True)
+        return Finding(_BOUNDS, f"{edge.where}: the value is not boxes in a declared convention", unevaluable=True)
     if consumer.units is BoxUnits.NORMALIZED and np.any((boxes < -0.01) | (boxes > 1.01)):
-        return Finding(_BOUNDS, f"{_where(edge)}: {_first(boxes)} is not normalized ({consumer})")
+        return Finding(_BOUNDS, f"{edge.where}: {_first(boxes)} is not normalized ({consumer})")
     canonical = to_canonical(boxes, consumer, edge.image_size)
     x1, y1, x2, y2 = canonical.T
     size = edge.image_size
@@ -89,7 +81,7 @@ def check_box_bounds(edge: EdgeValue) -> Finding | None:
         index = int(np.argmax(outside))
         return Finding(
             _BOUNDS,
-            f"{_where(edge)}: box {_first(boxes[index : index + 1])} read as {consumer} is off the "
+            f"{edge.where}: box {_first(boxes[index : index + 1])} read as {consumer} is off the "
             f"{size.width}x{size.height} image or has no area",
         )
     return None

@@ -26,10 +26,6 @@ _MAX_DEPTH = 32
 _PREVIEW = 60
 
 
-def _where(edge: EdgeValue) -> str:
-    return f"{edge.source_node}.{edge.source_path} -> {edge.argument}"
-
-
 @contract_rule(_FIELDS, keyword=None)
 def check_required_fields(edge: EdgeValue) -> Finding | None:
     """The value sent validates against the consumer's schema for the argument, and holds only finite numbers."""
@@ -37,21 +33,21 @@ def check_required_fields(edge: EdgeValue) -> Finding | None:
     schema = _property(document, _INDEX.sub("[*]", edge.argument))
     if schema is None:
         return Finding(
-            _FIELDS, f"{_where(edge)}: the consumer's input schema has no property {edge.argument}", unevaluable=True
+            _FIELDS, f"{edge.where}: the consumer's input schema has no property {edge.argument}", unevaluable=True
         )
     nonfinite = _nonfinite(edge.sent, "")
     if nonfinite is not None:
-        return Finding(_FIELDS, f"{_where(edge)}{nonfinite} is not a finite number")
+        return Finding(_FIELDS, f"{edge.where}{nonfinite} is not a finite number")
     definitions: dict[str, Any] = {key: document[key] for key in ("$defs", "definitions") if key in document}
     root = {**schema, **definitions}
     try:
         error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(root).iter_errors(edge.sent))
     except (jsonschema.exceptions.SchemaError, referencing.exceptions.Unresolvable, re.error) as problem:
-        return Finding(_FIELDS, f"{_where(edge)}: the consumer's schema cannot be applied: {problem}", unevaluable=True)
+        return Finding(_FIELDS, f"{edge.where}: the consumer's schema cannot be applied: {problem}", unevaluable=True)
     if error is None:
         return None
     at = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error.absolute_path)
-    return Finding(_FIELDS, f"{_where(edge)}{at}: {_message(error)}")
+    return Finding(_FIELDS, f"{edge.where}{at}: {_message(error)}")
 
 
 def _property(document: Mapping[str, Any], path: str) -> dict[str, Any] | None:

@@ -15,7 +15,7 @@ from typing import Any, TypeGuard
 
 from pydantic import ValidationError
 
-from testbed.contracts._rules import EdgeValue, Finding, contract_rule
+from testbed.contracts._rules import EdgeValue, Finding, contract_rule, rewritten_untracked
 from testbed.conventions import ImageSize, MaskEncoding, MaskResolution, decode_masks
 from testbed.workflow import MaskAdapter, MaskConvention
 
@@ -24,10 +24,6 @@ __all__: list[str] = []
 _ENCODING = "mask_encoding"
 _RESOLUTION = "mask_resolution"
 _PNG_HEADER = b"\x89PNG\r\n\x1a\n"
-
-
-def _where(edge: EdgeValue) -> str:
-    return f"{edge.source_node}.{edge.source_path} -> {edge.argument}"
 
 
 def _enum(kind: Any, value: object) -> Any:
@@ -47,34 +43,30 @@ def check_mask_encoding(edge: EdgeValue) -> Finding | None:
     """The masks arrive in the encoding the consumer declares (the producer's, or a tracked adapter's ``to``)."""
     consumer = _enum(MaskEncoding, edge.expected.get("encoding"))
     if consumer is None:
-        return Finding(_ENCODING, f"{_where(edge)}: the consumer's mask encoding is invalid", unevaluable=True)
+        return Finding(_ENCODING, f"{edge.where}: the consumer's mask encoding is invalid", unevaluable=True)
     producer = _declared(edge, "encoding", MaskEncoding)
     if producer is None:
         return Finding(
             _ENCODING,
-            f"{_where(edge)}: {edge.producer} declares no mask encoding at {edge.source_path}",
+            f"{edge.where}: {edge.producer} declares no mask encoding at {edge.source_path}",
             unevaluable=True,
         )
     if isinstance(edge.adapter, MaskAdapter):
         if edge.adapter.from_.encoding is not producer:
             return Finding(
                 _ENCODING,
-                f"{_where(edge)}: adapter reads {edge.adapter.from_.encoding} but {edge.producer} writes {producer}",
+                f"{edge.where}: adapter reads {edge.adapter.from_.encoding} but {edge.producer} writes {producer}",
                 remedy=_remedy(edge),
             )
         arriving = edge.adapter.to.encoding
     elif edge.sent != edge.source:
-        return Finding(
-            _ENCODING,
-            f"{_where(edge)}: the mask was rewritten outside any tracked adapter; its encoding is undeclared",
-            unevaluable=True,
-        )
+        return rewritten_untracked(_ENCODING, edge, "the mask", "encoding")
     else:
         arriving = producer
     if arriving is consumer:
         return None
     return Finding(
-        _ENCODING, f"{_where(edge)}: masks arrive as {arriving} but the consumer reads {consumer}", remedy=_remedy(edge)
+        _ENCODING, f"{edge.where}: masks arrive as {arriving} but the consumer reads {consumer}", remedy=_remedy(edge)
     )
 
 
@@ -83,26 +75,22 @@ def check_mask_resolution(edge: EdgeValue) -> Finding | None:
     """The masks sent lie on the grid the consumer reads: the image's own size for ``image`` resolution."""
     consumer = _enum(MaskResolution, edge.expected.get("resolution"))
     if consumer is None:
-        return Finding(_RESOLUTION, f"{_where(edge)}: the consumer's mask resolution is invalid", unevaluable=True)
+        return Finding(_RESOLUTION, f"{edge.where}: the consumer's mask resolution is invalid", unevaluable=True)
     if isinstance(edge.adapter, MaskAdapter):
         encoding, declared = edge.adapter.to.encoding, edge.adapter.to.resolution
     elif edge.sent != edge.source:
-        return Finding(
-            _RESOLUTION,
-            f"{_where(edge)}: the mask was rewritten outside any tracked adapter; its grid is undeclared",
-            unevaluable=True,
-        )
+        return rewritten_untracked(_RESOLUTION, edge, "the mask", "grid")
     else:
         encoding = _declared(edge, "encoding", MaskEncoding)
         declared = _declared(edge, "resolution", MaskResolution)
     if encoding is None:
         return Finding(
-            _RESOLUTION, f"{_where(edge)}: {edge.producer} declares no mask encoding to read it by", unevaluable=True
+            _RESOLUTION, f"{edge.where}: {edge.producer} declares no mask encoding to read it by", unevaluable=True
         )
     try:
         grid = _grid(edge.sent, encoding)
     except ValueError as error:
-        undecodable = f"{_where(edge)}: the mask cannot be decoded as {encoding}: {error}"
+        undecodable = f"{edge.where}: the mask cannot be decoded as {encoding}: {error}"
         return Finding(_RESOLUTION, undecodable, unevaluable=True)
     image = edge.image_size
     if consumer is MaskResolution.IMAGE and grid is not None:
@@ -110,21 +98,21 @@ def check_mask_resolution(edge: EdgeValue) -> Finding | None:
             return None
         return Finding(
             _RESOLUTION,
-            f"{_where(edge)}: the mask is {grid.width}x{grid.height} but the consumer reads it on the "
+            f"{edge.where}: the mask is {grid.width}x{grid.height} but the consumer reads it on the "
             f"{image.width}x{image.height} image",
             remedy=_remedy(edge),
         )
     if declared is None:
         return Finding(
             _RESOLUTION,
-            f"{_where(edge)}: the {encoding} mask names no grid and {edge.producer} declares no resolution",
+            f"{edge.where}: the {encoding} mask names no grid and {edge.producer} declares no resolution",
             unevaluable=True,
         )
     if declared is consumer:
         return None
     return Finding(
         _RESOLUTION,
-        f"{_where(edge)}: masks arrive at {declared} resolution but the consumer reads {consumer} resolution",
+        f"{edge.where}: masks arrive at {declared} resolution but the consumer reads {consumer} resolution",
         remedy=_remedy(edge),
     )
 

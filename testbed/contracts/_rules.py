@@ -47,6 +47,11 @@ class EdgeValue:
     consumer_schema: dict[str, Any] | None = None
     """The consumer's whole input schema (``$ref`` targets included), ``None`` when it lists none."""
 
+    @property
+    def where(self) -> str:
+        """The edge as findings name it: ``node.path -> argument``."""
+        return f"{self.source_node}.{self.source_path} -> {self.argument}"
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -110,3 +115,13 @@ def registered_rules(names: tuple[str, ...] | None = None) -> tuple[ContractRule
 
 def rule_names() -> tuple[str, ...]:
     return tuple(_RULES)
+
+
+def rewritten_untracked(rule: str, edge: EdgeValue, value: str, declaration: str) -> Finding:
+    """The value was changed on its way (``sent`` differs from ``source``) by no tracked adapter: what the
+    producer declared no longer describes it, so the rule cannot be evaluated."""
+    return Finding(
+        rule,
+        f"{edge.where}: {value} was rewritten outside any tracked adapter; its {declaration} is undeclared",
+        unevaluable=True,
+    )
