@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from testbed.agent import PlannedCall, RunView
+from testbed.agent import PlannedCall, RunView, SceneView
 from testbed.conventions import ImageSize
 from testbed.events import PlanEvent
 from testbed.workflow import (
@@ -16,6 +16,7 @@ from testbed.workflow import (
     BindingError,
     WorkflowNode,
     apply_adapters,
+    apply_adapters_each,
     bind_arguments,
     resolve_for_each,
 )
@@ -61,11 +62,18 @@ class PlanLog:
         self.seq += 1
 
 
+_SCENE_FIELDS = tuple(item.name for item in fields(SceneView))
+
+
+def _scene_fields(scene: SceneView) -> tuple[str, ...]:
+    return _SCENE_FIELDS if type(scene) is SceneView else tuple(item.name for item in fields(scene))
+
+
 def binding_context(view: RunView) -> BindingContext:
     """What references resolve against in ``view``: the scene and every finished node's results."""
     scene = view.scene  # its fields are str and int: asdict's deep copies would copy nothing
     return BindingContext(
-        scene={item.name: getattr(scene, item.name) for item in fields(scene)},
+        scene={name: getattr(scene, name) for name in _scene_fields(scene)},
         payloads={node: result.payload for node, result in view.results.items()},
         contents={node: result.content for node, result in view.results.items()},
     )
@@ -85,8 +93,20 @@ def plan_node(node: WorkflowNode, view: RunView, *, agent: str = "") -> NodePlan
         elif not items:
             return NodePlan(empty=True)
         else:
-            for index, item in enumerate(items):
-                arguments = apply_adapters(node, bind_arguments(node, context.with_item(item)), image_size=size)
+            bound: list[dict[str, object]] = []
+            unbound: Exception | None = None
+            for item in items:
+                try:
+                    bound.append(bind_arguments(node, context.with_item(item)))
+                except Exception as error:  # raised below, after the items before it were adapted
+                    unbound = error
+                    break
+            # Item after item, the items bound before a failing one were adapted before it failed: their adapter
+            # errors come first.
+            adapted = apply_adapters_each(node, bound, image_size=size)
+            if unbound is not None:
+                raise unbound
+            for index, arguments in enumerate(adapted):
                 calls.append(_call(node, index, arguments, adapters, fan_out=True, agent=agent))
     except (BindingError, AdapterError) as error:
         return NodePlan(skipped=str(error))

@@ -14,7 +14,8 @@ carries over). The best of ``--repeat`` repetitions is reported, for each code p
   manifests, listings, workflow edges, payload paths, compiled JSON Schemas, mask grids), blob references
   are resolved by copying the whole value and reading each blob anew (no reader shared by the runs), every
   JSON Schema check runs jsonschema (no fast proof of validity, no check of arguments or results before
-  their blobs are read), every mask is decoded to be counted (no counting from ``coco_rle`` run lengths),
+  their blobs are read), every mask is decoded to be counted (no counting from ``coco_rle`` run lengths, one
+  run or all runs at once),
   and an image argument is read whole to look at its first bytes.
 
 Both paths must find exactly the same violations and failures, or the benchmark fails: it doubles as a check
@@ -264,6 +265,7 @@ def _pre_issue_11() -> Iterator[None]:
         (_schema, "_readable", lambda record, raw: record.internalize(raw)),
         (_mask, "_grids_of", lambda record, payload, encoding: _mask.mask_grids(payload, encoding)),
         (_mask, "coco_rle_runs", lambda payload, size: None),
+        (_mask, "_gather", lambda record, call, truth, payload, gathered: None),
         (_payload, "_stored_image_head", lambda record, arguments, argument: None),
         (_schema, "_readable_keys", lambda record, raw: False),
         (_apply, "share_blob_readers", lambda records: None),

@@ -21,14 +21,18 @@ from functools import partial
 from typing import Any, Generic, TypeVar
 
 import anyio.to_thread
+from mcp.server._otel import OpenTelemetryMiddleware
+from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.tools import Tool
 from mcp_types import CallToolResult, ContentBlock, ImageContent, TextContent, ToolAnnotations
+from opentelemetry import trace
 from pydantic import BaseModel, ValidationError
 
 from servers._schemas import inline_schema
 from testbed._errors import TestbedError
 from testbed.protocol import AGENT_META_KEY, CLOCK_META_KEY, SCOPE_META_KEY, ErrorStyle
+from testbed.telemetry import active_session
 
 __all__ = [
     "DEFAULT_SCOPE",
@@ -37,6 +41,7 @@ __all__ = [
     "ToolInputError",
     "build_mcp_server",
     "image_result",
+    "spans_recorded",
     "structured_result",
     "text_json_result",
 ]
@@ -181,13 +186,48 @@ def build_mcp_server(name: str, *, instructions: str, tools: Sequence[ToolDef[An
         instructions: shown to clients as the server's instructions.
         tools: its tools, in ``tools/list`` order.
     """
-    return MCPServer(
+    built = MCPServer(
         name,
         version="0.1.0",
         instructions=instructions,
         log_level="WARNING",
         tools=[_make_tool(definition) for definition in tools],
     )
+    lowlevel = built._lowlevel_server  # the SDK's own in-memory transport reads it the same way
+    lowlevel.middleware = [
+        _SpansWhenRecorded(middleware) if isinstance(middleware, OpenTelemetryMiddleware) else middleware
+        for middleware in lowlevel.middleware
+    ]
+    return built
+
+
+class _SpansWhenRecorded:
+    """The SDK's server span around each message, skipped while no span would be recorded.
+
+    Without a tracer provider (a server process nobody traces), or with the testbed's own provider and no
+    span session, the SDK's span is a no-op that still costs its attributes, context extraction and context
+    switch on every message; the messages and results are the same either way.
+    """
+
+    def __init__(self, spans: ServerMiddleware[Any]) -> None:
+        self._spans = spans
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if spans_recorded():
+            return await self._spans(ctx, call_next)
+        return await call_next(ctx)
+
+
+def spans_recorded() -> bool:
+    """Whether an OpenTelemetry span started now would be recorded: a testbed span session is active, or
+    the process's tracer provider is one installed by someone else (an OpenTelemetry SDK set up by a user)."""
+    if active_session() is not None:
+        return True
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+        return False  # none installed: every span is the API's no-op
+    # testbed.telemetry installs a provider that records only inside a span session (checked above).
+    return not type(provider).__module__.startswith("testbed.telemetry")
 
 
 def structured_result(payload: dict[str, Any]) -> CallToolResult:

@@ -288,12 +288,16 @@ async def _pipe_streams(wire_in: int, wire_out: int) -> AsyncIterator[_WireStrea
 
 def _parse(line: bytes) -> SessionMessage | Exception:
     """One line as the SDK's stdio transport parses it (invalid UTF-8 replaced), or the error it gives."""
+    adapter = mcp_types.jsonrpc_message_adapter
     try:
-        message: Any = mcp_types.jsonrpc_message_adapter.validate_json(
-            line.decode("utf-8", errors="replace"), by_name=False
-        )
-    except Exception as error:  # the session reports an unparseable line; it does not end the connection
-        return error
+        # Parsed as bytes first: for valid UTF-8 that is the same message, without decoding a by-value image's
+        # hundreds of kilobytes into a string the parser then reads again.
+        message: Any = adapter.validate_json(line, by_name=False)
+    except Exception:
+        try:
+            message = adapter.validate_json(line.decode("utf-8", errors="replace"), by_name=False)
+        except Exception as error:  # the session reports an unparseable line; it does not end the connection
+            return error
     return SessionMessage(message)
 
 

@@ -13,8 +13,10 @@ from pydantic import ValidationError
 from testbed._errors import InvalidImageError, TestbedError
 from testbed._seeding import derive_seed_sequence
 from testbed.imaging import encode_png
+from testbed.registry import registry
 from testbed.scenes import (
     SHAPE_CLASSES,
+    Scene,
     SceneSpec,
     generate_scene,
     load_image_folder,
@@ -181,3 +183,28 @@ def test_jpeg_decodes_to_rgb_channel_order(tmp_path: Path) -> None:
     path = tmp_path / "red.png"
     cv2.imwrite(str(path), cv2.cvtColor(red, cv2.COLOR_RGB2BGR))
     assert load_scene(path).image[0, 0].tolist() == [255, 0, 0]
+
+
+def test_a_synthetic_scene_drawn_again_is_equal_and_owns_its_arrays() -> None:
+    spec = SceneSpec(min_objects=2, max_objects=3)
+    synthetic = registry().scene_source("synthetic")
+    fresh = generate_scene(spec, derive_seed_sequence(5, "scene", 2))
+    first = synthetic.load(spec, seed=5, run=2, base_dir=None)
+    first.image[:] = 0
+    for obj in first.objects:
+        if obj.mask is not None:
+            obj.mask[:] = False
+    again = synthetic.load(spec, seed=5, run=2, base_dir=None)
+    assert np.array_equal(again.image, fresh.image)
+    assert [obj.box_xyxy for obj in again.objects] == [obj.box_xyxy for obj in fresh.objects]
+    masks = [(a.mask, b.mask) for a, b in zip(again.objects, fresh.objects, strict=True)]
+    assert all(a is not None and b is not None and np.array_equal(a, b) for a, b in masks)
+    assert not np.array_equal(synthetic.load(spec, seed=5, run=3, base_dir=None).image, fresh.image)
+
+
+def test_a_scene_copy_is_equal_and_independent() -> None:
+    scene: Scene = generate_scene(SceneSpec(), 8)
+    copied = scene.copy()
+    assert copied.nbytes == scene.nbytes > scene.image.nbytes
+    copied.image[0, 0] = 255 - scene.image[0, 0]
+    assert not np.array_equal(copied.image, scene.image)

@@ -14,7 +14,11 @@ import pytest
 
 from testbed import imaging
 from testbed.imaging import SENT_PIXELS_VARIABLE, encode_png, encode_scene_png, scene_base64, share_sent_pixels
+from testbed.orchestrator._resolvers import live_servers
+from testbed.scenario import load_scenario
 from testbed.transport import _connect
+
+PROFILED = Path(__file__).resolve().parent.parent / "scenarios" / "profiles" / "pixel_detect_normalized_crop.yaml"
 
 # A server process: decodes the base64 image on stdin with PNG decoding forbidden when FORBID is set, and prints
 # the pixels' bytes as hex, or the error.
@@ -112,6 +116,14 @@ def test_folders_of_processes_that_are_gone_are_removed(monkeypatch: pytest.Monk
 
 
 def test_registered_server_processes_are_told_where_the_pixels_are(own_folder: Path, tmp_path: Path) -> None:
-    environment = _connect._served_environment(tmp_path / "sandbox", "cpu")
+    environment = _connect.served_environment(tmp_path / "sandbox", "cpu")
     assert environment[SENT_PIXELS_VARIABLE] == str(own_folder)
     assert SENT_PIXELS_VARIABLE not in _connect.server_environment(tmp_path / "sandbox", "cpu")
+
+
+def test_profiled_server_processes_are_told_where_the_pixels_are_too(own_folder: Path, tmp_path: Path) -> None:
+    specs = live_servers(sandbox=tmp_path / "sandbox", device="cpu", transport="stdio")(load_scenario(PROFILED))
+    processes = [spec.external for spec in specs.values() if spec.external is not None]
+    profiled = [process for process in processes if process.command is not None and "--profile" in process.command]
+    assert profiled, "the scenario's profiled servers run as their own processes"
+    assert all(process.env[SENT_PIXELS_VARIABLE] == str(own_folder) for process in profiled)

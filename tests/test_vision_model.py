@@ -94,6 +94,22 @@ def test_repeated_inference_is_served_from_the_cache(detector: VisionModel) -> N
     assert detector.cache.stats.misses == 2
 
 
+def test_a_model_warms_up_once_per_parameters(detector: VisionModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    inferred: list[InferenceParams] = []
+    infer = detector._infer
+
+    def counted(image: np.ndarray, params: InferenceParams) -> InferenceResult:
+        inferred.append(params)
+        return infer(image, params)
+
+    monkeypatch.setattr(detector, "_infer", counted)
+    small, confident = InferenceParams(imgsz=160), InferenceParams(imgsz=160, conf=0.6)
+    detector.warm_up(small)
+    detector.warm_up(small)
+    detector.warm_up(confident)
+    assert inferred == [small, confident]
+
+
 def test_cache_is_bounded_by_entries_and_bytes() -> None:
     def result(n_bytes: int) -> InferenceResult:
         return InferenceResult(

@@ -39,7 +39,14 @@ from testbed.conventions._mask import (
     parse_mask_encoding,
     resize_masks,
 )
-from testbed.conventions._rle_window import coco_rle_runs, on_pixels, on_pixels_within
+from testbed.conventions._rle_window import (
+    RunLengthColumns,
+    coco_rle_runs,
+    decode_counts_many,
+    on_pixels,
+    on_pixels_within,
+    pixels_in_windows,
+)
 
 __all__ = [
     "CANONICAL",
@@ -57,12 +64,14 @@ __all__ = [
     "MaskResolution",
     "MaskStack",
     "Origin",
+    "RunLengthColumns",
     "ShapeOrder",
     "all_box_conventions",
     "box_iou",
     "box_iou_many",
     "coco_rle_runs",
     "convert_boxes",
+    "decode_counts_many",
     "decode_masks",
     "encode_masks",
     "from_canonical",
@@ -71,6 +80,7 @@ __all__ = [
     "on_pixels_within",
     "parse_mask_encoding",
     "parse_shape",
+    "pixels_in_windows",
     "report_shape",
     "resize_masks",
     "to_canonical",

@@ -450,16 +450,38 @@ def to_canonical_many(boxes: ArrayLike, conventions: Sequence[BoxConvention], im
     table = _table(conventions)
     if not table.conventions:
         return np.zeros((0, len(array), 4))
-    read = array[:, table.swap].transpose(1, 0, 2) / table.scale(image_size)  # (K, N, 4): axis order, then units
-    first, size = read[..., :2], read[..., 2:]  # (x, y) and (w, h) pairs, or the two corners
-    half = size / 2
-    anchored = np.concatenate([first, first + size], axis=-1)
-    centred = np.concatenate([first - half, first + half], axis=-1)
-    xyxy = np.where(table.xywh[..., None], anchored, np.where(table.cxcywh[..., None], centred, read))
-    flipped = xyxy[..., [0, 3, 2, 1]]
-    flipped[..., 1::2] = image_size.height - flipped[..., 1::2]
-    result: _FloatArray = np.where(table.flip[..., None], flipped, xyxy)
+    result: _FloatArray = np.stack(_canonical_columns(array, table, image_size), axis=-1)
     return result
+
+
+def canonical_columns(
+    boxes: ArrayLike, conventions: Sequence[BoxConvention], image_size: ImageSize
+) -> list[_FloatArray]:
+    """:func:`to_canonical_many` as its four ``(K, N)`` coordinates (``x1, y1, x2, y2``), each contiguous.
+
+    Raises:
+        ValueError: ``boxes`` is not ``(N, 4)`` numbers.
+    """
+    array = _as_boxes(boxes)
+    table = _table(conventions)
+    if not table.conventions:
+        return [np.zeros((0, len(array))) for _ in range(4)]
+    return _canonical_columns(array, table, image_size)
+
+
+def _canonical_columns(array: BoxArray, table: _ConventionTable, image_size: ImageSize) -> list[_FloatArray]:
+    columns = np.ascontiguousarray(array.T)  # (4, N)
+    scale = table.scale(image_size)[:, 0, :]  # (K, 4)
+    read = [columns[table.swap[:, i]] / scale[:, i : i + 1] for i in range(4)]  # axis order, then units
+    first_x, first_y, third, fourth = read
+    half_w, half_h = third / 2, fourth / 2
+    xywh, cxcywh, flip = table.xywh, table.cxcywh, table.flip
+    x1 = np.where(xywh, first_x, np.where(cxcywh, first_x - half_w, first_x))
+    y1 = np.where(xywh, first_y, np.where(cxcywh, first_y - half_h, first_y))
+    x2 = np.where(xywh, first_x + third, np.where(cxcywh, first_x + half_w, third))
+    y2 = np.where(xywh, first_y + fourth, np.where(cxcywh, first_y + half_h, fourth))
+    height = image_size.height
+    return [x1, np.where(flip, height - y2, y1), x2, np.where(flip, height - y1, y2)]
 
 
 def box_iou_many(a: ArrayLike, b: ArrayLike) -> _FloatArray:

@@ -5,7 +5,7 @@ A run refers to its image many times; replay and validation read blobs, never wr
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import os
 from pathlib import Path
@@ -61,12 +61,18 @@ class ReplayBlobs(ReadOnceBlobs):
 
     def __init__(self, store: BlobStore) -> None:
         super().__init__(store)
-        self._digests: dict[str, str] = {}
+        self._read_as: dict[int, tuple[str, str]] = {}
+        """By ``id`` of each string read, the string and its digest: a string the replay passes on from the
+        recording is found without hashing its text (a scene's base64 is hundreds of kilobytes)."""
+        self._digests: dict[str, str] | None = None
+        """By text, each string read and each string put; made only when a string not read is put."""
         self._files: dict[str, str] | None = None
 
     def get(self, digest: str) -> str:
         text = super().get(digest)
-        self._digests.setdefault(text, digest)
+        self._read_as.setdefault(id(text), (text, digest))  # kept alive in the entry, so its id is not reused
+        if self._digests is not None:
+            self._digests.setdefault(text, digest)
         return text
 
     def _listed(self, digest: str) -> str | None:
@@ -79,30 +85,62 @@ class ReplayBlobs(ReadOnceBlobs):
         name = self._listed(digest)
         if name is None:  # not there when listed: the store finds it, or says it is missing
             return self._source.get(digest)
-        path = os.path.join(self.root, name)
         try:
-            if name.endswith(".txt"):
-                with open(path, encoding="utf-8") as handle:  # as BlobStore.get reads it (Path.read_text)
-                    return handle.read()
-            with open(path, "rb") as handle:
-                return base64.b64encode(handle.read()).decode("ascii")
+            data = _read_file(os.path.join(self.root, name))
         except FileNotFoundError:  # gone since it was listed: the store says so
             return self._source.get(digest)
+        if name.endswith(".txt"):  # as BlobStore.get reads it (Path.read_text: UTF-8, universal newlines)
+            text = data.decode("utf-8")
+            return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
+        return binascii.b2a_base64(data, newline=False).decode("ascii")
 
     def _locate(self, digest: str) -> Path | None:
         name = self._listed(digest)
         return self.root / name if name is not None else self._source.path(digest)
 
     def put(self, text: str) -> str:
-        digest = self._digests.get(text)
+        known = self._read_as.get(id(text))
+        if known is not None and known[0] is text:
+            return known[1]
+        digests = self._by_text()
+        digest = digests.get(text)
         if digest is None:
             data, _ = _decoded_image(text)
-            digest = self._digests[text] = hashlib.sha256(data if data is not None else text.encode()).hexdigest()
+            digest = digests[text] = hashlib.sha256(data if data is not None else text.encode()).hexdigest()
         return digest
+
+    def _by_text(self) -> dict[str, str]:
+        """Each string read (the digest it was first read under) and each put, by text: an equal string that is
+        not the one read is known by the digest it was read under, as if it were."""
+        if self._digests is None:
+            self._digests = {}
+            for text, digest in self._read_as.values():
+                self._digests.setdefault(text, digest)
+        return self._digests
 
     def put_bytes(self, data: bytes, suffix: str = ".png") -> str:
         return hashlib.sha256(data).hexdigest()
 
+
+def _read_file(path: str) -> bytes:
+    """A file's bytes, read without a buffered file object (most blobs are a few kilobytes: the object would
+    cost more than the read)."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        data = os.read(descriptor, _READ_CHUNK)
+        more = os.read(descriptor, _READ_CHUNK) if data else b""  # a short read need not be the end
+        if not more:
+            return data
+        chunks = [data, more]
+        while chunk := os.read(descriptor, _READ_CHUNK):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(descriptor)
+
+
+_READ_CHUNK = 1 << 22
+"""Bytes asked of one read: a scene image is a few hundred kilobytes, so one read takes all of it."""
 
 _SUFFIXES = {".png": 0, ".jpg": 1, ".txt": 2}
 """A blob's possible suffixes, ranked in the order :class:`BlobStore` looks for them."""

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import anyio
-import anyio.from_thread
 import anyio.to_thread
 from anyio.abc import TaskGroup, TaskStatus
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
@@ -203,9 +202,13 @@ class _Recorder:
             tally.failures.append(Failure(verdict.outcome, tool, _preview(repr(arguments)), verdict.message, cause))
 
 
-def _drive_tool(tool: Tool, count: int, tool_seed: int, session: _Session, recorder: _Recorder) -> None:
-    """Make ``count`` calls of ``tool`` (on this worker thread; each call runs on the event loop)."""
-    made = 0
+def _draw_calls(tool: Tool, count: int, tool_seed: int) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+    """The ``count`` (arguments, meta) pairs hypothesis draws for ``tool`` from ``tool_seed``, in order.
+
+    Drawn before any is sent: with the generate phase only, what hypothesis draws does not depend on what the
+    calls return, and the calls then run on the event loop without a thread handoff each.
+    """
+    drawn_calls: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
 
     @settings(
         max_examples=count,
@@ -217,18 +220,13 @@ def _drive_tool(tool: Tool, count: int, tool_seed: int, session: _Session, recor
     )
     @hypothesis_seed(tool_seed)
     @given(st.tuples(arguments_strategy(tool.input_schema), meta_strategy()))
-    def one_call(drawn: tuple[dict[str, Any], dict[str, Any] | None]) -> None:
-        nonlocal made
-        if made >= count:
-            return
-        made += 1
-        arguments, meta = drawn
-        recorder.before(tool.name, arguments, meta)
-        verdict = anyio.from_thread.run(session.call, tool.name, arguments, meta)
-        recorder.after(tool.name, arguments, verdict)
+    def draw(drawn: tuple[dict[str, Any], dict[str, Any] | None]) -> None:
+        if len(drawn_calls) < count:
+            drawn_calls.append(drawn)
 
     if count > 0:
-        one_call()
+        draw()
+    return drawn_calls
 
 
 async def fuzz_built(
@@ -249,7 +247,10 @@ async def fuzz_built(
                 recorder = _Recorder(tally, logs, digest)
                 for tool, count in zip(tools, _split(calls, len(tools)), strict=True):
                     tool_seed = derive_int_seed(seed, "fuzz", name, tool.name)
-                    await anyio.to_thread.run_sync(partial(_drive_tool, tool, count, tool_seed, session, recorder))
+                    drawn_calls = await anyio.to_thread.run_sync(partial(_draw_calls, tool, count, tool_seed))
+                    for arguments, meta in drawn_calls:
+                        recorder.before(tool.name, arguments, meta)
+                        recorder.after(tool.name, arguments, await session.call(tool.name, arguments, meta))
         finally:
             session.release()
     tally.seconds = time.perf_counter() - started

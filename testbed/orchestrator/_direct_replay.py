@@ -200,17 +200,22 @@ class _RecordedDispatcher:
         site = current_call.get()
         if site is None:
             return self.handshake_result(method)
-        where = f"run {site.run} {site.node}#{site.item} ({self._alias})"
         exchange = self.exchange(site)
         if exchange is None:
-            raise self._refuse(f"{where}: not one recorded request and one answer")
+            raise self._refuse(f"{_where(site, self._alias)}: not one recorded request and one answer")
         request, answer = exchange
         # Compared with the recorded params as sent (blobs read back), the strings the agent passes on from the
         # recording (the scene, earlier answers) are the very strings read: equal at a glance.
         recorded = internalized(request.message.get("params"), self._blobs)
-        if request.message.get("method") != method or recorded != (dict(params) if params is not None else None):
-            raise self._refuse(f"{where}: the request differs from the recorded one")
+        if request.message.get("method") != method or recorded != (
+            params if params is None or type(params) is dict else dict(params)
+        ):
+            raise self._refuse(f"{_where(site, self._alias)}: the request differs from the recorded one")
         return _answer(internalized(answer.message, self._blobs))
+
+
+def _where(site: CallSite, alias: str) -> str:
+    return f"run {site.run} {site.node}#{site.item} ({alias})"
 
 
 class _DirectClient:

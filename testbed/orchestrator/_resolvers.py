@@ -22,7 +22,14 @@ from testbed.protocol import ServerTruth
 from testbed.registry import ServerPlugin, registry
 from testbed.scenario import Scenario, ServerRef
 from testbed.server_config import ServerConfig
-from testbed.transport import ExternalServer, ReplayTransport, ServerRecording, TransportKind, server_environment
+from testbed.transport import (
+    ExternalServer,
+    ReplayTransport,
+    ServerRecording,
+    TransportKind,
+    served_environment,
+    server_environment,
+)
 from testbed.vision import SHIPPED_MODELS, WEIGHTS_DIR
 from testbed.vision._weights import file_sha256
 
@@ -87,7 +94,7 @@ def _profiled_process(
         *(sys.executable, "-m", "testbed", "serve", ref.server, "--transport", "stdio"),
         *("--sandbox", str(sandbox), "--device", device, "--profile", ref.profile.model_dump_json()),
     )
-    external = ExternalServer(command=command, env=server_environment(sandbox, device))
+    external = ExternalServer(command=command, env=served_environment(sandbox, device))
     return ServerSpec(
         alias=alias,
         server=ref.server,

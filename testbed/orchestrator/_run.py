@@ -260,7 +260,7 @@ async def _step_agent(
             async with anyio.create_task_group() as group:
                 for call in step.calls:
                     group.start_soon(_perform, context, call, clock, outcomes)
-        step_events = _collect(step.calls, outcomes, view, context.run, clock, blobs)
+        step_events = _collect(step.calls, outcomes, view, context.run, clock, blobs, share=context.answered_at_once)
         call_events.extend(step_events)
         server_events.extend(await _restart_dead_servers(context.run, context.pool, step_events))
     return call_events, server_events, f"agent did not finish within {MAX_STEPS} steps"
@@ -356,7 +356,15 @@ def _collect(
     run: int,
     clock: float,
     blobs: BlobStore,
+    *,
+    share: bool = False,
 ) -> list[CallEvent]:
+    """Each call's event, and each node's result in ``view``.
+
+    ``share``: the events are only compared and dropped (direct replay), so their arguments and payloads may share
+    what holds no blob reference with the results (:func:`externalized`), which makes comparing them cheap.
+    """
+    external = externalized if share else externalize
     call_events: list[CallEvent] = []
     by_node: dict[str, list[PlannedCall]] = {}
     for call in calls:
@@ -382,11 +390,11 @@ def _collect(
                     item=call.item,
                     server=call.server,
                     tool=call.tool,
-                    arguments=externalize(call.arguments if outcome.kind is not CallOutcomeKind.SKIPPED else {}, blobs),
+                    arguments=external(call.arguments if outcome.kind is not CallOutcomeKind.SKIPPED else {}, blobs),
                     adapters=list(call.adapters),
                     clock=clock,
                     outcome=outcome.kind,
-                    payload=externalize(outcome.payload, blobs),
+                    payload=external(outcome.payload, blobs),
                     content_types=[block.get("type", "?") for block in outcome.content],
                     error=outcome.error,
                     agent=call.agent,

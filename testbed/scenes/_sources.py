@@ -12,6 +12,7 @@ from typing import Annotated, Any, Final, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from testbed._errors import TestbedError
+from testbed._lru import BoundedCache
 from testbed._seeding import derive_seed_sequence
 from testbed.registry import scene_source
 from testbed.scenes._real import load_image_folder, load_scene, packaged_images
@@ -61,10 +62,19 @@ class ImageSet(BaseModel):
         return self
 
 
+_drawn: BoundedCache[Scene] = BoundedCache(max_entries=64, max_bytes=64 * 1024 * 1024)
+"""Scenes drawn lately: the cells of a factorial experiment draw the same seeded scenes again."""
+
+
 @scene_source("synthetic", spec=SceneSpec)
 def synthetic_scene(spec: SceneSpec, *, seed: int, run: int, base_dir: Path | None) -> Scene:
-    """Run ``run``'s scene, drawn from the experiment seed."""
-    return generate_scene(spec, derive_seed_sequence(seed, "scene", run))
+    """Run ``run``'s scene, drawn from the experiment seed (a copy: callers own what they get)."""
+    key = (spec, seed, run)
+    drawn = _drawn.get(key)
+    if drawn is None:
+        drawn = generate_scene(spec, derive_seed_sequence(seed, "scene", run))
+        _drawn.put(key, drawn)
+    return drawn.copy()
 
 
 @scene_source("images", spec=ImageSet)

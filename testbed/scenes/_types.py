@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -48,6 +48,16 @@ class Scene:
     @property
     def has_ground_truth(self) -> bool:
         return self.source.startswith("synthetic:") or bool(self.objects)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the image and the objects' masks."""
+        return self.image.nbytes + sum(obj.mask.nbytes for obj in self.objects if obj.mask is not None)
+
+    def copy(self) -> Scene:
+        """An equal scene owning its own arrays, so that changing one never changes the other."""
+        objects = tuple(obj if obj.mask is None else replace(obj, mask=obj.mask.copy()) for obj in self.objects)
+        return replace(self, image=self.image.copy(), objects=objects)
 
 
 def tight_box(mask: BoolMask) -> tuple[float, float, float, float]:

@@ -7,6 +7,7 @@ from testbed.transport._connect import (
     ExternalServer,
     connect,
     free_port,
+    served_environment,
     server_environment,
     wait_until_listening,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "current_call",
     "free_port",
     "recordings_by_server",
+    "served_environment",
     "server_environment",
     "wait_until_listening",
 ]

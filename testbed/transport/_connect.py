@@ -59,6 +59,7 @@ __all__ = [
     "TruthMode",
     "connect",
     "free_port",
+    "served_environment",
     "server_environment",
     "wait_until_listening",
 ]
@@ -152,7 +153,7 @@ def server_environment(sandbox: Path, device: str) -> dict[str, str]:
 _server_environment = server_environment
 
 
-def _served_environment(sandbox: Path, device: str) -> dict[str, str]:
+def served_environment(sandbox: Path, device: str) -> dict[str, str]:
     """A registered server process's environment, told where the scenes this process sends are left as pixels."""
     return {**server_environment(sandbox, device), SENT_PIXELS_VARIABLE: str(share_sent_pixels())}
 
@@ -305,7 +306,7 @@ async def _open(
     if source.transport == "stdio":
         errlog = stack.enter_context(stderr_path.open("a"))
         marker = f"{alias}-{os.getpid()}-{next(_markers)}"
-        environment = {**_served_environment(sandbox, device), _MARKER_VARIABLE: marker}
+        environment = {**served_environment(sandbox, device), _MARKER_VARIABLE: marker}
         params = StdioServerParameters(
             command=sys.executable, args=_server_command(server, "stdio", sandbox, device)[1:], env=environment
         )
@@ -319,7 +320,7 @@ async def _open(
             stdin=subprocess.DEVNULL,
             stdout=log_handle,
             stderr=log_handle,
-            env=_served_environment(sandbox, device),
+            env=served_environment(sandbox, device),
         )
         stack.callback(_stop, process)
         await wait_until_listening(port, process, name=server, log=stderr_path, timeout_s=bound)

@@ -27,6 +27,7 @@ from testbed.validators._coords import (
     read_values_of_runs,
 )
 from testbed.validators._coords_free import check_across_runs
+from testbed.validators._mask import check_outside_box, count_outside_of_runs
 from testbed.validators._memory import check_out_of_scope, check_unbounded_store
 from testbed.validators._model import RunRecord, ValidatorSpec, Violation, share_blob_readers
 
@@ -83,6 +84,8 @@ def validate_runs(records: Sequence[RunRecord], validators: Sequence[ValidatorSp
         read_edges_of_runs(records)
     if check_out_of_bounds in checks:
         read_values_of_runs(records)
+    if check_outside_box in checks:
+        count_outside_of_runs(records)
     for record in records:
         for spec in validators:
             try:

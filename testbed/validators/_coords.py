@@ -31,8 +31,8 @@ from testbed.conventions import (
     all_box_conventions,
     box_iou,
     to_canonical,
-    to_canonical_many,
 )
+from testbed.conventions._box import canonical_columns
 from testbed.events import CallEvent, CallOutcomeKind
 from testbed.protocol import SemanticRole, ToolTruth, declared_box_convention, schema_at
 from testbed.validators._model import RunRecord, ValidatorSpec, Violation
@@ -76,6 +76,17 @@ def as_boxes(value: object) -> Boxes | None:
     if boxes.size == 0 or boxes.size % 4 or not np.isfinite(boxes).all():
         return None
     return boxes.reshape(-1, 4)
+
+
+def returned_boxes(record: RunRecord, call: CallEvent, path: str) -> Boxes | None:
+    """``as_boxes`` of what ``call`` returned at ``path``, once per run, call and path (shared: read-only).
+
+    Raises:
+        BindingError, ValueError, TypeError, KeyError, IndexError: as reading the path raises, every time.
+    """
+    return record.memo(
+        ("coords.returned_boxes", id(call), path), lambda: as_boxes(read_at(record.internalize(call.payload), path))
+    )
 
 
 def inside(canonical: Boxes, size: ImageSize, tolerance: float = BOUNDS_TOLERANCE_PX) -> NDArray[np.bool_]:
@@ -147,7 +158,7 @@ class Readings:
     inside: NDArray[np.bool_]
     """``(K, N)``: the box lies in the image."""
     ious: Boxes
-    """``(K, N, M)``: IoU with each ground-truth object."""
+    """``(K, N, M)``: IoU with each ground-truth object where the box lies in the image (``inside``), else 0."""
     best: tuple[Reading | None, ...]
     """Per box, :func:`infer_convention`'s answer."""
 
@@ -175,9 +186,9 @@ def read_boxes_of_runs(parts: Sequence[tuple[Boxes, Boxes]], size: ImageSize) ->
     operations are those of one pair alone, so each result equals ``read_boxes`` of its pair bit for bit.
     """
     stacked = parts[0][0] if len(parts) == 1 else np.concatenate([boxes for boxes, _ in parts] or [np.zeros((0, 4))])
-    canonical = to_canonical_many(stacked, CONVENTIONS, size)
+    x1, y1, x2, y2 = columns = canonical_columns(stacked, CONVENTIONS, size)  # each (K, N), as to_canonical_many
+    canonical = np.stack(columns, axis=-1)
     counts = [canonical.shape[1]] if len(parts) == 1 else [len(boxes) for boxes, _ in parts]
-    x1, y1, x2, y2 = canonical[..., 0], canonical[..., 1], canonical[..., 2], canonical[..., 3]
     tolerance = BOUNDS_TOLERANCE_PX
     within = (x1 >= -tolerance) & (y1 >= -tolerance) & (x2 <= size.width + tolerance) & (y2 <= size.height + tolerance)
     in_image: NDArray[np.bool_] = (x2 > x1) & (y2 > y1) & within
@@ -191,7 +202,10 @@ def read_boxes_of_runs(parts: Sequence[tuple[Boxes, Boxes]], size: ImageSize) ->
         truth_of_box[start : start + count, : len(truth)] = truth
         has_truth[start : start + count] = len(truth) > 0
         start += count
-    ious = _ious_per_box(canonical, truth_of_box)
+    # IoUs only where they are read (a box off the image reads as 0); each entry the same operations as ever
+    kept = np.nonzero(in_image & has_truth)
+    ious = np.zeros((*in_image.shape, widest), dtype=np.float64)
+    ious[kept] = _ious_per_box([column[kept] for column in columns], truth_of_box, kept[1])
     top = ious.argmax(axis=2) if widest else np.zeros(in_image.shape, dtype=np.intp)  # (K, N): as np.argmax
     top_iou = np.take_along_axis(ious, top[..., None], axis=2)[..., 0] if widest else np.zeros(in_image.shape)
     candidates = in_image & (top_iou >= MATCH_IOU) & has_truth
@@ -212,22 +226,38 @@ def read_boxes_of_runs(parts: Sequence[tuple[Boxes, Boxes]], size: ImageSize) ->
     return readings
 
 
-def _ious_per_box(first: Boxes, second: Boxes) -> Boxes:
-    """``box_iou_many`` where box ``n`` (of ``(K, N, 4)``) meets its own boxes ``second[n]`` (``(N, M, 4)``)."""
-    sides_first = np.clip(first[..., 2:] - first[..., :2], 0, None)
-    area_first = sides_first[..., 0] * sides_first[..., 1]
-    area_second = np.clip(second[..., 2] - second[..., 0], 0, None) * np.clip(second[..., 3] - second[..., 1], 0, None)
-    top_left = np.maximum(first[..., None, :2], second[..., :2])  # (K, N, M, 2)
-    bottom_right = np.minimum(first[..., None, 2:], second[..., 2:])
-    sides = np.clip(bottom_right - top_left, 0, None)
-    intersection = sides[..., 0] * sides[..., 1]
-    union = area_first[..., None] + area_second - intersection
+def _ious_per_box(first: Sequence[Boxes], truth: Boxes, owner: NDArray[np.intp]) -> Boxes:
+    """``box_iou_many`` where box ``p`` (its coordinates ``first[0][p]`` .. ``first[3][p]``) meets its own boxes
+    ``truth[owner[p]]`` (``(M, 4)`` each): ``(P, M)``, entry by entry the operations of ``box_iou_many``
+    (``np.clip(x, 0, None)`` is ``np.maximum(x, 0)``), on one contiguous array per coordinate."""
+    x1, y1, x2, y2 = first
+    area_first = (np.maximum(x2 - x1, 0.0) * np.maximum(y2 - y1, 0.0))[:, None]
+    tx1, ty1, tx2, ty2 = (np.ascontiguousarray(truth[..., i]) for i in range(4))
+    area_second = (np.maximum(tx2 - tx1, 0.0) * np.maximum(ty2 - ty1, 0.0))[owner]
+    width = np.minimum(x2[:, None], tx2[owner])
+    width -= np.maximum(x1[:, None], tx1[owner])
+    height = np.minimum(y2[:, None], ty2[owner])
+    height -= np.maximum(y1[:, None], ty1[owner])
+    intersection = np.maximum(width, 0.0, out=width)
+    intersection *= np.maximum(height, 0.0, out=height)
+    union = area_first + area_second
+    union -= intersection
     iou: Boxes = np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
     return iou
 
 
 def tool_truth(record: RunRecord, call: CallEvent) -> ToolTruth | None:
-    """The truth manifest of the tool a call used, if the testbed holds one."""
+    """The truth manifest of the tool a call used, if the testbed holds one (once per run, server and tool)."""
+    known: dict[tuple[str, str], ToolTruth | None] = record.memo(_TOOL_TRUTHS, dict)
+    key = (call.server, call.tool)
+    try:
+        return known[key]
+    except KeyError:
+        found = known[key] = _tool_truth(record, call)
+        return found
+
+
+def _tool_truth(record: RunRecord, call: CallEvent) -> ToolTruth | None:
     truth = record.truth(call.server)
     if truth is None:
         return None
@@ -235,6 +265,9 @@ def tool_truth(record: RunRecord, call: CallEvent) -> ToolTruth | None:
         return truth.tool(call.tool)
     except KeyError:
         return None
+
+
+_TOOL_TRUTHS = "coords.tool_truths"
 
 
 @dataclass(frozen=True)
@@ -461,7 +494,7 @@ def _read_values(record: RunRecord) -> Iterator[tuple[int, CallEvent, BoxConvent
                 yield at, call, truth.box_convention, "argument", sent
         if SemanticRole.BOUNDING_BOX in truth.paths and call.outcome is CallOutcomeKind.OK:
             try:
-                returned = as_boxes(read_at(record.internalize(call.payload), truth.paths[SemanticRole.BOUNDING_BOX]))
+                returned = returned_boxes(record, call, truth.paths[SemanticRole.BOUNDING_BOX])
             except (BindingError, *_READ_ERRORS):
                 returned = None
             if returned is not None:

@@ -54,16 +54,15 @@ from testbed.validators._coords import (
     CONVENTIONS,
     MATCH_IOU,
     Boxes,
-    as_boxes,
     box_edges,
     convention_index,
     image_size,
     inside,
     read_boxes,
+    returned_boxes,
     tool_truth,
 )
 from testbed.validators._model import RunRecord, ValidatorSpec, Violation
-from testbed.validators._workflow import read_at
 from testbed.workflow import BindingError
 
 __all__ = [
@@ -115,10 +114,9 @@ def produced_boxes(record: RunRecord) -> tuple[Produced, ...]:
             if SemanticRole.BOUNDING_BOX not in truth.paths:
                 continue
             try:
-                value = read_at(record.internalize(call.payload), truth.paths[SemanticRole.BOUNDING_BOX])
+                boxes = returned_boxes(record, call, truth.paths[SemanticRole.BOUNDING_BOX])
             except (BindingError, *_READ_ERRORS):
                 continue
-            boxes = as_boxes(value)
             if boxes is not None:
                 found.append(Produced(at, call, truth.box_convention, boxes))
         return tuple(found)

@@ -24,8 +24,8 @@ consumer then refused the value.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -37,16 +37,18 @@ from testbed.conventions import (
     MaskPayloadError,
     MaskResolution,
     coco_rle_runs,
+    decode_counts_many,
     decode_masks,
     on_pixels,
     on_pixels_within,
+    pixels_in_windows,
     to_canonical,
 )
 from testbed.events import CallEvent, CallOutcomeKind
 from testbed.imaging import decode_base64_image
 from testbed.protocol import SemanticRole, ToolTruth
 from testbed.tasks import unletterbox_masks
-from testbed.validators._coords import as_boxes, image_size, tool_truth
+from testbed.validators._coords import image_size, returned_boxes, tool_truth
 from testbed.validators._model import RunRecord, ValidatorSpec, Violation
 from testbed.validators._workflow import RunEdges, read_at
 from testbed.workflow import BindingError, Edge, MaskAdapter, MaskConvention
@@ -172,24 +174,16 @@ def check_size_mismatch(record: RunRecord) -> Iterator[Violation]:
 def check_outside_box(record: RunRecord) -> Iterator[Violation]:
     """``mask.outside_box``: more than 2% of a mask's pixels outside its own box (both read in true conventions)."""
     size = image_size(record)
-    for at, call, truth, payload in _mask_calls(record):
-        if truth.box_convention is None or truth.mask_encoding is None or SemanticRole.BOUNDING_BOX not in truth.paths:
-            continue
-        try:
-            boxes = as_boxes(read_at(record.internalize(call.payload), truth.paths[SemanticRole.BOUNDING_BOX]))
-            masks = _counted_at_image(record, payload, truth, size)
-        except (MaskPayloadError, *_READ_ERRORS):
-            continue  # unreadable masks are mask.size_mismatch's (or schema's) business
-        if boxes is None or len(boxes) != len(masks):
-            continue
-        canonical = to_canonical(boxes, truth.box_convention, size)
-        for index, (mask, box) in enumerate(zip(masks, canonical, strict=True)):
-            total = mask.total()
+    for (at, call, truth, payload), batched in zip(_mask_calls(record), outside_counts(record), strict=True):
+        counted: _Counted | None = batched
+        if counted is None:
+            counted = _count_one_call(record, call, truth, payload, size)
+            if counted is None:
+                continue
+        canonical, counts = counted
+        for index, ((total, within), box) in enumerate(zip(counts, canonical, strict=True)):
             if total == 0:
                 continue
-            x1, y1 = max(0, int(np.floor(box[0])) - BOX_TOLERANCE_PX), max(0, int(np.floor(box[1])) - BOX_TOLERANCE_PX)
-            x2, y2 = int(np.ceil(box[2])) + BOX_TOLERANCE_PX, int(np.ceil(box[3])) + BOX_TOLERANCE_PX
-            within = mask.within((y1, max(y1, y2)), (x1, max(x1, x2))) if x2 > 0 and y2 > 0 else 0
             fraction = (total - within) / total
             if fraction > OUTSIDE_BOX_FRACTION:
                 yield _violation(
@@ -201,6 +195,164 @@ def check_outside_box(record: RunRecord) -> Iterator[Violation]:
                     f" {box.round(1).tolist()} ({truth.box_convention})",
                 )
                 break
+
+
+_Counted = tuple[np.ndarray, Iterable[tuple[int, int]]]
+"""A mask call's boxes (canonical), and per mask its pixels and those inside its box."""
+
+
+def _count_one_call(
+    record: RunRecord, call: CallEvent, truth: ToolTruth, payload: Any, size: ImageSize
+) -> _Counted | None:
+    """:data:`_Counted` for one mask call, each mask counted when asked (``None``: the call is not checked)."""
+    if truth.box_convention is None or truth.mask_encoding is None or SemanticRole.BOUNDING_BOX not in truth.paths:
+        return None
+    try:
+        boxes = returned_boxes(record, call, truth.paths[SemanticRole.BOUNDING_BOX])
+        masks = _counted_at_image(record, payload, truth, size)
+    except (MaskPayloadError, *_READ_ERRORS):
+        return None  # unreadable masks are mask.size_mismatch's (or schema's) business
+    if boxes is None or len(boxes) != len(masks):
+        return None
+    canonical = to_canonical(boxes, truth.box_convention, size)
+    return canonical, _counts_one_by_one(masks, canonical)
+
+
+def outside_counts(record: RunRecord) -> tuple[tuple[np.ndarray, list[tuple[int, int]]] | None, ...]:
+    """Per call of :func:`_mask_calls`: :data:`_Counted` where its masks are image-resolution ``coco_rle`` read
+    without error (all counted at once), else ``None`` (count it one mask at a time). Shared: read-only."""
+    return record.memo(_OUTSIDE_COUNTS, lambda: _count_outside_of_runs([record])[0])
+
+
+def count_outside_of_runs(records: Sequence[RunRecord]) -> None:
+    """Compute :func:`outside_counts` of many runs in one numpy pass over all their run-length masks."""
+    for record, counted in zip(records, _count_outside_of_runs(records), strict=True):
+        record.remember(_OUTSIDE_COUNTS, counted)
+
+
+_OUTSIDE_COUNTS = "mask.outside_counts"
+
+
+@dataclass
+class _Gathered:
+    """Run-length masks of many calls, laid out for :func:`decode_counts_many`."""
+
+    counts: list[str] = field(default_factory=list)
+    heights: list[int] = field(default_factory=list)
+    widths: list[int] = field(default_factory=list)
+    boxes: list[np.ndarray] = field(default_factory=list)
+
+
+def _count_outside_of_runs(
+    records: Sequence[RunRecord],
+) -> list[tuple[tuple[np.ndarray, list[tuple[int, int]]] | None, ...]]:
+    gathered = _Gathered()
+    plans: list[list[tuple[np.ndarray, int] | None]] = []
+    for record in records:
+        calls = _mask_calls_or_none(record)
+        try:
+            plans.append([_gather(record, call, truth, payload, gathered) for _, call, truth, payload in calls])
+        except Exception:  # the validator meets it again, one call at a time, and reports it
+            plans.append([None] * len(calls))
+    try:
+        counted = _count_gathered(gathered) if gathered.counts else None
+    except Exception:  # counted one mask at a time instead, where any error is reported on its own run
+        counted = None
+    if counted is None and len(records) > 1 and gathered.counts:
+        return [_count_outside_of_runs([record])[0] for record in records]  # an unreadable mask spoils only its run
+    return [
+        tuple(
+            None if entry is None or counted is None else (entry[0], counted[entry[1] : entry[1] + len(entry[0])])
+            for entry in plan
+        )
+        for plan in plans
+    ]
+
+
+def _mask_calls_or_none(record: RunRecord) -> tuple[tuple[int, CallEvent, ToolTruth, Any], ...]:
+    """:func:`_mask_calls`, none where finding them raises (the validator then raises it itself)."""
+    try:
+        return tuple(_mask_calls(record))
+    except Exception:
+        return ()
+
+
+def _gather(
+    record: RunRecord, call: CallEvent, truth: ToolTruth, payload: Any, gathered: _Gathered
+) -> tuple[np.ndarray, int] | None:
+    """Queue a mask call's run-length masks and boxes (where nothing in them can raise); where they start."""
+    if truth.box_convention is None or truth.mask_encoding is not MaskEncoding.COCO_RLE:
+        return None
+    if truth.mask_resolution is MaskResolution.MODEL or SemanticRole.BOUNDING_BOX not in truth.paths:
+        return None
+    size = image_size(record)
+    if not isinstance(payload, list) or not payload or size.width <= 0 or size.height <= 0:
+        return None
+    written = [size.height, size.width]
+    strings = []
+    for item in payload:
+        if not isinstance(item, dict) or not isinstance(counts := item.get("counts"), str):
+            return None
+        grid = item.get("size")
+        if type(grid) is not list or grid != written or not all(type(value) is int for value in grid):
+            return None  # as coco_rle_runs reads it
+        strings.append(counts)
+    try:
+        boxes = returned_boxes(record, call, truth.paths[SemanticRole.BOUNDING_BOX])
+        if boxes is None or len(boxes) != len(payload):
+            return None
+        canonical = to_canonical(boxes, truth.box_convention, size)
+    except Exception:
+        return None
+    if not (np.isfinite(canonical).all() and np.abs(canonical).max() < _EXACT):
+        return None
+    start = len(gathered.counts)
+    gathered.counts.extend(strings)
+    gathered.heights.extend([size.height] * len(strings))
+    gathered.widths.extend([size.width] * len(strings))
+    gathered.boxes.append(canonical)
+    return canonical, start
+
+
+_EXACT = float(2**52)
+"""Box coordinates below this are read by ``np.floor``/``np.ceil`` into int64 exactly as by ``int()``."""
+
+
+def _count_gathered(gathered: _Gathered) -> list[tuple[int, int]] | None:
+    heights = np.array(gathered.heights, dtype=np.int64)
+    widths = np.array(gathered.widths, dtype=np.int64)
+    columns = decode_counts_many(gathered.counts, (heights * widths).tolist())
+    if columns is None:
+        return None
+    boxes = np.concatenate(gathered.boxes)
+    x1 = np.maximum(0, np.floor(boxes[:, 0]).astype(np.int64) - BOX_TOLERANCE_PX)
+    y1 = np.maximum(0, np.floor(boxes[:, 1]).astype(np.int64) - BOX_TOLERANCE_PX)
+    x2 = np.ceil(boxes[:, 2]).astype(np.int64) + BOX_TOLERANCE_PX
+    y2 = np.ceil(boxes[:, 3]).astype(np.int64) + BOX_TOLERANCE_PX
+    holds = (x2 > 0) & (y2 > 0)
+    windows = np.where(holds[:, None], np.stack([y1, y2, x1, x2], axis=1), 0)
+    totals, within = pixels_in_windows(columns, heights, widths, windows)
+    return list(zip(totals.tolist(), within.tolist(), strict=True))
+
+
+_Window = tuple[tuple[int, int], tuple[int, int]]
+
+
+def _window(box: np.ndarray) -> _Window | None:
+    """Rows, then columns, of a canonical box grown by :data:`BOX_TOLERANCE_PX` (``None``: it holds no pixel)."""
+    x1, y1 = max(0, int(np.floor(box[0])) - BOX_TOLERANCE_PX), max(0, int(np.floor(box[1])) - BOX_TOLERANCE_PX)
+    x2, y2 = int(np.ceil(box[2])) + BOX_TOLERANCE_PX, int(np.ceil(box[3])) + BOX_TOLERANCE_PX
+    return ((y1, max(y1, y2)), (x1, max(x1, x2))) if x2 > 0 and y2 > 0 else None
+
+
+def _counts_one_by_one(masks: list[_PixelCounts], canonical: np.ndarray) -> Iterator[tuple[int, int]]:
+    for mask, box in zip(masks, canonical, strict=True):
+        total = mask.total()
+        if total == 0:
+            yield 0, 0
+            continue
+        window = _window(box)
+        yield total, mask.within(*window) if window is not None else 0
 
 
 class _PixelCounts(Protocol):

@@ -47,13 +47,13 @@ def check_untracked_provenance(record: RunRecord) -> Iterator[Violation]:
     """Each earlier OK call's clock and recorded payload; their parts are keyed only when a value is looked up."""
     parts: dict[int, _Parts] = {}
 
-    def produced_before(value: Any, clock: float) -> bool:
+    def produced_before(value: Any, key: _Key, clock: float) -> bool:
         for index, (made_at, payload) in enumerate(produced):
             if made_at >= clock:
                 continue
             if index not in parts:
                 parts[index] = _Parts(payload)
-            if parts[index].holds(value):
+            if parts[index].holds(value, key):
                 return True
         return False
 
@@ -66,7 +66,8 @@ def check_untracked_provenance(record: RunRecord) -> Iterator[Violation]:
         checked = carriers - adapted if carriers else set()
         for name in sorted(checked):
             value = call.arguments[name]
-            if _key(value) not in _scene_values(record) and not produced_before(value, call.clock):
+            key = _key(value)
+            if key not in _scene_values(record) and not produced_before(value, key, call.clock):
                 detail = (
                     f"argument {name!r} of {call.tool} was sent {_short(record.internalize(value))}, "
                     "which neither the scene nor any earlier call of this run produced"
@@ -170,8 +171,8 @@ class _Parts:
                     stack.extend(value)
         return self._others
 
-    def holds(self, value: Any) -> bool:
-        """Whether ``value`` equals (as JSON) a part of the payload."""
+    def holds(self, value: Any, key: _Key | None = None) -> bool:
+        """Whether ``value`` equals (as JSON) a part of the payload (``key``: its :func:`_key`, if made already)."""
         if isinstance(value, str):
             return value in self._strings
         if isinstance(value, dict) and (digest := _blob_digest(value)) is not None:
@@ -180,7 +181,7 @@ class _Parts:
         keys = self._other_keys.get(shape)
         if keys is None:
             keys = self._other_keys[shape] = {_json(other) for other in self._other_parts().get(shape, ())}
-        return _json(value) in keys
+        return (key[1] if isinstance(key, tuple) else _json(value)) in keys  # ("json", its canonical JSON)
 
 
 _NO_STRINGS = frozenset({int, float, bool, type(None)})

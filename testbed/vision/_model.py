@@ -113,6 +113,7 @@ class VisionModel:
         self.device = resolve_device(device)
         self.cache = cache
         self._lock = threading.Lock()
+        self._warmed: set[InferenceParams] = set()
         ultralytics = import_ultralytics(quiet=quiet)
         try:
             self._yolo: Any = ultralytics.YOLO(str(path))
@@ -144,9 +145,13 @@ class VisionModel:
         return result
 
     def warm_up(self, params: InferenceParams | None = None) -> None:
-        """Run once on a blank image, outside the cache, so the first real call pays no set-up cost."""
-        size = (params or InferenceParams()).imgsz
-        self._infer(np.zeros((size, size, 3), dtype=np.uint8), params or InferenceParams())
+        """Run once on a blank image, outside the cache, so the first real call pays no set-up cost;
+        a model already warmed with these parameters is left as it is."""
+        params = params or InferenceParams()
+        if params in self._warmed:
+            return
+        self._infer(np.zeros((params.imgsz, params.imgsz, 3), dtype=np.uint8), params)
+        self._warmed.add(params)
 
     def _infer(self, image: RGBImage, params: InferenceParams) -> InferenceResult:
         import torch

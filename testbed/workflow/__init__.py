@@ -15,7 +15,7 @@ from testbed.workflow._adapter import (
     MaskAdapter,
     MaskConvention,
 )
-from testbed.workflow._bind import apply_adapters, bind_arguments, resolve_for_each
+from testbed.workflow._bind import apply_adapters, apply_adapters_each, bind_arguments, resolve_for_each
 from testbed.workflow._graph import (
     Edge,
     build_graph,
@@ -104,6 +104,7 @@ __all__ = [
     "WorkflowError",
     "WorkflowNode",
     "apply_adapters",
+    "apply_adapters_each",
     "bind_arguments",
     "build_graph",
     "check_identifier",

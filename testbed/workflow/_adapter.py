@@ -128,6 +128,23 @@ class BoxAdapter(BaseModel):
         boxes: list[list[float]] = converted.tolist()
         return boxes[0] if single else boxes
 
+    def apply_each(self, values: list[Any], *, image_size: ImageSize) -> list[Any]:
+        """:meth:`apply` to each of ``values`` (one per item of a fan-out): single boxes are converted together.
+
+        Each box gives the numbers :meth:`apply` gives it alone (the conversion is elementwise).
+
+        Raises:
+            AdapterError: a value is neither four numbers nor a list of four-number lists.
+        """
+        if not all(isinstance(v, list | tuple) and len(v) == 4 and all(_is_number(n) for n in v) for v in values):
+            return [self.apply(value, image_size=image_size) for value in values]
+        try:
+            converted = convert_boxes(values, self.from_, self.to, image_size)
+        except ValueError:
+            return [self.apply(value, image_size=image_size) for value in values]  # names the first value at fault
+        boxes: list[list[float]] = converted.tolist()
+        return boxes
+
 
 class MaskConvention(BaseModel):
     """How masks are written: an encoding on a grid."""
@@ -212,6 +229,10 @@ class MaskAdapter(BaseModel):
         if single and isinstance(encoded, list):
             return encoded[0]
         return encoded
+
+    def apply_each(self, values: list[Any], *, image_size: ImageSize) -> list[Any]:
+        """:meth:`apply` to each of ``values`` (one per item of a fan-out)."""
+        return [self.apply(value, image_size=image_size) for value in values]
 
     def _grid(self, side: MaskConvention, image_size: ImageSize) -> ImageSize:
         if side.resolution is MaskResolution.IMAGE or self.model_size is None:

@@ -8,7 +8,7 @@ from testbed.conventions import ImageSize
 from testbed.workflow._model import WorkflowNode
 from testbed.workflow._reference import BindingContext, BindingError, resolve, resolve_value
 
-__all__ = ["apply_adapters", "bind_arguments", "resolve_for_each"]
+__all__ = ["apply_adapters", "apply_adapters_each", "bind_arguments", "resolve_for_each"]
 
 
 def resolve_for_each(node: WorkflowNode, context: BindingContext) -> list[Any] | None:
@@ -49,4 +49,28 @@ def apply_adapters(node: WorkflowNode, arguments: dict[str, Any], *, image_size:
     for name, adapter in node.adapters.items():
         if name in adapted:
             adapted[name] = adapter.apply(adapted[name], image_size=image_size)
+    return adapted
+
+
+def apply_adapters_each(
+    node: WorkflowNode, arguments: list[dict[str, Any]], *, image_size: ImageSize
+) -> list[dict[str, Any]]:
+    """:func:`apply_adapters` to the bound arguments of each item of a fan-out, each adapter over all items at once.
+
+    Gives what applying them item after item gives, and raises what that raises first (it does so on any failure).
+
+    Raises:
+        AdapterError: an argument's value does not have the shape its adapter's ``from`` promises.
+    """
+    try:
+        adapted = [dict(bound) for bound in arguments]
+        for name, adapter in node.adapters.items():
+            holding = [bound for bound in adapted if name in bound]
+            if holding:
+                for bound, value in zip(
+                    holding, adapter.apply_each([bound[name] for bound in holding], image_size=image_size), strict=True
+                ):
+                    bound[name] = value
+    except Exception:  # the item-by-item path raises the same error the same way
+        return [apply_adapters(node, bound, image_size=image_size) for bound in arguments]
     return adapted
