@@ -39,6 +39,7 @@ from rich.table import Table
 from testbed.events import BLOBS_DIR, EVENTS_FILE, CallEvent, Event, RunFinished, RunStarted, read_events
 from testbed.orchestrator import run_experiment, scene_for_run
 from testbed.scenario import Scenario, load_scenario
+from testbed.scenes import forget_drawn_scenes
 from testbed.vision import InferenceParams, VisionModel
 
 SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "v1" / "detect_segment_crop.yaml"
@@ -164,6 +165,7 @@ def _event_part(document: dict[str, Any]) -> str:
 
 
 def _testbed(scenario: Scenario, transport: str, device: str) -> tuple[Timing, Storage]:
+    forget_drawn_scenes()  # each path draws its scenes, as the direct path did
     with tempfile.TemporaryDirectory(prefix="testbed-overhead-") as tmp:
         out = Path(tmp) / transport
 

@@ -20,7 +20,7 @@ from testbed.conventions import ImageSize
 from testbed.events import BLOBS_DIR, EVENTS_FILE, BlobStore, CallEvent, ReplayBlobs, read_events
 from testbed.events._store import BLOB_MIN_CHARS
 from testbed.imaging import encode_png
-from testbed.orchestrator import replay_experiment
+from testbed.orchestrator import Divergence, replay_experiment
 from testbed.workflow import AdapterError, Workflow, apply_adapters, apply_adapters_each
 
 CROP_WORKFLOW = {
@@ -140,13 +140,9 @@ def test_a_recorded_box_the_adapters_would_not_make_is_caught(
         result["structuredContent"]["instances"][0]["bbox"][0] += 0.5
         return True
 
-    _edit_lines(tmp_path, nudge)
-    report = anyio.run(lambda: replay_experiment(tmp_path))
-    assert not report.direct
-    assert report.divergence is not None
-    assert report.divergence.run == 1
-    assert report.divergence.where == "message crop#0"
-    assert report.divergence.field.startswith("message.params.arguments.box")
+    divergence = _divergence_once_edited(tmp_path, nudge)
+    assert (divergence.run, divergence.where) == (1, "message crop#0")
+    assert divergence.field.startswith("message.params.arguments.box")
 
 
 def test_a_recorded_payload_the_answer_does_not_hold_is_caught(
@@ -167,10 +163,15 @@ def test_a_recorded_payload_the_answer_does_not_hold_is_caught(
         document["payload"] = payload  # a value in the line wins over the response it was elided for
         return True
 
-    _edit_lines(tmp_path, change)
-    report = anyio.run(lambda: replay_experiment(tmp_path))
+    divergence = _divergence_once_edited(tmp_path, change)
+    assert (divergence.run, divergence.where) == (1, "call detect#0")
+    assert divergence.field.startswith("payload.detections")
+
+
+def _divergence_once_edited(directory: Path, edit: Callable[[dict[str, Any]], bool]) -> Divergence:
+    """Replay the recording in ``directory`` after ``edit``: it must leave the direct path and diverge."""
+    _edit_lines(directory, edit)
+    report = anyio.run(lambda: replay_experiment(directory))
     assert not report.direct
     assert report.divergence is not None
-    assert report.divergence.run == 1
-    assert report.divergence.where == "call detect#0"
-    assert report.divergence.field.startswith("payload.detections")
+    return report.divergence

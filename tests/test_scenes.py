@@ -18,6 +18,7 @@ from testbed.scenes import (
     SHAPE_CLASSES,
     Scene,
     SceneSpec,
+    forget_drawn_scenes,
     generate_scene,
     load_image_folder,
     load_scene,
@@ -200,6 +201,8 @@ def test_a_synthetic_scene_drawn_again_is_equal_and_owns_its_arrays() -> None:
     masks = [(a.mask, b.mask) for a, b in zip(again.objects, fresh.objects, strict=True)]
     assert all(a is not None and b is not None and np.array_equal(a, b) for a, b in masks)
     assert not np.array_equal(synthetic.load(spec, seed=5, run=3, base_dir=None).image, fresh.image)
+    forget_drawn_scenes()
+    assert np.array_equal(synthetic.load(spec, seed=5, run=2, base_dir=None).image, fresh.image)
 
 
 def test_a_scene_copy_is_equal_and_independent() -> None:

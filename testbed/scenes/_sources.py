@@ -66,6 +66,11 @@ _drawn: BoundedCache[Scene] = BoundedCache(max_entries=64, max_bytes=64 * 1024 *
 """Scenes drawn lately: the cells of a factorial experiment draw the same seeded scenes again."""
 
 
+def forget_drawn_scenes() -> None:
+    """Empty the cache of drawn scenes, so the next draw of each pays for drawing it (as benchmarks measure)."""
+    _drawn.clear()
+
+
 @scene_source("synthetic", spec=SceneSpec)
 def synthetic_scene(spec: SceneSpec, *, seed: int, run: int, base_dir: Path | None) -> Scene:
     """Run ``run``'s scene, drawn from the experiment seed (a copy: callers own what they get)."""
