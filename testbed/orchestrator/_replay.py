@@ -24,6 +24,7 @@ from typing import Any
 import mcp.types as types
 
 from testbed._errors import TestbedError
+from testbed._gc import kept_objects_unscanned, leave_kept_objects_unscanned
 from testbed.events import (
     BLOBS_DIR,
     READABLE_FORMAT_VERSIONS,
@@ -257,8 +258,14 @@ async def replay_experiment(directory: Path, *, live: bool = False, device: str 
     Raises:
         TestbedError: the directory is not a replayable experiment.
     """
+    with kept_objects_unscanned():
+        return await _replay_experiment(directory, live=live, device=device)
+
+
+async def _replay_experiment(directory: Path, *, live: bool, device: str) -> ReplayReport:
     started = time.perf_counter()
     header, recorded, scenario = load_recorded(directory)
+    leave_kept_objects_unscanned()
     read = time.perf_counter()
     blobs = ReplayBlobs(BlobStore(directory / BLOBS_DIR))
     direct = False

@@ -15,6 +15,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+from testbed._gc import kept_objects_unscanned
 from testbed.agent import ModelEvents
 from testbed.defenses import DefenseGuard
 from testbed.events import EventLog, FaultEvent, MessageEvent, externalize
@@ -104,6 +105,7 @@ async def execute_runs(
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(pool)
         await pool.start_all()
+        stack.enter_context(kept_objects_unscanned())  # modules, servers and their loaded models
         crash_point("servers")
         log = EventLog(runner.log_dir, blobs_dir=runner.blobs_dir)
         stack.callback(log.close)

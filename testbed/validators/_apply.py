@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from testbed._gc import kept_objects_unscanned, leave_kept_objects_unscanned
 from testbed.events import (
     BLOBS_DIR,
     WALL_CLOCK_FIELDS,
@@ -112,8 +113,10 @@ _READ_EDGES: frozenset[Callable[..., object]] = frozenset({check_mismatch, check
 
 def validate_experiment(directory: Path, validators: Sequence[ValidatorSpec]) -> ValidationResult:
     """Read an experiment directory and validate its complete runs."""
-    log = read_events(directory)
-    return validate_runs(split_runs(log.events, BlobStore(directory / BLOBS_DIR)), validators)
+    with kept_objects_unscanned():
+        log = read_events(directory)
+        leave_kept_objects_unscanned()
+        return validate_runs(split_runs(log.events, BlobStore(directory / BLOBS_DIR)), validators)
 
 
 _FAULT_FIELDS = ("event", "run", "node", "item", "server", "index", "kind")
