@@ -96,6 +96,23 @@ def _in_collections(thing: object) -> bool:
     return any(found is thing for found in gc.get_objects())
 
 
+def test_validating_runs_read_earlier_leaves_their_events_out(recorded_v1: Callable[..., Path]) -> None:
+    from testbed.events import BLOBS_DIR, BlobStore, read_events
+    from testbed.validators import ValidatorSpec, split_runs, validate_runs
+
+    directory = recorded_v1("detect_segment_crop", 2)
+    records = split_runs(read_events(directory).events, BlobStore(directory / BLOBS_DIR))
+    seen: list[tuple[int, bool]] = []
+
+    def watch(record: Any) -> list[Any]:
+        seen.append((gc.get_freeze_count(), _in_collections(record.started)))
+        return []
+
+    validate_runs(records, [ValidatorSpec(name="watch", emits=(), check=watch)])
+    assert seen
+    assert all(count > 0 and not in_collections for count, in_collections in seen), seen
+
+
 def test_a_live_experiment_leaves_its_servers_and_models_out_while_runs_execute(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -77,6 +77,11 @@ def split_runs(events: Iterable[Event], blobs: BlobStore) -> list[RunRecord]:
 
 def validate_runs(records: Sequence[RunRecord], validators: Sequence[ValidatorSpec]) -> ValidationResult:
     """Run every validator on every run, and the cross-run checks (memory, coordinate convention) on all of them."""
+    with kept_objects_unscanned():  # the runs' events, read before
+        return _validate_runs(records, validators)
+
+
+def _validate_runs(records: Sequence[RunRecord], validators: Sequence[ValidatorSpec]) -> ValidationResult:
     found: list[Violation] = []
     failures: list[ValidatorFailure] = []
     checks = {spec.check for spec in validators}
