@@ -14,7 +14,14 @@ A second table splits a run into its calls (wall time seen by the orchestrator) 
 the rest (agent, binding, recording); a third gives the bytes each run leaves in the
 experiment directory by what holds them (hard links counted once, as ``du -sb``).
 
-    .venv/bin/python benchmarks/overhead.py [--runs 20] [--device cpu]
+A last table measures the MCP SDK's own cost (``--no-floor`` skips it): a tool that does nothing, served and
+called by the official SDK alone (no testbed code on either side), sent an argument as long as the scene's
+base64, over each transport. Times the testbed's calls per run, it is what a run would cost above the direct
+calls if the SDK's own calls were all a testbed added: the ratio that leaves nothing for the tools' own work,
+recording or orchestration. (The testbed's servers read stdio with their own loop, faster than the SDK's
+default server, so over stdio the testbed can come in under it; its client is the SDK's.)
+
+    .venv/bin/python benchmarks/overhead.py [--runs 20] [--device cpu] [--no-floor]
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -33,6 +41,8 @@ from typing import Any
 
 import anyio
 import numpy as np
+from mcp import Client, StdioServerParameters
+from mcp.server.mcpserver import MCPServer
 from rich.console import Console
 from rich.table import Table
 
@@ -56,6 +66,8 @@ class Timing:
     cycle_s: float
     parts_s: dict[str, float]
     """Per node: its calls' wall time (a fan-out node's calls overlap: its longest call)."""
+    calls: float = 0.0
+    """Median tools/call requests per run (0 for the direct calls)."""
 
 
 STORAGE_PARTS = {
@@ -119,6 +131,7 @@ def _timing(events: Sequence[Event]) -> Timing:
         run_s=statistics.median(finished[run] - started[run] for run in runs),
         cycle_s=statistics.median(started[run + 1] - started[run] for run in runs if run + 1 in started),
         parts_s={node: statistics.median(values) for node, values in by_node.items()},
+        calls=statistics.median(sum(len(durations) for (_, r), durations in spans.items() if r == run) for run in runs),
     )
 
 
@@ -238,6 +251,76 @@ def measure(runs: int = 20, device: str = "cpu", transports: Sequence[str] = TRA
     )
 
 
+FLOOR_CALLS = 200
+"""No-op calls timed per transport (the first tenth is dropped as warm-up)."""
+_FLOOR_SERVER = """
+from mcp.server.mcpserver import MCPServer
+server = MCPServer("floor")
+@server.tool()
+def noop(image: str) -> str:
+    return "ok"
+server.run("stdio")
+"""
+
+
+def _floor_server() -> MCPServer:
+    server = MCPServer("floor")
+
+    @server.tool()
+    def noop(image: str) -> str:
+        return "ok"
+
+    return server
+
+
+def sdk_call_floor(transport: str, argument_chars: int, calls: int = FLOOR_CALLS) -> float:
+    """Median seconds of one ``tools/call`` of a tool that does nothing, served and called by the MCP SDK alone,
+    sent an ``argument_chars``-character argument over ``transport`` (``inprocess`` or ``stdio``)."""
+    if transport == "inprocess":
+        target: MCPServer | StdioServerParameters = _floor_server()
+    elif transport == "stdio":
+        target = StdioServerParameters(command=sys.executable, args=["-c", _FLOOR_SERVER])
+    else:
+        raise ValueError(f"transport: inprocess or stdio, not {transport!r}")
+    argument = "A" * argument_chars
+    durations: list[float] = []
+
+    async def main() -> None:
+        async with Client(target, cache=None) as client:
+            await client.list_tools()
+            for _ in range(calls):
+                started = time.perf_counter()
+                await client.call_tool("noop", {"image": argument})
+                durations.append(time.perf_counter() - started)
+
+    anyio.run(main)
+    return statistics.median(durations[calls // 10 :])
+
+
+def _scene_chars(scenario: Scenario) -> int:
+    """Characters of the base64 of run 0's scene PNG, as the calls send it."""
+    from testbed.imaging import encode_png
+
+    return 4 * -(-len(encode_png(scene_for_run(scenario, 0, None).image)) // 3)
+
+
+def _print_floor(result: Measurement, scenario: Scenario) -> None:
+    chars = _scene_chars(scenario)
+    floor = Table(title=f"the MCP SDK's own cost: a no-op tool sent {chars:,} characters (the scene), SDK alone")
+    for column in ("transport", "ms/call", "calls/run", "floor ms/run", "ratio, the floor alone", "goal"):
+        floor.add_column(column, justify="right" if column != "transport" else "left")
+    for transport in result.testbed:
+        call_s = sdk_call_floor(transport, chars)
+        calls = result.testbed[transport].calls
+        floor_ratio = (result.direct.run_s + calls * call_s) / result.direct.run_s
+        goal = f"<= {GOALS[transport]:.2f}" if transport in GOALS else ""
+        floor.add_row(
+            transport, f"{call_s * 1000:.3f}", f"{calls:g}", f"{calls * call_s * 1000:.1f}", f"{floor_ratio:.2f}", goal
+        )
+    Console().print(floor)
+    Console().print("[dim]calls counted one after another: a fan-out's calls share one event loop and the GIL[/dim]")
+
+
 def _print(result: Measurement, device: str) -> None:
     console = Console()
     transports = list(result.testbed)
@@ -289,8 +372,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--floor", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time the MCP SDK's own no-op call (default: on)")  # fmt: skip
     args = parser.parse_args()
-    _print(measure(args.runs, args.device), args.device)
+    result = measure(args.runs, args.device)
+    _print(result, args.device)
+    if args.floor:
+        _print_floor(result, load_scenario(SCENARIO))
 
 
 if __name__ == "__main__":
