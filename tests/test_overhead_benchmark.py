@@ -1,4 +1,4 @@
-"""The overhead benchmark's SDK floor and its count of calls per run (``benchmarks/overhead.py``)."""
+"""Parts of the overhead benchmark (``benchmarks/overhead.py``): SDK floor, calls per run, idle before a call."""
 
 from __future__ import annotations
 
@@ -32,3 +32,9 @@ def test_calls_per_run_are_the_runs_tool_calls(recorded_v1: Callable[..., Path])
     timing = overhead._timing(events)
     assert timing.calls == statistics.median(per_run)
     assert timing.calls >= 3  # detect, segment and at least one crop
+
+
+def test_the_idle_before_a_direct_call_is_slept_and_measured() -> None:
+    assert overhead._idle(0.0) == 0.0
+    slept = overhead._idle(0.002)
+    assert 0.002 <= slept < 1.0
