@@ -20,16 +20,23 @@ __all__ = ["kept_objects_unscanned", "leave_kept_objects_unscanned"]
 _lock = threading.Lock()
 _depth = 0
 """How many :func:`kept_objects_unscanned` blocks are open (threads share the collector)."""
+_frozen_before = False
+"""Whether the process had frozen objects itself when the outermost block opened: then nothing is unfrozen
+(:func:`gc.unfreeze` cannot tell its objects from the block's, and a process freezes for its own reasons,
+such as sharing pages with forked children)."""
 
 
 @contextmanager
 def kept_objects_unscanned() -> Iterator[None]:
     """Within the block, leave every object that exists on entering it out of cyclic collections.
 
-    Blocks may nest or overlap (threads); the objects come back into sight when the last one closes.
+    Blocks may nest or overlap (threads); the objects come back into sight when the last one closes, unless
+    the process had frozen objects of its own before the first one opened.
     """
-    global _depth
+    global _depth, _frozen_before
     with _lock:
+        if _depth == 0:
+            _frozen_before = gc.get_freeze_count() > 0
         _depth += 1
         gc.freeze()
     try:
@@ -37,7 +44,7 @@ def kept_objects_unscanned() -> Iterator[None]:
     finally:
         with _lock:
             _depth -= 1
-            if _depth == 0:
+            if _depth == 0 and not _frozen_before:
                 gc.unfreeze()
 
 

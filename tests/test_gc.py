@@ -51,6 +51,19 @@ def test_what_a_job_reads_can_be_left_out_too_and_only_inside_a_block() -> None:
     assert _in_collections(read)
 
 
+def test_objects_the_process_froze_itself_stay_frozen() -> None:
+    its_own = _Node()
+    gc.freeze()
+    try:
+        with kept_objects_unscanned():
+            pass
+        assert not _in_collections(its_own)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+    assert _in_collections(its_own)
+
+
 def test_cyclic_garbage_made_inside_a_block_is_still_collected() -> None:
     with kept_objects_unscanned():
         cycle = _Node()
