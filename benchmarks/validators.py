@@ -10,9 +10,10 @@ carries over). The best of ``--repeat`` repetitions is reported, for each code p
 - **baseline**: the same validators on the pre-issue-11 code path, rebuilt here from the current code by
   switching its issue-11 machinery off: the two box-matching checks read one box in one convention at a
   time (:func:`infer_convention` and :func:`reads_as`, the per-box reference kept below, verbatim), nothing
-  derived from a run, a server record, a workflow or a schema is cached (``RunRecord.memo``, truth
-  manifests, listings, workflow edges, payload paths, compiled JSON Schemas, mask grids), blob references
-  are resolved by copying the whole value and reading each blob anew (no reader shared by the runs), every
+  derived from a run, a server record, an experiment, a workflow or a schema is cached (``RunRecord.memo``,
+  truth manifests, listings, what an experiment's runs share, workflow edges, payload paths, compiled JSON
+  Schemas, mask grids), blob references are resolved by copying the whole value and reading each blob anew
+  (no reader shared by the runs, no listing of the blob folder), every
   JSON Schema check runs jsonschema (no fast proof of validity, no check of arguments or results before
   their blobs are read), every mask is decoded to be counted (no counting from ``coco_rle`` run lengths, one
   run or all runs at once),
@@ -259,6 +260,7 @@ def _pre_issue_11() -> Iterator[None]:
         (RunRecord, "internalize", copied),
         (_model, "parsed_truth", lambda record: ServerTruth.model_validate(record.truth)),
         (_model, "per_server", lambda record, blobs, key, compute: compute()),
+        (_model, "per_experiment", lambda record, key, compute: compute()),
         (_workflow, "edges_of", edges),
         (_connection, "edges_of", edges),
         (_schema, "_compiled_entry", lambda schema: (schema, Draft202012Validator(schema), None, None)),
@@ -269,7 +271,7 @@ def _pre_issue_11() -> Iterator[None]:
         (_payload, "_stored_image_head", lambda record, arguments, argument: None),
         (_schema, "_readable_keys", lambda record, raw: False),
         (_apply, "share_blob_readers", lambda records: None),
-        *((module, "read_at", read_path) for module in (_workflow, _coords, _mask, _memory)),
+        *((module, "read_at", read_path) for module in (_workflow, _memory)),
     ]
     saved = []
     for owner, name, replacement in patches:

@@ -92,12 +92,15 @@ def _validate_runs(records: Sequence[RunRecord], validators: Sequence[ValidatorS
         read_values_of_runs(records)
     if check_outside_box in checks:
         count_outside_of_runs(records)
+    leave_kept_objects_unscanned()  # what the batches derived, kept with the runs until the job ends
+    named = [(spec.name, spec.check) for spec in validators]
+    extend = found.extend
     for record in records:
-        for spec in validators:
+        for name, check in named:
             try:
-                found.extend(spec.check(record))
+                extend(check(record))
             except Exception as error:  # one broken validator must not hide the others' findings
-                failures.append(ValidatorFailure(spec.name, record.started.run, f"{error.__class__.__name__}: {error}"))
+                failures.append(ValidatorFailure(name, record.started.run, f"{error.__class__.__name__}: {error}"))
     cross_run = (
         ("memory.out_of_scope", check_out_of_scope),
         ("memory.unbounded_store", check_unbounded_store),

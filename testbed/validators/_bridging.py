@@ -15,7 +15,7 @@ from typing import Any
 
 from testbed.events import CallOutcomeKind
 from testbed.validators._model import RunRecord, ValidatorSpec, Violation
-from testbed.validators._workflow import RunEdges, run_workflow
+from testbed.validators._workflow import run_edges, run_workflow
 from testbed.workflow import FOR_EACH_ARG, BindingError
 
 _READ_ERRORS = (BindingError, ValueError, TypeError, KeyError, IndexError)
@@ -27,12 +27,12 @@ def check_untracked_bridging(record: RunRecord) -> Iterator[Violation]:
     if workflow is None:
         return
     nodes = {node.id: node for node in workflow.nodes}
-    run_edges = RunEdges(record)
-    for at, call in record.calls():
+    edges = run_edges(record)
+    for at, call in record.call_events():
         node = nodes.get(call.node)
         if node is None or call.outcome is CallOutcomeKind.SKIPPED:
             continue
-        for feed in run_edges.feeds(call):
+        for feed in edges.feeds(call):
             edge = feed.edge
             if (
                 edge.target_arg == FOR_EACH_ARG

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 from jsonschema.exceptions import SchemaError
@@ -46,7 +47,7 @@ def _input_property(record: RunRecord, call: str, argument: str) -> dict[str, An
 
 
 def _node_calls(record: RunRecord, node: str) -> tuple[int, ...]:
-    return tuple(position for position, call in record.calls() if call.node == node)
+    return tuple(position for position, call in record.call_events() if call.node == node)
 
 
 def check_untyped_edge(record: RunRecord) -> Iterator[Violation]:
@@ -60,6 +61,21 @@ def check_untyped_edge(record: RunRecord) -> Iterator[Violation]:
     workflow = workflow_of(record)
     if workflow is None:
         return
+    if workflow is not record.scenario.workflow:  # a workflow the run's agent planned: its own
+        yield from _untyped_edges(record, workflow)
+        return
+    try:  # the scenario's workflow and the experiment's listings: found once for every run
+        found = record.per_experiment(
+            "conn.untyped_edges", lambda: tuple((v.node or "", v) for v in _untyped_edges(record, workflow))
+        )
+    except Exception:  # found again as the run finds it, up to where it raises
+        yield from _untyped_edges(record, workflow)
+        return
+    for node, violation in found:  # each edge's consumer node (never None), and what was found of it
+        yield replace(violation, run=record.started.run, evidence=_node_calls(record, node))
+
+
+def _untyped_edges(record: RunRecord, workflow: Workflow) -> Iterator[Violation]:
     for edge in edges_of(workflow):
         producer = workflow.node(edge.source_node)
         consumer = workflow.node(edge.target_node)
@@ -93,16 +109,20 @@ def check_type_incompatible(record: RunRecord) -> Iterator[Violation]:
     workflow = workflow_of(record)
     if workflow is None:
         return
-    edges_into: dict[str, list[Edge]] = {}
-    for edge in edges_of(workflow):
-        if edge.target_arg != FOR_EACH_ARG:
-            edges_into.setdefault(edge.target_node, []).append(edge)
-    for position, call in record.calls():
+    if workflow is record.scenario.workflow:  # the scenario's: its edges into each node found once
+        edges_into = record.per_experiment("conn.edges_into", lambda: _edges_into(workflow))
+    else:
+        edges_into = _edges_into(workflow)
+    properties: dict[tuple[str, str, str], dict[str, Any] | None] = {}
+    for position, call in record.call_events():
         if call.outcome is CallOutcomeKind.SKIPPED or not call.tool:
             continue
-        for edge in edges_into.get(call.node, []):
-            argument = top_argument(edge.target_arg)
-            schema = _input_property(record, f"{call.server}.{call.tool}", argument)
+        for edge, argument in edges_into.get(call.node, ()):
+            key = (call.server, call.tool, argument)
+            if key in properties:
+                schema = properties[key]
+            else:
+                schema = properties[key] = _input_property(record, f"{call.server}.{call.tool}", argument)
             if schema is None or argument not in call.arguments:
                 continue
             rejected = _type_errors(record.internalize(call.arguments[argument]), schema)
@@ -114,6 +134,16 @@ def check_type_incompatible(record: RunRecord) -> Iterator[Violation]:
                     call,
                     f"{_describe(edge)}: {'; '.join(rejected[:3])}",
                 )
+
+
+def _edges_into(workflow: Workflow) -> dict[str, tuple[tuple[Edge, str], ...]]:
+    """Per node, the edges into it that bind an argument (not ``for_each``), in order, each with that argument's
+    top-level name."""
+    into: dict[str, list[tuple[Edge, str]]] = {}
+    for edge in edges_of(workflow):
+        if edge.target_arg != FOR_EACH_ARG:
+            into.setdefault(edge.target_node, []).append((edge, top_argument(edge.target_arg)))
+    return {node: tuple(edges) for node, edges in into.items()}
 
 
 def _type_errors(value: Any, schema: dict[str, Any]) -> list[str]:

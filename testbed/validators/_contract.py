@@ -15,9 +15,7 @@ from testbed.validators._model import RunRecord, ValidatorSpec, Violation
 
 
 def check_contracts(record: RunRecord) -> Iterator[Violation]:
-    for at, event in enumerate(record.events):
-        if not isinstance(event, ContractEvent):
-            continue
+    for at, event in record.events_of(ContractEvent):
         if event.finding == "unevaluable":
             violation_id = "contract.unevaluable"
         elif event.decision == "halt":

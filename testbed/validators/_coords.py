@@ -14,10 +14,15 @@ Every box of a run is read in all 36 conventions at once (:func:`read_boxes`:
 one array of canonical boxes, one of IoUs with every object), with the same
 floating-point operations as reading one box in one convention
 (:func:`infer_convention`, :func:`reads_as`), so the results are identical.
+The box edges of many runs are read in one batch (:func:`read_edges_of_runs`),
+each distinct box of a run once (a detection crosses several edges), and an
+IoU only where the box could locate an object: the two edge checks compare an
+IoU with 0.5 and nothing else, and any IoU that reaches it is computed as ever.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +41,7 @@ from testbed.conventions._box import canonical_columns
 from testbed.events import CallEvent, CallOutcomeKind
 from testbed.protocol import SemanticRole, ToolTruth, declared_box_convention, schema_at
 from testbed.validators._model import RunRecord, ValidatorSpec, Violation
-from testbed.validators._workflow import RunEdges, read_at
+from testbed.validators._workflow import Feed, payload_value, run_edges
 from testbed.workflow import BindingError, BoxAdapter, Edge
 
 MATCH_IOU = 0.5
@@ -53,7 +58,12 @@ Boxes = NDArray[np.float64]
 
 def image_size(record: RunRecord) -> ImageSize:
     """The run's scene size."""
-    return record.memo("coords.image_size", lambda: ImageSize(width=record.started.width, height=record.started.height))
+    size: ImageSize | None = record._memo.get("coords.image_size")
+    if size is None:
+        size = record.memo(
+            "coords.image_size", lambda: ImageSize(width=record.started.width, height=record.started.height)
+        )
+    return size
 
 
 def gt_boxes(record: RunRecord) -> Boxes:
@@ -73,9 +83,17 @@ def as_boxes(value: object) -> Boxes | None:
         boxes = np.array(value, dtype=np.float64)
     except _READ_ERRORS:
         return None
-    if boxes.size == 0 or boxes.size % 4 or not np.isfinite(boxes).all():
+    if boxes.size == 0 or boxes.size % 4:
+        return None
+    if type(value) is list and _PLAIN_NUMBERS.issuperset(map(type, value)):  # one box, or a flat list
+        if not all(map(math.isfinite, value)):  # its numbers as converted: no array of flags to make
+            return None
+    elif not np.isfinite(boxes).all():
         return None
     return boxes.reshape(-1, 4)
+
+
+_PLAIN_NUMBERS = frozenset({int, float})
 
 
 def returned_boxes(record: RunRecord, call: CallEvent, path: str) -> Boxes | None:
@@ -84,9 +102,44 @@ def returned_boxes(record: RunRecord, call: CallEvent, path: str) -> Boxes | Non
     Raises:
         BindingError, ValueError, TypeError, KeyError, IndexError: as reading the path raises, every time.
     """
-    return record.memo(
-        ("coords.returned_boxes", id(call), path), lambda: as_boxes(read_at(record.internalize(call.payload), path))
-    )
+    key = ("coords.returned_boxes", id(call), path)
+    found = record._memo.get(key, _NOT_LOOKED_UP)
+    if found is _NOT_LOOKED_UP:
+        found = record.memo(key, lambda: _boxes_at(record, call, path))
+    return found  # type: ignore[no-any-return]
+
+
+def _boxes_at(record: RunRecord, call: CallEvent, path: str) -> Boxes | None:
+    """``as_boxes(payload_value(record, call, path))``, converted once with :func:`_source_boxes`'s rows."""
+    value = payload_value(record, call, path)
+    rows = box_rows(record, call, path)
+    return rows if rows is not None else as_boxes(value)
+
+
+def box_rows(record: RunRecord, call: CallEvent, path: str) -> Boxes | None:
+    """``as_boxes`` of what ``call`` returned at ``path`` where that is a list of rows of 4 finite numbers (its
+    row ``i`` is then ``as_boxes`` of item ``i``), else ``None``; once per run, call and path (read-only).
+
+    Raises:
+        BindingError, ValueError, TypeError, KeyError, IndexError: as reading the path raises, every time.
+    """
+    return record.memo(("coords.source_rows", id(call), path), lambda: _box_rows(payload_value(record, call, path)))
+
+
+def sent_boxes(record: RunRecord, call: CallEvent, argument: str) -> Boxes | None:
+    """``as_boxes`` of what ``call`` was sent as ``argument``, once per run, call and argument (shared: read-only)."""
+    known: dict[tuple[int, str], tuple[CallEvent, Boxes | None]] | None = record._memo.get(_SENT)
+    if known is None:
+        known = record.memo(_SENT, dict)
+    found = known.get((id(call), argument))
+    if found is not None and found[0] is call:
+        return found[1]
+    boxes = as_boxes(record.internalize(call.arguments.get(argument)))
+    known[(id(call), argument)] = (call, boxes)
+    return boxes
+
+
+_SENT = "coords.sent_boxes"
 
 
 def inside(canonical: Boxes, size: ImageSize, tolerance: float = BOUNDS_TOLERANCE_PX) -> NDArray[np.bool_]:
@@ -141,8 +194,19 @@ _CONVENTION_AT = {(c.format, c.units, c.axis_order, c.origin): k for k, c in enu
 
 
 def convention_index(convention: BoxConvention) -> int:
-    """The position of ``convention`` in :data:`CONVENTIONS`."""
-    return _CONVENTION_AT[(convention.format, convention.units, convention.axis_order, convention.origin)]
+    """The position of ``convention`` in :data:`CONVENTIONS` (looked up once per convention object: they are
+    frozen, and the few a recording holds are read again and again)."""
+    found = _INDEX_OF.get(id(convention))
+    if found is not None and found[0] is convention:
+        return found[1]
+    index = _CONVENTION_AT[(convention.format, convention.units, convention.axis_order, convention.origin)]
+    if len(_INDEX_OF) >= 1024:
+        _INDEX_OF.clear()
+    _INDEX_OF[id(convention)] = (convention, index)
+    return index
+
+
+_INDEX_OF: dict[int, tuple[BoxConvention, int]] = {}
 
 
 @dataclass(frozen=True)
@@ -172,6 +236,43 @@ class Readings:
         row: Boxes = self.canonical[convention_index(convention), index]
         return row
 
+    def canonical_in(self, at: int) -> Boxes:
+        """Every box read in ``CONVENTIONS[at]``, canonical (``(N, 4)``)."""
+        rows: Boxes = self.canonical[at]
+        return rows
+
+
+class _Picked:
+    """:class:`Readings` of some boxes of a batch (by their positions in it), read from the batch when asked."""
+
+    __slots__ = ("_batch", "_positions", "best")
+
+    def __init__(self, batch: _Batch, positions: list[int]) -> None:
+        self._batch = batch
+        self._positions = positions
+        everything = batch.best
+        self.best: tuple[Reading | None, ...] = tuple([everything[at] for at in positions])
+
+    def reads_as(self, index: int, convention: BoxConvention, gt_index: int) -> float:
+        """:meth:`Readings.reads_as` where the batch holds that IoU: always at or above :data:`MATCH_IOU`, and a
+        value below it wherever the IoU is below it (a batch read ``located_only`` holds 0 there)."""
+        k, at = convention_index(convention), self._positions[index]
+        return float(self._batch.ious[k, at, gt_index]) if self._batch.inside[k, at] else 0.0
+
+    def canonical_as(self, index: int, convention: BoxConvention) -> Boxes:
+        """:meth:`Readings.canonical_as`."""
+        row: Boxes = self._batch.canonical[convention_index(convention), self._positions[index]]
+        return row
+
+    def canonical_in(self, at: int) -> Boxes:
+        """:meth:`Readings.canonical_in`."""
+        rows: Boxes = self._batch.canonical[at, self._positions]
+        return rows
+
+
+BoxReadings = Readings | _Picked
+"""Readings of some boxes: their own arrays, or their rows of a batch's."""
+
 
 def read_boxes(boxes: Boxes, size: ImageSize, truth_boxes: Boxes) -> Readings:
     """Read ``(N, 4)`` boxes in every convention and infer each one's (:func:`infer_convention` for every row)."""
@@ -185,18 +286,51 @@ def read_boxes_of_runs(parts: Sequence[tuple[Boxes, Boxes]], size: ImageSize) ->
     so its IoU is 0 and the first highest IoU stays a real object's. Entry by entry the floating-point
     operations are those of one pair alone, so each result equals ``read_boxes`` of its pair bit for bit.
     """
+    batch = _read_batch(parts, size)
+    counts = [batch.canonical.shape[1]] if len(parts) == 1 else [len(boxes) for boxes, _ in parts]
+    readings = []
+    start = 0
+    for count, (_, truth) in zip(counts, parts, strict=True):
+        readings.append(batch.rows(start, start + count, len(truth)))
+        start += count
+    return readings
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """:class:`Readings` of every box of a batch, the ``ious`` padded to the batch's most objects."""
+
+    canonical: Boxes
+    inside: NDArray[np.bool_]
+    ious: Boxes
+    best: list[Reading | None]
+
+    def rows(self, start: int, end: int, objects: int) -> Readings:
+        """The readings of boxes ``start`` to ``end`` (meeting ``objects`` truth boxes)."""
+        rows = slice(start, end)
+        return Readings(
+            self.canonical[:, rows], self.inside[:, rows], self.ious[:, rows, :objects], tuple(self.best[rows])
+        )
+
+
+def _read_batch(parts: Sequence[tuple[Boxes, Boxes]], size: ImageSize, *, located_only: bool = False) -> _Batch:
+    """:class:`Readings` of every box of ``parts`` (each meeting its own part's truth boxes) as one batch.
+
+    With ``located_only``, an IoU is computed only where the box, so read, could locate an object (IoU >= 0.5
+    with one): elsewhere ``ious`` holds 0, where the IoU is below :data:`MATCH_IOU` all the same (see
+    :func:`_could_locate`); every entry at or above it, and ``best``, are as without.
+    """
     stacked = parts[0][0] if len(parts) == 1 else np.concatenate([boxes for boxes, _ in parts] or [np.zeros((0, 4))])
     x1, y1, x2, y2 = columns = canonical_columns(stacked, CONVENTIONS, size)  # each (K, N), as to_canonical_many
     canonical = np.stack(columns, axis=-1)
-    counts = [canonical.shape[1]] if len(parts) == 1 else [len(boxes) for boxes, _ in parts]
     tolerance = BOUNDS_TOLERANCE_PX
     within = (x1 >= -tolerance) & (y1 >= -tolerance) & (x2 <= size.width + tolerance) & (y2 <= size.height + tolerance)
     in_image: NDArray[np.bool_] = (x2 > x1) & (y2 > y1) & within
-    objects = [len(truth) for _, truth in parts]
-    widest = max(objects, default=0)
+    widest = max((len(truth) for _, truth in parts), default=0)
     total = canonical.shape[1]
     truth_of_box = np.zeros((total, widest, 4), dtype=np.float64)
     has_truth = np.zeros(total, dtype=bool)
+    counts = [total] if len(parts) == 1 else [len(boxes) for boxes, _ in parts]
     start = 0
     for count, (_, truth) in zip(counts, parts, strict=True):
         truth_of_box[start : start + count, : len(truth)] = truth
@@ -204,26 +338,91 @@ def read_boxes_of_runs(parts: Sequence[tuple[Boxes, Boxes]], size: ImageSize) ->
         start += count
     # IoUs only where they are read (a box off the image reads as 0); each entry the same operations as ever
     kept = np.nonzero(in_image & has_truth)
+    first = [column[kept] for column in columns]
+    if located_only and len(kept[0]):
+        objects = np.repeat(np.array([len(truth) for _, truth in parts], dtype=np.intp), counts)
+        could = _could_locate(first, truth_of_box, objects, kept[1])
+        kept = (kept[0][could], kept[1][could])
+        first = [column[could] for column in first]
     ious = np.zeros((*in_image.shape, widest), dtype=np.float64)
-    ious[kept] = _ious_per_box([column[kept] for column in columns], truth_of_box, kept[1])
-    top = ious.argmax(axis=2) if widest else np.zeros(in_image.shape, dtype=np.intp)  # (K, N): as np.argmax
-    top_iou = np.take_along_axis(ious, top[..., None], axis=2)[..., 0] if widest else np.zeros(in_image.shape)
+    top = np.zeros(in_image.shape, dtype=np.intp)  # (K, N): np.argmax of each row of ious (0 for a row of zeros)
+    top_iou = np.zeros(in_image.shape, dtype=np.float64)
+    kept_ious = _ious_per_box(first, truth_of_box, kept[1])
+    ious[kept] = kept_ious
+    if widest and len(kept_ious):
+        kept_top = kept_ious.argmax(axis=1)  # each row as ious[k, n] holds it: the first highest
+        top[kept] = kept_top
+        top_iou[kept] = kept_ious[np.arange(len(kept_top)), kept_top]
     candidates = in_image & (top_iou >= MATCH_IOU) & has_truth
-    best: list[Reading | None] = [None] * total
+    return _Batch(canonical, in_image, ious, _best_readings(candidates, top, top_iou))
+
+
+def _best_readings(candidates: NDArray[np.bool_], top: NDArray[np.intp], top_iou: Boxes) -> list[Reading | None]:
+    """Per box, :func:`infer_convention`'s reading: of the conventions reading it as a located object
+    (``candidates``, ``(K, N)``), in order, the first whose IoU no later one exceeds by more than 1e-9 (a later
+    one that does takes its place, and so on)."""
+    best: list[Reading | None] = [None] * candidates.shape[1]
     boxes_at, conventions_at = np.nonzero(candidates.T)  # by box, then the conventions in order
-    top_ious, tops = top_iou.T[boxes_at, conventions_at].tolist(), top.T[boxes_at, conventions_at].tolist()
-    for box, at, iou, index in zip(boxes_at.tolist(), conventions_at.tolist(), top_ious, tops, strict=True):
-        current = best[box]
-        if current is None or iou > current.iou + 1e-9:  # as infer_convention: ties keep the earlier
-            best[box] = Reading(CONVENTIONS[at], index, iou)
-    readings = []
-    start = 0
-    for count, found in zip(counts, objects, strict=True):
-        end = start + count
-        rows = slice(start, end)
-        readings.append(Readings(canonical[:, rows], in_image[:, rows], ious[:, rows, :found], tuple(best[start:end])))
-        start = end
-    return readings
+    if not len(boxes_at):
+        return best
+    ious, tops = top_iou.T[boxes_at, conventions_at], top.T[boxes_at, conventions_at]
+    opens = np.flatnonzero(np.concatenate(([True], boxes_at[1:] != boxes_at[:-1])))  # each box's first
+    group = np.repeat(np.arange(len(opens)), np.diff(np.append(opens, len(boxes_at))))
+    exceeds = ious > (ious[opens] + 1e-9)[group]  # as infer_convention compares each with the one it holds
+    scanned = np.zeros(len(opens), dtype=bool)
+    scanned[group[exceeds]] = True
+    for box, at, iou, index in zip(
+        boxes_at[opens[~scanned]].tolist(),
+        conventions_at[opens[~scanned]].tolist(),
+        ious[opens[~scanned]].tolist(),
+        tops[opens[~scanned]].tolist(),
+        strict=True,
+    ):
+        best[box] = Reading(CONVENTIONS[at], index, iou)  # no later convention reads it better: the first stays
+    chosen: dict[int, tuple[float, int, int]] = {}
+    rows = np.flatnonzero(scanned[group])
+    for box, at, iou, index in zip(
+        boxes_at[rows].tolist(), conventions_at[rows].tolist(), ious[rows].tolist(), tops[rows].tolist(), strict=True
+    ):
+        current = chosen.get(box)
+        if current is None or iou > current[0] + 1e-9:  # as infer_convention: ties keep the earlier
+            chosen[box] = (iou, at, index)
+    for box, (iou, at, index) in chosen.items():
+        best[box] = Reading(CONVENTIONS[at], index, iou)
+    return best
+
+
+_LOCATE_AREAS = 2.5
+"""A box whose area differs from every object's by more than this factor (either way) locates none of them: its
+IoU with each is at most the ratio of the smaller area to the larger, 0.4 (rounding adds a few ulps), below 0.5."""
+
+
+def _could_locate(
+    first: Sequence[Boxes], truth: Boxes, objects: NDArray[np.intp], owner: NDArray[np.intp]
+) -> NDArray[np.bool_]:
+    """Per canonical box ``p`` (``first[0][p] .. first[3][p]``) meeting box ``owner[p]``'s truth boxes (the first
+    ``objects[owner[p]]`` of ``truth[owner[p]]``, ``(N, M, 4)``): ``False`` where its IoU with every one of them
+    is surely below :data:`MATCH_IOU`, being outside the rectangle that holds them all (no overlap: IoU 0) or of
+    an area too unlike theirs (:data:`_LOCATE_AREAS`). Truth boxes that are not all finite rule nothing out."""
+    real = np.arange(truth.shape[1]) < objects[:, None]  # (N, M): not padding
+    tx1, ty1, tx2, ty2 = (truth[..., i] for i in range(4))
+    area = np.maximum(tx2 - tx1, 0.0) * np.maximum(ty2 - ty1, 0.0)  # as _ious_per_box computes each object's
+    finite = np.logical_and.reduce(np.isfinite(truth).reshape(len(truth), -1), axis=1)  # per box: its objects'
+    plain = finite[:, None] & real
+    rules = plain.any(axis=1) & (plain.sum(axis=1) == objects)  # every object finite, and some object
+    hx1 = np.where(plain, tx1, np.inf).min(axis=1)
+    hy1 = np.where(plain, ty1, np.inf).min(axis=1)
+    hx2 = np.where(plain, tx2, -np.inf).max(axis=1)
+    hy2 = np.where(plain, ty2, -np.inf).max(axis=1)
+    smallest = np.where(plain, area, np.inf).min(axis=1)
+    largest = np.where(plain, area, -np.inf).max(axis=1)
+    x1, y1, x2, y2 = first
+    box_area = np.maximum(x2 - x1, 0.0) * np.maximum(y2 - y1, 0.0)
+    at = owner
+    overlaps = (x2 > hx1[at]) & (x1 < hx2[at]) & (y2 > hy1[at]) & (y1 < hy2[at])
+    alike = (box_area * _LOCATE_AREAS >= smallest[at]) & (box_area <= largest[at] * _LOCATE_AREAS)
+    could: NDArray[np.bool_] = ~rules[at] | (overlaps & alike)
+    return could
 
 
 def _ious_per_box(first: Sequence[Boxes], truth: Boxes, owner: NDArray[np.intp]) -> Boxes:
@@ -248,13 +447,14 @@ def _ious_per_box(first: Sequence[Boxes], truth: Boxes, owner: NDArray[np.intp])
 
 def tool_truth(record: RunRecord, call: CallEvent) -> ToolTruth | None:
     """The truth manifest of the tool a call used, if the testbed holds one (once per run, server and tool)."""
-    known: dict[tuple[str, str], ToolTruth | None] = record.memo(_TOOL_TRUTHS, dict)
+    known: dict[tuple[str, str], ToolTruth | None] | None = record._memo.get(_TOOL_TRUTHS)
+    if known is None:
+        known = record.memo(_TOOL_TRUTHS, dict)
     key = (call.server, call.tool)
-    try:
-        return known[key]
-    except KeyError:
+    found = known.get(key, _NOT_LOOKED_UP)
+    if found is _NOT_LOOKED_UP:
         found = known[key] = _tool_truth(record, call)
-        return found
+    return found  # type: ignore[no-any-return]
 
 
 def _tool_truth(record: RunRecord, call: CallEvent) -> ToolTruth | None:
@@ -268,6 +468,7 @@ def _tool_truth(record: RunRecord, call: CallEvent) -> ToolTruth | None:
 
 
 _TOOL_TRUTHS = "coords.tool_truths"
+_NOT_LOOKED_UP: Any = object()
 
 
 @dataclass(frozen=True)
@@ -293,24 +494,80 @@ def box_edges(record: RunRecord) -> Iterator[BoxEdge]:
 
 
 def _box_edges(record: RunRecord) -> Iterator[BoxEdge]:
-    run_edges = RunEdges(record)
-    for at, call in record.calls():
+    edges = run_edges(record)
+    for at, call in record.call_events():
         truth = tool_truth(record, call)
-        if truth is None or truth.box_convention is None or SemanticRole.BOUNDING_BOX not in truth.inputs:
+        if truth is None:
             continue
-        argument = truth.inputs[SemanticRole.BOUNDING_BOX]
-        sent = as_boxes(record.internalize(call.arguments.get(argument)))
+        argument = _box_input(truth)
+        if argument is None:
+            continue
+        sent = sent_boxes(record, call, argument)
         if sent is None:
             continue
-        for feed in run_edges.feeds(call, argument):
+        for feed in edges.feeds_into(call.node, argument):
             try:
-                source = as_boxes(feed.source_value(record, call.item))
+                source = _source_boxes(record, feed, call.item)
             except (BindingError, *_READ_ERRORS):
                 continue
             if source is None or len(source) != len(sent):
                 continue
             producer_truth = tool_truth(record, feed.producer)
             yield BoxEdge(feed.edge, at, call, truth, feed.producer_at, feed.producer, producer_truth, source, sent)
+
+
+def _box_input(truth: ToolTruth) -> str | None:
+    """The argument a tool truly reads boxes from, where it has a box convention (``None``: it has none, or
+    reads no boxes); once per truth object (frozen, shared by the runs of an experiment)."""
+    found = _BOX_INPUTS.get(id(truth))
+    if found is not None and found[0] is truth:
+        return found[1]
+    argument = None
+    if truth.box_convention is not None and SemanticRole.BOUNDING_BOX in truth.inputs:
+        argument = truth.inputs[SemanticRole.BOUNDING_BOX]
+    if len(_BOX_INPUTS) >= 1024:
+        _BOX_INPUTS.clear()
+    _BOX_INPUTS[id(truth)] = (truth, argument)
+    return argument
+
+
+_BOX_INPUTS: dict[int, tuple[ToolTruth, str | None]] = {}
+
+
+def _source_boxes(record: RunRecord, feed: Feed, item: int | None) -> Boxes | None:
+    """``as_boxes(feed.source_value(record, item))``, raising as it raises; a value of boxes (``(N, 4)`` numbers)
+    is converted once for every item it feeds (row ``item`` of it, the same numbers as the item alone)."""
+    read: dict[int, tuple[Feed, Any, Boxes | None, bool]] | None = record._memo.get(_FEEDS_READ)
+    if read is None:
+        read = record.memo(_FEEDS_READ, dict)
+    found = read.get(id(feed))
+    if found is None or found[0] is not feed:  # the value and its rows read once per run and feed (raising as
+        value = feed.whole_value(record)  # reading raises, every time)
+        rows = box_rows(record, feed.producer, feed.edge.source_path)
+        found = read[id(feed)] = (feed, value, rows, feed.picks_item)  # holding the feed keeps its id its own
+    _, value, rows, picks_item = found
+    if not picks_item:
+        return rows if rows is not None else as_boxes(value)
+    if rows is not None and type(item) is int and 0 <= item < len(rows):
+        return rows[item : item + 1]
+    return as_boxes(value[item])
+
+
+_FEEDS_READ = "coords.feeds_read"
+
+
+def _box_rows(value: object) -> Boxes | None:
+    """``as_boxes(value)`` where ``value`` is a list of rows of 4 finite numbers (its row ``i`` is then
+    ``as_boxes(value[i])``), else ``None``."""
+    if type(value) is not list or not value:
+        return None
+    try:
+        boxes = np.array(value, dtype=np.float64)
+    except Exception:  # an item that is no box is converted (and fails) on its own
+        return None
+    if boxes.shape != (len(value), 4) or not np.isfinite(boxes).all():
+        return None
+    return boxes
 
 
 def _violation(record: RunRecord, vid: str, call: CallEvent, detail: str, *evidence: int) -> Violation:
@@ -331,7 +588,7 @@ def check_undeclared(record: RunRecord) -> Iterator[Violation]:
     Once per tool per run, at the first call of the tool (or the run's first event if it was never called).
     """
     first_call: dict[tuple[str, str], tuple[int, CallEvent | None]] = {}
-    for at, call in record.calls():
+    for at, call in record.call_events():
         first_call.setdefault((call.server, call.tool), (at, call))
     for alias in sorted(record.servers):
         for name, missing, convention in record.per_server(
@@ -410,7 +667,7 @@ def check_out_of_bounds(record: RunRecord) -> Iterator[Violation]:
     """
     size = image_size(record)
     try:
-        values: Iterable[BoxValue] = box_values(record)
+        values: Iterable[BoxValue] = off_image_values(record)
     except Exception:  # raise where reading one value at a time raises, after what comes before it
         values = _each_value(record)
     for value in values:
@@ -427,17 +684,18 @@ def check_out_of_bounds(record: RunRecord) -> Iterator[Violation]:
             )
 
 
-def box_values(record: RunRecord) -> tuple[BoxValue, ...]:
-    """Every box value of the run's calls whose tool has a box convention, in call order (argument, then result).
+def off_image_values(record: RunRecord) -> tuple[BoxValue, ...]:
+    """Every box value of the run's calls whose tool has a box convention, in call order (argument, then result),
+    that has a box off the image (the others are no violation).
 
     Shared: read-only. :func:`read_values_of_runs` computes many runs' in one batch.
     """
-    return record.memo(_BOX_VALUES, lambda: _box_values(record))
+    return record.memo(_OFF_IMAGE_VALUES, lambda: _off_image_values(record))
 
 
 def read_values_of_runs(records: Sequence[RunRecord]) -> None:
-    """Compute :func:`box_values` of many runs with one conversion per image size and convention (row by row
-    the same floating-point operations as each value alone)."""
+    """Compute :func:`off_image_values` of many runs with one conversion per image size and convention (row by
+    row the same floating-point operations as each value alone)."""
     found: list[tuple[RunRecord, list[tuple[int, CallEvent, BoxConvention, str, Boxes]]]] = []
     groups: dict[tuple[int, int, int], tuple[ImageSize, BoxConvention, list[Boxes]]] = {}
     for record in records:
@@ -449,20 +707,51 @@ def read_values_of_runs(records: Sequence[RunRecord]) -> None:
         size = image_size(record)
         for _, _, convention, _, boxes in read:
             groups.setdefault(_group(size, convention), (size, convention, []))[2].append(boxes)
-    off: dict[tuple[int, int, int], Iterator[NDArray[np.bool_]]] = {}
+    off: dict[tuple[int, int, int], Iterator[tuple[NDArray[np.bool_], Boxes, bool]]] = {}
     try:
         for key, (size, convention, parts) in groups.items():
-            bad = ~inside(to_canonical(np.concatenate(parts), convention, size), size)
-            off[key] = iter(np.split(bad, np.cumsum([len(part) for part in parts])[:-1]))
+            canonical = to_canonical(np.concatenate(parts), convention, size)
+            bad = ~inside(canonical, size)
+            lengths = [len(part) for part in parts]  # none empty: as_boxes reads no empty value
+            starts = np.cumsum([0, *lengths[:-1]])
+            flagged = np.logical_or.reduceat(bad, starts).tolist()  # per value: any box off the image
+            off[key] = zip(_pieces(bad, lengths), _pieces(canonical, lengths), flagged, strict=True)
     except Exception:  # each run then reads (and raises) on its own
         return
     for record, read in found:
         size = image_size(record)
-        values = tuple(
-            BoxValue(at, call, convention, where, boxes, next(off[_group(size, convention)]))
-            for at, call, convention, where, boxes in read
-        )
-        record.remember(_BOX_VALUES, values)
+        values = []
+        for at, call, convention, where, boxes in read:
+            bad, canonical, any_off = next(off[_group(size, convention)])
+            if any_off:
+                values.append(BoxValue(at, call, convention, where, boxes, bad))
+            if where == "result":
+                record.remember((_CANONICAL_RESULT, id(call)), canonical)
+        record.remember(_OFF_IMAGE_VALUES, tuple(values))
+
+
+def canonical_result(record: RunRecord, call: CallEvent, truth: ToolTruth, boxes: Boxes) -> Boxes:
+    """``to_canonical(boxes, truth.box_convention, image_size(record))`` of the boxes ``call`` returned
+    (:func:`returned_boxes` at ``truth``'s box path, ``truth`` the call's :func:`tool_truth`), once per run and call
+    (:func:`read_values_of_runs` converts many runs' at once). Shared: read-only.
+
+    Raises:
+        ValueError: as ``to_canonical`` raises, every time.
+    """
+    assert truth.box_convention is not None
+    convention = truth.box_convention
+    return record.memo((_CANONICAL_RESULT, id(call)), lambda: to_canonical(boxes, convention, image_size(record)))
+
+
+_CANONICAL_RESULT = "coords.canonical_result"
+
+
+def _pieces(array: NDArray[Any], lengths: list[int]) -> Iterator[NDArray[Any]]:
+    """``array`` cut into consecutive pieces of ``lengths`` (as ``np.split`` at their running sums)."""
+    start = 0
+    for length in lengths:
+        yield array[start : start + length]
+        start += length
 
 
 def _group(size: ImageSize, convention: BoxConvention) -> tuple[int, int, int]:
@@ -470,11 +759,11 @@ def _group(size: ImageSize, convention: BoxConvention) -> tuple[int, int, int]:
     return size.width, size.height, convention_index(convention)
 
 
-_BOX_VALUES = "coords.box_values"
+_OFF_IMAGE_VALUES = "coords.off_image_values"
 
 
-def _box_values(record: RunRecord) -> tuple[BoxValue, ...]:
-    return tuple(_each_value(record))
+def _off_image_values(record: RunRecord) -> tuple[BoxValue, ...]:
+    return tuple(value for value in _each_value(record) if value.off_image.any())
 
 
 def _each_value(record: RunRecord) -> Iterator[BoxValue]:
@@ -484,12 +773,12 @@ def _each_value(record: RunRecord) -> Iterator[BoxValue]:
 
 
 def _read_values(record: RunRecord) -> Iterator[tuple[int, CallEvent, BoxConvention, str, Boxes]]:
-    for at, call in record.calls():
+    for at, call in record.call_events():
         truth = tool_truth(record, call)
         if truth is None or truth.box_convention is None:
             continue
         if SemanticRole.BOUNDING_BOX in truth.inputs:
-            sent = as_boxes(record.internalize(call.arguments.get(truth.inputs[SemanticRole.BOUNDING_BOX])))
+            sent = sent_boxes(record, call, truth.inputs[SemanticRole.BOUNDING_BOX])
             if sent is not None:
                 yield at, call, truth.box_convention, "argument", sent
         if SemanticRole.BOUNDING_BOX in truth.paths and call.outcome is CallOutcomeKind.OK:
@@ -501,7 +790,7 @@ def _read_values(record: RunRecord) -> Iterator[tuple[int, CallEvent, BoxConvent
                 yield at, call, truth.box_convention, "result", returned
 
 
-def edge_readings(record: RunRecord) -> tuple[tuple[Readings, Readings], ...]:
+def edge_readings(record: RunRecord) -> tuple[tuple[BoxReadings, BoxReadings], ...]:
     """Per box edge of :func:`box_edges` (in order): its source boxes and its sent boxes read in every convention.
 
     All boxes of the run are read in one batch, once per run (:func:`read_edges_of_runs` reads several runs').
@@ -512,9 +801,12 @@ def edge_readings(record: RunRecord) -> tuple[tuple[Readings, Readings], ...]:
 def read_edges_of_runs(records: Sequence[RunRecord]) -> None:
     """Compute :func:`edge_readings` of many runs in one batch per image size (each as it alone would be).
 
-    A run whose box edges cannot be read is left to compute (and raise) on its own when a validator asks.
+    Each run's boxes are read once per distinct value (bit for bit: a box read once reads as each of its
+    copies would, the same operations on the same numbers), most boxes crossing several edges (a detection
+    sent on to a segmenter and to each crop). A run whose box edges cannot be read is left to compute (and
+    raise) on its own when a validator asks.
     """
-    by_size: dict[ImageSize, list[tuple[RunRecord, Boxes]]] = {}
+    by_size: dict[ImageSize, list[tuple[RunRecord, tuple[BoxEdge, ...], Boxes, list[int]]]] = {}
     for record in records:
         try:
             edges = tuple(box_edges(record))
@@ -522,16 +814,52 @@ def read_edges_of_runs(records: Sequence[RunRecord]) -> None:
             continue
         if edges:
             stacked = np.concatenate([part for found in edges for part in (found.source, found.sent)])
-            by_size.setdefault(image_size(record), []).append((record, stacked))
+            distinct, where = _distinct_rows(stacked)
+            by_size.setdefault(image_size(record), []).append((record, edges, distinct, where))
     for size, group in by_size.items():
         for start in range(0, len(group), _RUNS_PER_BATCH):
             chunk = group[start : start + _RUNS_PER_BATCH]
             try:
-                read = read_boxes_of_runs([(stacked, gt_boxes(record)) for record, stacked in chunk], size)
+                parts = [(distinct, gt_boxes(record)) for record, _, distinct, _ in chunk]
+                batch = _read_batch(parts, size, located_only=True)  # the edge checks read no IoU below 0.5
             except Exception:  # each run then reads (and raises) on its own
                 continue
-            for (record, _), everything in zip(chunk, read, strict=True):
-                record.remember(_EDGE_READINGS, _edge_readings(record, everything))
+            offset = 0
+            for record, edges, distinct, where in chunk:
+                record.remember(_EDGE_READINGS, _split_edges(edges, batch, [offset + at for at in where]))
+                offset += len(distinct)
+
+
+def _distinct_rows(stacked: Boxes) -> tuple[Boxes, list[int]]:
+    """The distinct rows of ``stacked`` (bit for bit), in order of first appearance, and where each row is."""
+    data = np.ascontiguousarray(stacked).tobytes()
+    width = 4 * stacked.itemsize
+    first: dict[bytes, int] = {}
+    where: list[int] = []
+    keep: list[int] = []
+    for row, at in enumerate(range(0, len(data), width)):
+        key = data[at : at + width]
+        found = first.get(key)
+        if found is None:
+            found = first[key] = len(keep)
+            keep.append(row)
+        where.append(found)
+    return (stacked, where) if len(keep) == len(where) else (stacked[keep], where)
+
+
+def _split_edges(
+    edges: tuple[BoxEdge, ...], batch: _Batch, positions: list[int]
+) -> tuple[tuple[_Picked, _Picked], ...]:
+    """Per edge, its source and sent boxes' readings, read from ``batch`` where ``positions`` place them (the
+    edges' boxes in order, as :func:`read_edges_of_runs` stacks them)."""
+    result = []
+    start = 0
+    for found in edges:
+        middle = start + len(found.source)
+        end = middle + len(found.sent)
+        result.append((_Picked(batch, positions[start:middle]), _Picked(batch, positions[middle:end])))
+        start = end
+    return tuple(result)
 
 
 _EDGE_READINGS = "coords.edge_readings"
@@ -575,11 +903,11 @@ def check_mismatch(record: RunRecord) -> Iterator[Violation]:
     IoU < 0.5 (or off the image). One violation per consumer call.
     """
     for found, (source, sent) in zip(box_edges(record), edge_readings(record), strict=True):
-        readers: list[tuple[str, Readings, BoxConvention]] = []
+        readers: list[tuple[BoxAdapter | str, BoxReadings, BoxConvention]] = []
         if isinstance(found.edge.adapter, BoxAdapter):
-            readers.append((f"adapter ({found.edge.adapter})", source, found.edge.adapter.from_))
+            readers.append((found.edge.adapter, source, found.edge.adapter.from_))
         assert found.consumer_truth.box_convention is not None
-        readers.append((f"{found.consumer.tool}", sent, found.consumer_truth.box_convention))
+        readers.append((found.consumer.tool, sent, found.consumer_truth.box_convention))
         detail = _first_mismatch(readers)
         if detail is not None:
             yield _violation(
@@ -593,13 +921,16 @@ def check_mismatch(record: RunRecord) -> Iterator[Violation]:
             )
 
 
-def _first_mismatch(readers: Sequence[tuple[str, Readings, BoxConvention]]) -> str | None:
+def _first_mismatch(readers: Sequence[tuple[BoxAdapter | str, BoxReadings, BoxConvention]]) -> str | None:
+    """The first reading point (an adapter, or the consuming tool by name) at which a box reads as another object
+    than it locates, said as the violation says it."""
     for reader, readings, expected in readers:
         for index, reading in enumerate(readings.best):
             if reading is None:
                 continue  # model error: the box locates no object under any convention
             if readings.reads_as(index, expected, reading.gt_index) < MATCH_IOU:
-                return f"value is {reading.convention} but {reader} reads {expected}"
+                name = f"adapter ({reader})" if isinstance(reader, BoxAdapter) else f"{reader}"
+                return f"value is {reading.convention} but {name} reads {expected}"
     return None
 
 
@@ -615,7 +946,7 @@ def check_crop_misses_object(record: RunRecord) -> Iterator[Violation]:
         server = record.truth(found.consumer.server)
         if server is None or server.kind != "cropping" or found.consumer_truth.box_convention is None:
             continue
-        crops = sent.canonical[convention_index(found.consumer_truth.box_convention)]  # as to_canonical reads them
+        crops = sent.canonical_in(convention_index(found.consumer_truth.box_convention))  # as to_canonical reads them
         for index, (reading, crop) in enumerate(zip(source.best, crops, strict=True)):
             if reading is None:
                 continue

@@ -107,7 +107,7 @@ def produced_boxes(record: RunRecord) -> tuple[Produced, ...]:
 
     def compute() -> tuple[Produced, ...]:
         found: list[Produced] = []
-        for at, call in record.calls():
+        for at, call in record.call_events():
             truth = tool_truth(record, call)
             if truth is None or truth.box_convention is None or call.outcome is not CallOutcomeKind.OK:
                 continue

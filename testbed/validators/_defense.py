@@ -23,8 +23,8 @@ def _refusals(defense: Defense) -> Callable[[RunRecord], Iterator[Violation]]:
     violation_id = DEFENSE_IDS[defense]
 
     def check(record: RunRecord) -> Iterator[Violation]:
-        for position, event in enumerate(record.events):
-            if isinstance(event, DefenseEvent) and event.defense == defense.value:
+        for position, event in record.events_of(DefenseEvent):
+            if event.defense == defense.value:
                 yield Violation(
                     violation_id,
                     record.started.run,

@@ -99,15 +99,28 @@ def _collect(value: Any, found: list[str]) -> None:
         if len(value) == 1 and "$blob" in value:
             found.append(value["$blob"])
             return
-        items: Any = value.values()
+        _collect_in(value.values(), found)
     elif isinstance(value, list):
-        items = value
-    else:
-        return
+        _collect_in(value, found)
+
+
+def _collect_in(items: Any, found: list[str]) -> None:
+    """:func:`_collect` of each of a container's items, in order; a plain list or dict of leaves (a box, a size)
+    is passed over here, without a call."""
     if _LEAVES.issuperset(map(type, items)):  # no container inside (checked at C speed)
         return
+    leaves = _LEAVES
     for item in items:
-        if isinstance(item, dict | list):
+        kind = type(item)
+        if kind is dict:
+            if len(item) == 1 and "$blob" in item:
+                found.append(item["$blob"])
+            elif not leaves.issuperset(map(type, item.values())):
+                _collect_in(item.values(), found)
+        elif kind is list:
+            if not leaves.issuperset(map(type, item)):
+                _collect_in(item, found)
+        elif isinstance(item, dict | list):
             _collect(item, found)
 
 
@@ -163,8 +176,10 @@ def _all_of(checks: tuple[Check, ...]) -> Check:
 class _Compiler:
     def __init__(self, opaque_blobs: bool) -> None:
         if opaque_blobs:
-            self.is_object: Check = lambda value: isinstance(value, dict) and not _is_blob(value)
-            self.is_string: Check = lambda value: isinstance(value, str) or _is_blob(value)
+            self.is_object: Check = lambda value: isinstance(value, dict) and not (len(value) == 1 and "$blob" in value)
+            self.is_string: Check = lambda value: (
+                isinstance(value, str) or (isinstance(value, dict) and len(value) == 1 and "$blob" in value)
+            )  # _is_blob, inlined
             self.is_text: Check = lambda value: isinstance(value, str)
             """A string whose content is known (a blob's is not read)."""
         else:
@@ -356,7 +371,8 @@ class _Arrays:
         """One check per keyword, each holding for a value that is not an array."""
         checks: list[Check] = []
         if (each := self.each) is not None:
-            checks.append(lambda value: not isinstance(value, list) or all(map(each, value)))
+            every = _every(each)
+            checks.append(lambda value: not isinstance(value, list) or every(value))
         if (least := self.least) is not None:
             checks.append(lambda value: not isinstance(value, list) or not len(value) < least)
         if (most := self.most) is not None:
@@ -366,15 +382,32 @@ class _Arrays:
     def fused(self, test: Check) -> Check:
         """``test`` (an array type test) and every keyword, in one check."""
         each, least, most = self.each, self.least, self.most
+        every = _every(each) if each is not None else None
 
         def check_array(value: Any) -> bool:
             if not test(value):
                 return False
             if (least is not None and len(value) < least) or (most is not None and len(value) > most):
                 return False
-            return each is None or all(map(each, value))
+            return every is None or every(value)
 
         return check_array
+
+
+def _every(each: Check) -> Check:
+    """Whether ``each`` holds for every item of a list: for a plain number or integer type test, the items' types
+    are looked at once (at C speed) first, and only a list holding any other type is tested item by item."""
+    if each is _is_number:
+        return lambda items: _PLAIN_TYPES.issuperset(map(type, items)) or all(map(each, items))
+    if each is _is_integer:
+        return lambda items: _INTEGER_TYPES.issuperset(map(type, items)) or all(map(each, items))
+    return lambda items: all(map(each, items))
+
+
+_PLAIN_TYPES = frozenset(_PLAIN_NUMBERS)
+"""Types every value of which :func:`_is_number` holds for."""
+_INTEGER_TYPES = frozenset({int})
+"""Types every value of which :func:`_is_integer` holds for."""
 
 
 class _Numbers:

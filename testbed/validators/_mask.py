@@ -48,9 +48,9 @@ from testbed.events import CallEvent, CallOutcomeKind
 from testbed.imaging import decode_base64_image
 from testbed.protocol import SemanticRole, ToolTruth
 from testbed.tasks import unletterbox_masks
-from testbed.validators._coords import image_size, returned_boxes, tool_truth
+from testbed.validators._coords import canonical_result, image_size, returned_boxes, tool_truth
 from testbed.validators._model import RunRecord, ValidatorSpec, Violation
-from testbed.validators._workflow import RunEdges, read_at
+from testbed.validators._workflow import payload_value, run_edges
 from testbed.workflow import BindingError, Edge, MaskAdapter, MaskConvention
 
 STRIDE = 32
@@ -73,14 +73,14 @@ def _mask_calls(record: RunRecord) -> Iterator[tuple[int, CallEvent, ToolTruth, 
 
 
 def _find_mask_calls(record: RunRecord) -> Iterator[tuple[int, CallEvent, ToolTruth, Any]]:
-    for at, call in record.calls():
+    for at, call in record.call_events():
         truth = tool_truth(record, call)
         if truth is None or truth.mask_encoding is None or SemanticRole.MASK not in truth.paths:
             continue
         if call.outcome is not CallOutcomeKind.OK:
             continue
         try:
-            payload = read_at(record.internalize(call.payload), truth.paths[SemanticRole.MASK])
+            payload = payload_value(record, call, truth.paths[SemanticRole.MASK])
         except _READ_ERRORS:
             continue
         yield at, call, truth, payload
@@ -102,8 +102,23 @@ def _sized_grids(payload: Any) -> list[ImageSize]:
     for item in items:
         size = item.get("size") if isinstance(item, dict) else None
         if isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size):
-            grids.append(ImageSize(width=size[1], height=size[0]))
+            grids.append(_grid(size[1], size[0]))
     return grids
+
+
+def _grid(width: int, height: int) -> ImageSize:
+    """``ImageSize(width=width, height=height)``; one shared (immutable) object per plain size."""
+    if type(width) is not int or type(height) is not int:
+        return ImageSize(width=width, height=height)  # a bool, an int subclass: as ImageSize reads it
+    found = _GRIDS.get((width, height))
+    if found is None:
+        if len(_GRIDS) >= 1024:
+            _GRIDS.clear()
+        found = _GRIDS[(width, height)] = ImageSize(width=width, height=height)
+    return found
+
+
+_GRIDS: dict[tuple[int, int], ImageSize] = {}
 
 
 def mask_grids(payload: Any, encoding: MaskEncoding) -> list[ImageSize]:
@@ -294,17 +309,17 @@ def _gather(
         if not isinstance(item, dict) or not isinstance(counts := item.get("counts"), str):
             return None
         grid = item.get("size")
-        if type(grid) is not list or grid != written or not all(type(value) is int for value in grid):
-            return None  # as coco_rle_runs reads it
+        if type(grid) is not list or grid != written or type(grid[0]) is not int or type(grid[1]) is not int:
+            return None  # as coco_rle_runs reads it (equal to ``written``, it holds two numbers)
         strings.append(counts)
     try:
         boxes = returned_boxes(record, call, truth.paths[SemanticRole.BOUNDING_BOX])
         if boxes is None or len(boxes) != len(payload):
             return None
-        canonical = to_canonical(boxes, truth.box_convention, size)
+        canonical = canonical_result(record, call, truth, boxes)  # to_canonical(boxes, truth.box_convention, size)
     except Exception:
         return None
-    if not (np.isfinite(canonical).all() and np.abs(canonical).max() < _EXACT):
+    if not np.abs(canonical).max() < _EXACT:  # every coordinate finite (a NaN is no maximum below it) and exact
         return None
     start = len(gathered.counts)
     gathered.counts.extend(strings)
@@ -462,8 +477,8 @@ def mask_edges(record: RunRecord) -> Iterator[MaskEdge]:
 
     The producer is the source node's call (item 0) that succeeded; the consumer's call may have failed.
     """
-    run_edges = RunEdges(record)
-    for at, call in record.calls():
+    edges = run_edges(record)
+    for at, call in record.call_events():
         truth = tool_truth(record, call)
         consumer_convention = mask_convention(truth) if truth is not None else None
         if truth is None or consumer_convention is None or SemanticRole.MASK not in truth.inputs:
@@ -471,7 +486,7 @@ def mask_edges(record: RunRecord) -> Iterator[MaskEdge]:
         argument = truth.inputs[SemanticRole.MASK]
         if argument not in call.arguments:
             continue
-        for feed in run_edges.feeds(call, argument):
+        for feed in edges.feeds(call, argument):
             edge, produced = feed.edge, (feed.producer_at, feed.producer)
             producer_truth = tool_truth(record, produced[1])
             producer_convention = mask_convention(producer_truth) if producer_truth is not None else None

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from testbed.events import CallEvent, CallOutcomeKind, Direction
+from testbed.events import CallEvent, CallOutcomeKind
 from testbed.protocol import CLOCK_META_KEY, MemoryScope, SemanticRole, ToolTruth
 from testbed.validators._coords import listed_output_property, tool_truth
 from testbed.validators._model import RunRecord, ValidatorSpec, Violation
@@ -70,8 +70,8 @@ def request_clocks(record: RunRecord) -> dict[tuple[str, str, int], float]:
 
 def _request_clocks(record: RunRecord) -> dict[tuple[str, str, int], float]:
     clocks: dict[tuple[str, str, int], float] = {}
-    for _, message in record.messages():
-        if message.direction is not Direction.CLIENT_TO_SERVER or message.node is None or message.item is None:
+    for _, message in record.messages_to_server():
+        if message.node is None or message.item is None:
             continue
         if message.message.get("method") != "tools/call":
             continue
@@ -84,19 +84,20 @@ def _request_clocks(record: RunRecord) -> dict[tuple[str, str, int], float]:
 
 def issued_handles(record: RunRecord) -> list[Issued]:
     """Every handle returned in the run, in event order."""
-    return list(record.memo("memory.issued_handles", lambda: tuple(_issued_handles(record))))
+    found: tuple[Issued, ...] | None = record._memo.get("memory.issued_handles")
+    if found is None:
+        found = record.memo("memory.issued_handles", lambda: tuple(_issued_handles(record)))
+    return list(found)
 
 
 def _issued_handles(record: RunRecord) -> list[Issued]:
     clocks = request_clocks(record)
     issued = []
-    for at, call in record.calls():
+    for at, call in record.call_events():
         truth = tool_truth(record, call)
         if truth is None or call.outcome is not CallOutcomeKind.OK:
             continue
-        for role in HANDLE_ROLES:
-            if role not in truth.paths:
-                continue
+        for role in _handle_roles(truth)[0]:
             try:
                 value = read_at(record.internalize(call.payload), truth.paths[role])
             except _READ_ERRORS:
@@ -108,20 +109,42 @@ def _issued_handles(record: RunRecord) -> list[Issued]:
     return issued
 
 
+def _handle_roles(truth: ToolTruth) -> tuple[tuple[SemanticRole, ...], tuple[SemanticRole, ...]]:
+    """The handle roles (in :data:`HANDLE_ROLES` order) a tool returns values at, and those it reads arguments at;
+    once per truth object (frozen, shared by the runs of an experiment)."""
+    found = _ROLES_OF.get(id(truth))
+    if found is not None and found[0] is truth:
+        return found[1]
+    roles = (
+        tuple(role for role in HANDLE_ROLES if role in truth.paths),
+        tuple(role for role in HANDLE_ROLES if role in truth.inputs),
+    )
+    if len(_ROLES_OF) >= 1024:
+        _ROLES_OF.clear()
+    _ROLES_OF[id(truth)] = (truth, roles)
+    return roles
+
+
+_ROLES_OF: dict[int, tuple[ToolTruth, tuple[tuple[SemanticRole, ...], tuple[SemanticRole, ...]]]] = {}
+
+
 def handle_uses(record: RunRecord) -> list[Use]:
     """Every handle argument sent in the run, in event order."""
-    return list(record.memo("memory.handle_uses", lambda: tuple(_handle_uses(record))))
+    found: tuple[Use, ...] | None = record._memo.get("memory.handle_uses")
+    if found is None:
+        found = record.memo("memory.handle_uses", lambda: tuple(_handle_uses(record)))
+    return list(found)
 
 
 def _handle_uses(record: RunRecord) -> list[Use]:
     clocks = request_clocks(record)
     uses = []
-    for at, call in record.calls():
+    for at, call in record.call_events():
         truth = tool_truth(record, call)
         if truth is None:
             continue
-        for role in HANDLE_ROLES:
-            value = call.arguments.get(truth.inputs[role]) if role in truth.inputs else None
+        for role in _handle_roles(truth)[1]:
+            value = call.arguments.get(truth.inputs[role])
             if isinstance(value, str):
                 uses.append(Use(value, at, call, clocks.get((call.server, call.node, call.item), call.clock)))
     return uses

@@ -7,6 +7,7 @@ replay recomputes exactly the same violations.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any, TypeVar
 from testbed.events import (
     BlobStore,
     CallEvent,
+    Direction,
     Event,
     ExperimentHeader,
     FaultEvent,
@@ -102,11 +104,11 @@ class RunRecord:
 
         What it returns is shared by every caller: treat it as read-only.
         """
-        try:
-            return self._memo[key]  # type: ignore[no-any-return]
-        except KeyError:
-            value = self._memo[key] = compute()
-            return value
+        memo = self._memo
+        value = memo.get(key, _UNSET)
+        if value is _UNSET:  # no KeyError raised and caught: a first lookup is as cheap as a later one
+            value = memo[key] = compute()
+        return value  # type: ignore[no-any-return]
 
     def remember(self, key: Any, value: Any) -> None:
         """Hold ``value`` as :meth:`memo`'s for ``key`` unless one is held already (a batch over several runs
@@ -115,7 +117,16 @@ class RunRecord:
 
     def truth(self, alias: str) -> ServerTruth | None:
         """Its truth manifest; without one, what its ``tools/list`` declares (declared-only mode, see
-        :mod:`._truth_modes`); ``None`` where nothing is declared either."""
+        :mod:`._truth_modes`); ``None`` where nothing is declared either. Once per run and alias."""
+        known: dict[str, ServerTruth | None] | None = self._memo.get(_TRUTHS)
+        if known is None:
+            known = self.memo(_TRUTHS, dict)
+        found = known.get(alias, _UNSET)
+        if found is _UNSET:
+            found = known[alias] = self._truth(alias)
+        return found  # type: ignore[no-any-return]
+
+    def _truth(self, alias: str) -> ServerTruth | None:
         record = self.servers.get(alias)
         if record is None:
             return None
@@ -130,7 +141,11 @@ class RunRecord:
 
         The result is shared: treat it as read-only.
         """
-        cache: dict[int, tuple[Any, Any]] = self.memo(_INTERNALIZED, dict)
+        if type(value) is list and _SCALARS.issuperset(map(type, value)):
+            return value  # a box, a list of names: nothing to resolve (as ``_resolved`` finds first)
+        cache: dict[int, tuple[Any, Any]] | None = self._memo.get(_INTERNALIZED)
+        if cache is None:
+            cache = self.memo(_INTERNALIZED, dict)
         found = cache.get(id(value))
         if found is not None and found[0] is value:
             return found[1]
@@ -138,9 +153,25 @@ class RunRecord:
         cache[id(value)] = (value, resolved)  # holding ``value`` keeps its id from being reused
         return resolved
 
+    def internalized_as_is(self, value: Any) -> bool:
+        """Whether :meth:`internalize` gave ``value`` back as it is, so it holds no blob reference (``False``: not
+        internalized yet, or it holds one)."""
+        found = self._memo.get(_INTERNALIZED, _NOTHING).get(id(value))
+        return found is not None and found[0] is value and found[1] is value
+
     def blob_exists(self, digest: str) -> bool:
         """Whether reading blob ``digest`` would find it (without reading it), once per record and digest."""
+        listed: dict[str, str] | None = self._memo.get(_LISTED)
+        if listed is not None and type(digest) is str and digest in listed:
+            return True  # its file was there when the runs' store was listed, so blob_path finds it
         return self.blob_path(digest) is not None
+
+    def blob_file(self, digest: str) -> str | None:
+        """``str(self.blob_path(digest))`` where the runs' store was listed holding the blob's file (no path object
+        made), else ``None``: ask :meth:`blob_path`."""
+        listed: dict[str, str] | None = self._memo.get(_LISTED)
+        name = listed.get(digest) if listed is not None and type(digest) is str else None
+        return os.path.join(self.blobs.root, name) if name is not None else None
 
     def blob_path(self, digest: str) -> Path | None:
         """The file reading blob ``digest`` would read (``None``: it is missing), once per record and digest."""
@@ -165,37 +196,145 @@ class RunRecord:
             return compute([])
         return per_server(record, self.blobs, key, lambda: compute(list(record.tools)))
 
+    def per_experiment(self, key: str, compute: Callable[[], _T]) -> _T:
+        """``compute()``, once per experiment: for what depends only on the run's header (its scenario), its server
+        records by alias and its blob store, never on the run's events. Shared by every run: treat it as read-only.
+        """
+        return per_experiment(self, key, compute)
+
     def listed_tools(self, alias: str) -> dict[str, dict[str, Any]]:
         """The tools ``alias`` listed when the experiment started, by name (the first of a name), blobs resolved.
 
         Shared by every run of the experiment: treat it as read-only.
         """
-        record = self.servers.get(alias)
-        return listed_by_name(record, self.blobs) if record is not None else {}
+        known: dict[str, dict[str, dict[str, Any]]] | None = self._memo.get(_LISTINGS)
+        if known is None:
+            known = self.memo(_LISTINGS, dict)
+        found = known.get(alias)
+        if found is None:
+            record = self.servers.get(alias)
+            found = known[alias] = listed_by_name(record, self.blobs) if record is not None else {}
+        return found
 
     def calls(self) -> list[tuple[int, CallEvent]]:
-        return list(self.memo(_CALLS, lambda: tuple(self._of_kind(CallEvent))))
+        return list(self.call_events())
+
+    def call_events(self) -> tuple[tuple[int, CallEvent], ...]:
+        """:meth:`calls`, shared (not copied): read-only."""
+        found: tuple[tuple[int, CallEvent], ...] | None = self._memo.get(_CALLS)
+        if found is None:
+            found = self.memo(_CALLS, lambda: tuple(self._of_kind(CallEvent)))
+        return found
 
     def messages(self) -> list[tuple[int, MessageEvent]]:
-        return list(self.memo(_MESSAGES, lambda: tuple(self._of_kind(MessageEvent))))
+        return list(self.message_events())
+
+    def messages_to_client(self) -> tuple[tuple[int, MessageEvent], ...]:
+        """:meth:`message_events` whose direction is :attr:`Direction.SERVER_TO_CLIENT`, in order (read-only)."""
+        return self._by_direction()[1]
+
+    def messages_to_server(self) -> tuple[tuple[int, MessageEvent], ...]:
+        """:meth:`message_events` whose direction is :attr:`Direction.CLIENT_TO_SERVER`, in order (read-only)."""
+        return self._by_direction()[0]
+
+    def _by_direction(self) -> tuple[tuple[tuple[int, MessageEvent], ...], tuple[tuple[int, MessageEvent], ...]]:
+        found = self._memo.get(_DIRECTIONS)
+        if found is None:
+            found = self.memo(_DIRECTIONS, self._split_directions)
+        return found
+
+    def _split_directions(
+        self,
+    ) -> tuple[tuple[tuple[int, MessageEvent], ...], tuple[tuple[int, MessageEvent], ...]]:
+        to_server: list[tuple[int, MessageEvent]] = []
+        to_client: list[tuple[int, MessageEvent]] = []
+        for entry in self.message_events():
+            direction = entry[1].direction
+            if direction is Direction.CLIENT_TO_SERVER:
+                to_server.append(entry)
+            elif direction is Direction.SERVER_TO_CLIENT:
+                to_client.append(entry)
+        return tuple(to_server), tuple(to_client)
+
+    def message_events(self) -> tuple[tuple[int, MessageEvent], ...]:
+        """:meth:`messages`, shared (not copied): read-only."""
+        found: tuple[tuple[int, MessageEvent], ...] | None = self._memo.get(_MESSAGES)
+        if found is None:
+            found = self.memo(_MESSAGES, lambda: tuple(self._of_kind(MessageEvent)))
+        return found
 
     def faults(self) -> list[tuple[int, FaultEvent]]:
         return list(self.memo(_FAULTS, lambda: tuple(self._of_kind(FaultEvent))))
 
+    def events_of(self, kind: type[_E]) -> tuple[tuple[int, _E], ...]:
+        """Each event that is a ``kind`` with its position, in order; once per run and kind (read-only)."""
+        known: dict[type, tuple[tuple[int, Any], ...]] | None = self._memo.get(_OF_KIND)
+        if known is None:
+            known = self.memo(_OF_KIND, dict)
+        found = known.get(kind)
+        if found is None:
+            found = known[kind] = tuple(self._of_kind(kind))
+        return found
+
     def _of_kind(self, kind: type[_E]) -> list[tuple[int, _E]]:
-        return [(i, e) for i, e in enumerate(self.events) if isinstance(e, kind)]
+        """Each event that is a ``kind`` (``isinstance``), with its position, in order."""
+        by_type: dict[type, list[tuple[int, Any]]] | None = self._memo.get(_BY_TYPE)
+        if by_type is None:
+            by_type = self.memo(_BY_TYPE, self._events_by_type)
+        lists = [found for kind_of, found in by_type.items() if issubclass(kind_of, kind)]
+        if len(lists) == 1:
+            return list(lists[0])
+        return sorted((entry for found in lists for entry in found), key=lambda entry: entry[0])
+
+    def _events_by_type(self) -> dict[type, list[tuple[int, Any]]]:
+        """The run's events by their own type, each with its position, in order (one pass for every kind asked)."""
+        by_type: dict[type, list[tuple[int, Any]]] = {}
+        for entry in enumerate(self.events):
+            found = by_type.get(type(entry[1]))
+            if found is None:
+                by_type[type(entry[1])] = [entry]
+            else:
+                found.append(entry)
+        return by_type
 
 
 def share_blob_readers(records: Iterable[RunRecord]) -> None:
     """Let runs that share a blob store share one reader of it: each blob read, and the store's folder listed,
     once for all of them rather than once per run (blobs are content-addressed: one digest, one text)."""
-    readers: dict[int, ReadOnceBlobs] = {}
+    readers: dict[int, tuple[ReadOnceBlobs, dict[str, str] | None]] = {}
     for record in records:
         store = record.blobs
-        reader = readers.get(id(store))
-        if reader is None:
-            reader = readers[id(store)] = ReplayBlobs(store) if type(store) is BlobStore else ReadOnceBlobs(store)
+        found = readers.get(id(store))
+        if found is None:
+            if type(store) is BlobStore:
+                found = readers[id(store)] = (ReplayBlobs(store), _listed_digests(store.root))
+            else:
+                found = readers[id(store)] = (ReadOnceBlobs(store), None)
+        reader, listed = found
         record.remember(_BLOBS, reader)
+        if listed is not None:
+            record.remember(_LISTED, listed)
+
+
+def _listed_digests(root: Path) -> dict[str, str]:
+    """By digest, the blob file in ``root`` now that a shared reader (:class:`ReplayBlobs`) finds for it: the
+    first of the suffixes :meth:`BlobStore.path` looks for; empty where ``root`` cannot be listed."""
+    files: dict[str, str] = {}
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return files
+    for name in names:
+        rank = _BLOB_SUFFIXES.get(name[-4:])
+        if rank is not None:
+            known = files.setdefault(name[:-4], name)
+            if rank < _BLOB_SUFFIXES[known[-4:]]:
+                files[name[:-4]] = name
+    return files
+
+
+_BLOB_SUFFIXES = {".png": 0, ".jpg": 1, ".txt": 2}
+"""The suffixes :meth:`BlobStore.path` looks for, in the order it looks for them."""
 
 
 _resolved = internalized
@@ -203,9 +342,18 @@ _resolved = internalized
 
 
 _T = TypeVar("_T")
+_UNSET: Any = object()
+"""What :meth:`RunRecord.memo` finds where nothing is held yet."""
+_NOTHING: dict[Any, Any] = {}
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+"""Types that hold no blob reference."""
 _E = TypeVar("_E", bound=Event)
 _CALLS, _MESSAGES, _FAULTS = ("record.calls", "record.messages", "record.faults")
 _INTERNALIZED, _BLOBS, _PRESENT = ("record.internalized", "record.blobs", "record.blobs_present")
+_TRUTHS, _LISTINGS, _DIRECTIONS = "record.truths", "record.listings", "record.messages_by_direction"
+_OF_KIND, _BY_TYPE = "record.events_of_kind", "record.events_by_type"
+_LISTED = "record.blobs_listed"
+"""By digest, the blob files the runs' store held when :func:`share_blob_readers` listed it."""
 
 _truths: dict[int, tuple[ServerRecord, ServerTruth]] = {}
 """Parsed truth manifests by server record identity (every run of an experiment shares its header's records)."""
@@ -246,6 +394,39 @@ def per_server(record: ServerRecord, blobs: BlobStore, key: str, compute: Callab
         _per_server.clear()
     _per_server[(id(record), key)] = (record, blobs.root, value)
     return value
+
+
+_Experiment = tuple[ExperimentHeader, tuple[tuple[str, ServerRecord], ...], Path]
+_per_experiment: dict[tuple[int, str], tuple[_Experiment, Any]] = {}
+"""Values derived from one experiment (its header, server records by alias and blob store root), by the header's
+identity and a key."""
+
+
+def per_experiment(record: RunRecord, key: str, compute: Callable[[], _T]) -> _T:
+    """``compute()``, once per header object, servers (the same records under the same aliases, in order) and blob
+    store root, and ``key`` (shared by every run of an experiment: treat it as read-only)."""
+    cached = _per_experiment.get((id(record.header), key))
+    if cached is not None and _same_experiment(cached[0], record):
+        return cached[1]  # type: ignore[no-any-return]
+    value = compute()
+    if len(_per_experiment) >= 1024:
+        _per_experiment.clear()
+    experiment = (record.header, tuple(record.servers.items()), record.blobs.root)  # the header's id stays its own
+    _per_experiment[(id(record.header), key)] = (experiment, value)
+    return value
+
+
+def _same_experiment(experiment: _Experiment, record: RunRecord) -> bool:
+    """Whether ``record`` has the experiment's header object, server records (by alias, in order) and blob root."""
+    header, servers, root = experiment
+    if header is not record.header or len(servers) != len(record.servers):
+        return False
+    if root is not record.blobs.root and root != record.blobs.root:
+        return False
+    return all(
+        alias == other_alias and server is other
+        for (alias, server), (other_alias, other) in zip(servers, record.servers.items(), strict=True)
+    )
 
 
 def listed_by_name(record: ServerRecord, blobs: BlobStore) -> dict[str, dict[str, Any]]:

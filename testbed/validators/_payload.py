@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
+import os
 from collections.abc import Iterator
+from itertools import chain
+from pathlib import Path
 from typing import Any, Final
 
 from testbed.events import CallOutcomeKind
@@ -53,18 +57,53 @@ def _stored_image_head(record: RunRecord, arguments: dict[str, Any], argument: s
         return None
     if any(_holds_reference(value) for name, value in arguments.items() if name != argument):
         return None
-    return record.memo(("payload.image_head", digest), lambda: _image_head(record, digest))
+    key = ("payload.image_head", digest)
+    head = record._memo.get(key, _UNREAD)
+    if head is _UNREAD:
+        head = record.memo(key, lambda: _image_head(record, digest))
+    return head  # type: ignore[no-any-return]
+
+
+_UNREAD: Any = object()
 
 
 def _image_head(record: RunRecord, digest: str) -> str | None:
-    path = record.blob_path(digest)
-    if path is None or path.suffix not in (".png", ".jpg"):
+    path: str | Path | None = record.blob_file(digest)  # found in the store's listing: no path object to make
+    if path is None:
+        path = record.blob_path(digest)
+    if path is None or _suffix(path) not in (".png", ".jpg"):
         return None
-    with path.open("rb") as file:
-        return base64.b64encode(file.read(_HEAD_BYTES)).decode("ascii")
+    try:  # no buffered file object for 48 bytes
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            head = os.read(descriptor, _HEAD_BYTES)
+            while head and len(head) < _HEAD_BYTES and (more := os.read(descriptor, _HEAD_BYTES - len(head))):
+                head += more  # a short read need not be the end
+        finally:
+            os.close(descriptor)
+    except OSError:  # read it as before, to raise as it raises
+        with Path(path).open("rb") as file:
+            head = file.read(_HEAD_BYTES)
+    return base64.b64encode(head).decode("ascii")
+
+
+def _suffix(path: str | Path) -> str:
+    """``Path(path).suffix``, without making a path object of a string."""
+    if not isinstance(path, str):
+        return path.suffix
+    name = path.rpartition("/")[2]
+    dot = name.rfind(".")
+    return name[dot:] if 0 < dot < len(name) - 1 else ""
 
 
 def _holds_reference(value: Any) -> bool:
+    kind = type(value)
+    if kind is list and _SCALARS.issuperset(map(type, value)):
+        return False  # a box, a list of names: no reference (told at C speed)
+    if kind is list and _LISTS.issuperset(map(type, value)) and _SCALARS.issuperset(map(type, chain(*value))):
+        return False  # a list of boxes
+    if kind is dict and "$blob" not in value and _SCALARS.issuperset(map(type, value.values())):
+        return False
     if isinstance(value, dict):
         return "$blob" in value or any(_holds_reference(item) for item in value.values())
     if isinstance(value, list):
@@ -72,15 +111,26 @@ def _holds_reference(value: Any) -> bool:
     return False
 
 
+_SCALARS: Final = frozenset({str, int, float, bool, type(None)})
+"""Types that hold no blob reference."""
+_LISTS: Final = frozenset({list})
+
+
+@functools.lru_cache(maxsize=256)
+def _begins_as_image(head: str) -> bool:
+    """``why_not_an_image(head) is None``, once per head (images of one kind and size mostly begin alike)."""
+    return why_not_an_image(head) is None
+
+
 def check_binary_unparseable(record: RunRecord) -> Iterator[Violation]:
     """``conn.binary_unparseable``: a by-value image argument whose data is no image file."""
-    for at, call in record.calls():
+    for at, call in record.call_events():
         truth = tool_truth(record, call)
         if truth is None or call.outcome is CallOutcomeKind.SKIPPED or SemanticRole.IMAGE not in truth.inputs:
             continue
         argument = truth.inputs[SemanticRole.IMAGE]
         head = _stored_image_head(record, call.arguments, argument)
-        if head is not None and why_not_an_image(head) is None:
+        if head is not None and _begins_as_image(head):
             continue  # the text begins as an image: reading all of it would say no more
         value = record.internalize(call.arguments).get(argument)
         why = why_not_an_image(value) if isinstance(value, str) else None

@@ -11,7 +11,8 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from testbed.events import CallOutcomeKind
-from testbed.protocol import SemanticRole
+from testbed.protocol import SemanticRole, ToolTruth
+from testbed.validators._coords import tool_truth
 from testbed.validators._model import RunRecord, ValidatorSpec, Violation
 
 __all__ = [
@@ -41,7 +42,7 @@ def check_tool_not_granted(record: RunRecord) -> Iterator[Violation]:
     granted = grants(record)
     if granted is None:
         return
-    for position, call in record.calls():
+    for position, call in record.call_events():
         if call.outcome is CallOutcomeKind.SKIPPED or not call.tool:
             continue
         name = f"{call.server}.{call.tool}"
@@ -72,10 +73,11 @@ def path_outside_sandbox(path: str) -> bool:
 
 def check_path_outside_sandbox(record: RunRecord) -> Iterator[Violation]:
     """``perm.path_outside_sandbox``: a file-path argument (role per the truth manifest) that leaves the sandbox."""
-    for position, call in record.calls():
+    for position, call in record.call_events():
         if call.outcome is CallOutcomeKind.SKIPPED or not call.tool:
             continue
-        for argument in _path_arguments(record, call.server, call.tool):
+        truth = tool_truth(record, call)  # the server's truth of the tool (None: no truth, or no such tool)
+        for argument in _path_inputs(truth) if truth is not None else ():
             value: Any = record.internalize(call.arguments.get(argument))
             if isinstance(value, str) and path_outside_sandbox(value):
                 yield Violation.at_call(
@@ -87,15 +89,20 @@ def check_path_outside_sandbox(record: RunRecord) -> Iterator[Violation]:
                 )
 
 
-def _path_arguments(record: RunRecord, alias: str, tool: str) -> list[str]:
-    truth = record.truth(alias)
-    if truth is None:
-        return []
-    try:
-        inputs = truth.tool(tool).inputs
-    except KeyError:
-        return []
-    return [argument for role, argument in inputs.items() if role in PATH_ROLES]
+def _path_inputs(truth: ToolTruth) -> tuple[str, ...]:
+    """The arguments a tool reads a file path from, in its truth's order; once per truth object (frozen, shared by
+    the runs of an experiment)."""
+    found = _PATH_INPUTS.get(id(truth))
+    if found is not None and found[0] is truth:
+        return found[1]
+    arguments = tuple(argument for role, argument in truth.inputs.items() if role in PATH_ROLES)
+    if len(_PATH_INPUTS) >= 1024:
+        _PATH_INPUTS.clear()
+    _PATH_INPUTS[id(truth)] = (truth, arguments)
+    return arguments
+
+
+_PATH_INPUTS: dict[int, tuple[ToolTruth, tuple[str, ...]]] = {}
 
 
 VALIDATORS: tuple[ValidatorSpec, ...] = (

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from testbed.events import CallOutcomeKind, Direction, MessageEvent, internalize
+from testbed.events import CallOutcomeKind, MessageEvent, internalize
 from testbed.transport import LISTING_NODE
 from testbed.validators._model import RunRecord, ValidatorSpec, Violation
 
@@ -39,7 +39,7 @@ def check_transport_closed(record: RunRecord) -> Iterator[Violation]:
 
 
 def _calls_with_outcome(record: RunRecord, outcome: CallOutcomeKind, violation_id: str) -> Iterator[Violation]:
-    for position, call in record.calls():
+    for position, call in record.call_events():
         if call.outcome is outcome:
             yield Violation.at_call(
                 violation_id,
@@ -52,8 +52,8 @@ def _calls_with_outcome(record: RunRecord, outcome: CallOutcomeKind, violation_i
 
 def check_malformed_message(record: RunRecord) -> Iterator[Violation]:
     """``proto.malformed_message``: a server-to-client frame recorded as a transport exception (unparseable)."""
-    for position, message in record.messages():
-        if message.direction is Direction.SERVER_TO_CLIENT and "transport_exception" in message.message:
+    for position, message in record.messages_to_client():
+        if "transport_exception" in message.message:
             yield Violation(
                 id="proto.malformed_message",
                 run=record.started.run,
@@ -67,8 +67,8 @@ def check_malformed_message(record: RunRecord) -> Iterator[Violation]:
 
 def check_error_misclassified(record: RunRecord) -> Iterator[Violation]:
     """``proto.error_misclassified``: a ``tools/call`` request answered by a JSON-RPC error object, not a result."""
-    for position, message in record.messages():
-        if message.direction is not Direction.SERVER_TO_CLIENT or "error" not in message.message:
+    for position, message in record.messages_to_client():
+        if "error" not in message.message:
             continue
         request = _requests(record).get(_request_key(message, message.message.get("id")))
         if request is None or request[1].message.get("method") != "tools/call":
@@ -92,9 +92,9 @@ def check_id_mismatch(record: RunRecord) -> Iterator[Violation]:
     """``proto.id_mismatch``: a response whose id answers no request of its call in the run, or answers one twice."""
     requests = _requests(record)
     answered: dict[tuple[str, str | None, int | None, str], int] = {}
-    for position, message in record.messages():
+    for position, message in record.messages_to_client():
         body = message.message
-        if message.direction is not Direction.SERVER_TO_CLIENT or not ("result" in body or "error" in body):
+        if not ("result" in body or "error" in body):
             continue
         if body.get("id") is None:
             continue  # an error about an unparseable request carries no id: a malformed frame, not a mismatch
@@ -125,8 +125,8 @@ def check_tool_list_changed(record: RunRecord) -> Iterator[Violation]:
     Tools are compared by name, description, ``inputSchema`` and ``outputSchema``.
     One violation per server and run, naming every difference.
     """
-    for position, message in record.messages():
-        if message.node != LISTING_NODE or message.direction is not Direction.SERVER_TO_CLIENT:
+    for position, message in record.messages_to_client():
+        if message.node != LISTING_NODE:
             continue
         if _listed_as_recorded(record, message):
             continue
@@ -188,9 +188,9 @@ def _requests(record: RunRecord) -> dict[tuple[str, str | None, int | None, str]
 
 def _find_requests(record: RunRecord) -> dict[tuple[str, str | None, int | None, str], tuple[int, MessageEvent]]:
     found: dict[tuple[str, str | None, int | None, str], tuple[int, MessageEvent]] = {}
-    for position, message in record.messages():
+    for position, message in record.messages_to_server():
         body = message.message
-        if message.direction is Direction.CLIENT_TO_SERVER and "method" in body and body.get("id") is not None:
+        if "method" in body and body.get("id") is not None:
             found.setdefault(_request_key(message, body["id"]), (position, message))
     return found
 
@@ -205,7 +205,18 @@ def _request_key(message: MessageEvent, request_id: Any) -> tuple[str, str | Non
 
 def _id_key(request_id: Any) -> str:
     """A JSON-RPC id as a key that keeps ``1`` and ``"1"`` apart (they are different ids)."""
-    return f"{type(request_id).__name__}:{request_id}"
+    kind = type(request_id)
+    if kind is int or kind is str:  # the ids clients send: a few, again and again, each written once
+        found = _ID_KEYS.get((kind, request_id))
+        if found is None:
+            if len(_ID_KEYS) >= 4096:
+                _ID_KEYS.clear()
+            found = _ID_KEYS[(kind, request_id)] = f"{kind.__name__}:{request_id}"
+        return found
+    return f"{kind.__name__}:{request_id}"
+
+
+_ID_KEYS: dict[tuple[type, int | str], str] = {}
 
 
 VALIDATORS: tuple[ValidatorSpec, ...] = (

@@ -28,8 +28,10 @@ from testbed.contracts import inserted_arguments
 from testbed.events import CallEvent, CallOutcomeKind
 from testbed.memory import is_context_uri
 from testbed.protocol import SemanticRole, ToolTruth
+from testbed.validators._coords import tool_truth
 from testbed.validators._model import RunRecord, ValidatorSpec, Violation
 from testbed.validators._workflow import run_workflow
+from testbed.workflow import Workflow
 
 __all__ = ["VALIDATORS", "check_untracked_provenance"]
 
@@ -57,13 +59,16 @@ def check_untracked_provenance(record: RunRecord) -> Iterator[Violation]:
                 return True
         return False
 
-    for at, call in record.calls():
+    for at, call in record.call_events():
         if call.outcome is CallOutcomeKind.SKIPPED:
             continue
-        tool = _truth(record, call)
+        tool = tool_truth(record, call)
         carriers = _carrier_arguments(call, tool)
-        adapted = _adapted_arguments(record, call.node) | inserted_arguments(call.adapters)
-        checked = carriers - adapted if carriers else set()
+        adapted = _adapted_arguments(record, call.node)
+        if carriers and (adapted or call.adapters):
+            checked = carriers - adapted - inserted_arguments(call.adapters)
+        else:
+            checked = carriers  # nothing adapted: every carrier is checked (or there is none)
         for name in sorted(checked):
             value = call.arguments[name]
             key = _key(value)
@@ -83,20 +88,27 @@ def check_untracked_provenance(record: RunRecord) -> Iterator[Violation]:
             produced.append((call.clock, call.payload))
 
 
-def _truth(record: RunRecord, call: CallEvent) -> ToolTruth | None:
-    truth = record.truth(call.server)
-    if truth is None:
-        return None
-    try:
-        return truth.tool(call.tool)
-    except KeyError:
-        return None
-
-
 def _carrier_arguments(call: CallEvent, tool: ToolTruth | None) -> set[str]:
-    names = {name for name, value in call.arguments.items() if is_context_uri(value)}
+    arguments = call.arguments
+    names = {name for name, value in arguments.items() if isinstance(value, str) and is_context_uri(value)}
     if tool is not None:
-        names |= {name for role, name in tool.inputs.items() if role in _CARRIERS and name in call.arguments}
+        names.update([name for name in _carrier_inputs(tool) if name in arguments])
+    return names
+
+
+_carriers: dict[int, tuple[ToolTruth, tuple[str, ...]]] = {}
+"""Each tool truth's carrier inputs, by the truth's identity (shared by the runs of an experiment)."""
+
+
+def _carrier_inputs(tool: ToolTruth) -> tuple[str, ...]:
+    """The inputs ``tool`` reads in a carrier role (:data:`_CARRIERS`), in its truth's order, once per truth object."""
+    cached = _carriers.get(id(tool))
+    if cached is not None and cached[0] is tool:
+        return cached[1]
+    names = tuple(name for role, name in tool.inputs.items() if role in _CARRIERS)
+    if len(_carriers) >= 1024:
+        _carriers.clear()
+    _carriers[id(tool)] = (tool, names)
     return names
 
 
@@ -104,24 +116,45 @@ def _answers_with_image(call: CallEvent, tool: ToolTruth) -> bool:
     return "image" in call.content_types or SemanticRole.CROP in tool.paths
 
 
-def _adapted_arguments(record: RunRecord, node: str) -> set[str]:
+def _adapted_arguments(record: RunRecord, node: str) -> frozenset[str]:
     workflow = run_workflow(record)
     if workflow is None:
-        return set()
-    return {arg for each in workflow.nodes if each.id == node for arg in each.adapters}
+        return frozenset()
+    return _adapted_by_node(workflow).get(node, frozenset())
+
+
+_adapted: dict[int, tuple[Workflow, dict[str, frozenset[str]]]] = {}
+"""Each workflow's adapted arguments by node, by the workflow's identity (shared by the runs of an experiment)."""
+
+
+def _adapted_by_node(workflow: Workflow) -> dict[str, frozenset[str]]:
+    """Per node id, the arguments its nodes declare adapters for, once per workflow object."""
+    cached = _adapted.get(id(workflow))
+    if cached is not None and cached[0] is workflow:
+        return cached[1]
+    found: dict[str, set[str]] = {}
+    for each in workflow.nodes:
+        found.setdefault(each.id, set()).update(each.adapters)
+    by_node = {node: frozenset(arguments) for node, arguments in found.items()}
+    if len(_adapted) >= 256:
+        _adapted.clear()
+    _adapted[id(workflow)] = (workflow, by_node)
+    return by_node
 
 
 def _scene_values(record: RunRecord) -> set[_Key]:
     def compute() -> set[_Key]:
         started = record.started
         values = {_key({"$blob": started.image_blob})}
-        for call in (call for _, call in record.calls()):
+        for call in (call for _, call in record.call_events()):
             for value in call.arguments.values():
                 if isinstance(value, str) and value.replace("\\", "/").endswith(f"/{started.scope}/{_SCENE_FILE}"):
                     values.add(_key(value))
         return values
 
-    found: set[_Key] = record.memo("provenance.scene_values", compute)
+    found: set[_Key] | None = record._memo.get("provenance.scene_values")
+    if found is None:
+        found = record.memo("provenance.scene_values", compute)
     return found
 
 

@@ -53,19 +53,40 @@ def _spacing_of(schema_property: Any) -> float | None:
 def declared_spacings(record: RunRecord) -> dict[str, tuple[float, int]]:
     """Every image a call of the run returned under a declared pixel spacing: image to (mm, event position)."""
     found: dict[str, tuple[float, int]] = {}
-    for at, call in record.calls():
+    for at, call in record.call_events():
         if call.outcome is not CallOutcomeKind.OK:
             continue
         schema = record.listed_tools(call.server).get(call.tool, {}).get("outputSchema") or {}
         payload = record.internalize(call.payload)
         if not isinstance(payload, dict):
             continue
-        for name, schema_property in (schema.get("properties") or {}).items():
-            spacing = _spacing_of(schema_property)
+        for name, spacing in _spacing_properties(schema):
             image = payload.get(name)
-            if spacing is not None and isinstance(image, str):
+            if isinstance(image, str):
                 found.setdefault(image, (spacing, at))
     return found
+
+
+def _spacing_properties(schema: Any) -> tuple[tuple[Any, float], ...]:
+    """Each property of an outputSchema that declares a pixel spacing, in order, with it; once per schema object
+    (listings are read once per experiment, so their schemas are shared). Raises as reading the schema raises."""
+    if not schema:
+        return ()  # no outputSchema listed: an empty one stands for it
+    found = _SPACINGS.get(id(schema))
+    if found is not None and found[0] is schema:
+        return found[1]
+    spacings = []
+    for name, schema_property in (schema.get("properties") or {}).items():
+        spacing = _spacing_of(schema_property)
+        if spacing is not None:
+            spacings.append((name, spacing))
+    if len(_SPACINGS) >= 1024:
+        _SPACINGS.clear()
+    _SPACINGS[id(schema)] = (schema, tuple(spacings))
+    return tuple(spacings)
+
+
+_SPACINGS: dict[int, tuple[Any, tuple[tuple[Any, float], ...]]] = {}
 
 
 def _is_measurement(record: RunRecord, call: CallEvent, truth: ToolTruth) -> bool:
@@ -101,7 +122,7 @@ def check_scale_mismatch(record: RunRecord) -> Iterator[Violation]:
     spacings = declared_spacings(record)
     if not spacings:
         return
-    for at, call in record.calls():
+    for at, call in record.call_events():
         truth = tool_truth(record, call)
         if call.outcome is not CallOutcomeKind.OK or truth is None or not _is_measurement(record, call, truth):
             continue

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from testbed.events import CallEvent, CallOutcomeKind, Direction
+from testbed.events import CallEvent, CallOutcomeKind
 from testbed.validators._fastschema import Check, blob_references, compile_check
 from testbed.validators._model import RunRecord, ValidatorSpec, Violation
 
@@ -93,16 +93,34 @@ def proven_valid_as_recorded(record: RunRecord, value: Any, schema: dict[str, An
     """:func:`proven_valid` for a value as recorded (blob references unresolved): reads no blob, only checks
     that each one it refers to exists."""
     check = _compiled_entry(schema)[3]
-    return check is not None and check(value) and all(record.blob_exists(digest) for digest in blob_references(value))
+    if check is None or not check(value):
+        return False
+    if type(value) is dict and not (len(value) == 1 and "$blob" in value):  # arguments, as recorded
+        return all(record.blob_exists(digest) for digest in _references(record, value))
+    return all(record.blob_exists(digest) for digest in blob_references(value))
 
 
 def _short(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _called(record: RunRecord) -> list[tuple[int, CallEvent]]:
-    """Calls that reached a server (skipped calls name no tool)."""
-    return [(i, call) for i, call in record.calls() if call.outcome is not CallOutcomeKind.SKIPPED and call.tool]
+def _called(record: RunRecord) -> tuple[tuple[int, CallEvent], ...]:
+    """Calls that reached a server (skipped calls name no tool), once per run (read-only)."""
+    found: tuple[tuple[int, CallEvent], ...] | None = record._memo.get(_CALLED)
+    if found is None:
+        found = record.memo(_CALLED, lambda: tuple(_reached(record)))
+    return found
+
+
+def _reached(record: RunRecord) -> Iterator[tuple[int, CallEvent]]:
+    skipped = CallOutcomeKind.SKIPPED
+    for entry in record.call_events():
+        call = entry[1]
+        if call.outcome is not skipped and call.tool:
+            yield entry
+
+
+_CALLED = "schema.called"
 
 
 def _result(record: RunRecord, call: CallEvent) -> dict[str, Any] | None:
@@ -120,21 +138,69 @@ def _result(record: RunRecord, call: CallEvent) -> dict[str, Any] | None:
 
 def _raw_result(record: RunRecord, call: CallEvent) -> dict[str, Any] | None:
     """The JSON-RPC result answering ``call`` as recorded (blob references unresolved)."""
-    return record.memo("schema.results", lambda: _first_results(record)).get((call.server, call.node, call.item))
+    results: dict[tuple[str, str | None, int | None], dict[str, Any]] | None = record._memo.get("schema.results")
+    if results is None:
+        results = record.memo("schema.results", lambda: _first_results(record))
+    return results.get((call.server, call.node, call.item))
 
 
 def _readable_keys(record: RunRecord, raw: dict[str, Any]) -> bool:
     """Whether ``raw`` has the keys :func:`_result` gives it, and :func:`_result` reads it without error (every blob
     it refers to exists): a check that reads one key may then read it alone."""
-    return not (len(raw) == 1 and "$blob" in raw) and record.memo(
-        ("schema.blobs_exist", id(raw)), lambda: all(record.blob_exists(digest) for digest in blob_references(raw))
-    )
+    if len(raw) == 1 and "$blob" in raw:
+        return False
+    key = ("schema.blobs_exist", id(raw))
+    found: bool | None = record._memo.get(key)
+    if found is None:
+        found = record.memo(key, lambda: all(record.blob_exists(digest) for digest in _references(record, raw)))
+    return found
+
+
+def _references(record: RunRecord, raw: dict[str, Any]) -> Iterator[str]:
+    """``blob_references(raw)`` of a dict that is no reference itself (a result, arguments): its values'
+    references in order, a value the record internalized as it is (a structured result, boxes read by another
+    validator) known to hold none."""
+    for value in raw.values():
+        kind = type(value)
+        if kind is dict:
+            if len(value) == 1 and "$blob" in value:
+                yield value["$blob"]
+                continue
+            if _LEAVES.issuperset(map(type, value.values())):
+                continue  # an object of leaves (a size, server info): no reference
+        elif kind is list:
+            if _LEAVES.issuperset(map(type, value)):
+                continue
+        elif kind in _LEAVES:
+            continue
+        if not record.internalized_as_is(value):
+            yield from blob_references(value)
+
+
+_LEAVES = frozenset({str, int, float, bool, type(None)})
+"""Types that hold no blob reference."""
+
+
+def _no_text_block(raw: dict[str, Any]) -> bool:
+    """Whether no content block of ``raw`` can be a text block once its blob references are resolved (each is a
+    recorded object whose ``type``, as recorded, is no reference and not ``text``, or no object at all)."""
+    content = raw.get("content")
+    if type(content) is not list:
+        return False
+    for block in content:
+        if isinstance(block, dict):
+            kind = block.get("type")
+            if kind == "text" or isinstance(kind, dict) or (len(block) == 1 and "$blob" in block):
+                return False
+        elif isinstance(block, list):
+            return False  # resolved, still no object; left to the full reading all the same
+    return True
 
 
 def _first_results(record: RunRecord) -> dict[tuple[str, str | None, int | None], dict[str, Any]]:
     found: dict[tuple[str, str | None, int | None], dict[str, Any]] = {}
-    for _, message in record.messages():
-        if message.direction is Direction.SERVER_TO_CLIENT and isinstance(message.message.get("result"), dict):
+    for _, message in record.messages_to_client():
+        if isinstance(message.message.get("result"), dict):
             found.setdefault((message.server, message.node, message.item), message.message["result"])
     return found
 
@@ -167,7 +233,7 @@ def _text_json(result: dict[str, Any]) -> Any:
 
 
 def _by_tool(
-    record: RunRecord, calls: list[tuple[int, CallEvent]]
+    record: RunRecord, calls: Iterable[tuple[int, CallEvent]]
 ) -> dict[tuple[str, str], list[tuple[int, CallEvent]]]:
     grouped: dict[tuple[str, str], list[tuple[int, CallEvent]]] = {}
     for position, call in calls:
@@ -260,8 +326,8 @@ def check_text_json_without_schema(record: RunRecord) -> Iterator[Violation]:
         if call.outcome is not CallOutcomeKind.OK:
             continue
         raw = _raw_result(record, call)
-        if raw is not None and "structuredContent" in raw and _readable_keys(record, raw):
-            continue  # it has structuredContent: no text block needs reading
+        if raw is not None and ("structuredContent" in raw or _no_text_block(raw)) and _readable_keys(record, raw):
+            continue  # it has structuredContent, or no block that reads as a text block: no text needs reading
         result = _result(record, call)
         if result is not None and "structuredContent" not in result and _text_json(result) is not None:
             returning.append((position, call))
@@ -311,24 +377,33 @@ def check_field_name_divergence(record: RunRecord) -> Iterator[Violation]:
     output path) and from ``semantic_role`` keywords declared in its outputSchemas.
     One run-level violation (server ``None``) per divergent role, naming each server's fields.
     """
-    names: dict[str, dict[str, set[str]]] = {}  # role -> alias -> field names
-    for alias in record.servers:
-        for role, field_name in _server_role_fields(record, alias):
-            names.setdefault(role, {}).setdefault(alias, set()).add(field_name)
-    for role, by_alias in sorted(names.items()):
-        distinct = set().union(*by_alias.values())
-        if len(by_alias) < 2 or len(distinct) < 2:
-            continue
-        listing = ", ".join(f"{alias}: {'/'.join(sorted(fields))}" for alias, fields in sorted(by_alias.items()))
+    for detail in record.per_experiment("schema.divergent_roles", lambda: _divergent_roles(record)):
         yield Violation(
             id="schema.field_name_divergence",
             run=record.started.run,
             server=None,
             node=None,
             item=None,
-            detail=f"role {role!r} has different field names across servers ({listing})",
+            detail=detail,
             evidence=(0,),
         )
+
+
+def _divergent_roles(record: RunRecord) -> tuple[str, ...]:
+    """Per role the run's servers name differently, in role order, what :func:`check_field_name_divergence` says
+    of it (a function of the servers' records alone, so once per experiment)."""
+    names: dict[str, dict[str, set[str]]] = {}  # role -> alias -> field names
+    for alias in record.servers:
+        for role, field_name in _server_role_fields(record, alias):
+            names.setdefault(role, {}).setdefault(alias, set()).add(field_name)
+    details = []
+    for role, by_alias in sorted(names.items()):
+        distinct = set().union(*by_alias.values())
+        if len(by_alias) < 2 or len(distinct) < 2:
+            continue
+        listing = ", ".join(f"{alias}: {'/'.join(sorted(fields))}" for alias, fields in sorted(by_alias.items()))
+        details.append(f"role {role!r} has different field names across servers ({listing})")
+    return tuple(details)
 
 
 def _server_role_fields(record: RunRecord, alias: str) -> tuple[tuple[str, str], ...]:

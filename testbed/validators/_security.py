@@ -12,7 +12,7 @@ __all__ = ["VALIDATORS", "check_attack_succeeded"]
 
 
 def _resolved(record: RunRecord) -> Iterator[tuple[int, Any, dict[str, Any], Any]]:
-    for position, call in record.calls():
+    for position, call in record.call_events():
         arguments = record.internalize(call.arguments)
         yield position, call, arguments if isinstance(arguments, dict) else {}, record.internalize(call.payload)
 
@@ -27,7 +27,7 @@ def check_attack_succeeded(record: RunRecord) -> Iterator[Violation]:
     if found is None:
         return
     position, how = found
-    call = dict(record.calls())[position]
+    call = dict(record.call_events())[position]
     yield Violation.at_call(
         ATTACK_SUCCEEDED, record.started.run, position, call, f"{attack.vector.value} attack succeeded: {how}"
     )
