@@ -4,12 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 from click.testing import CliRunner
 
-from testbed.check import RunObservation, check_faults, check_suite, scenario_paths, score, with_clean_runs_from
+from testbed._errors import TestbedError
+from testbed.check import (
+    RunObservation,
+    check_faults,
+    check_suite,
+    measure_accuracy,
+    scenario_paths,
+    scenes_kept_in_the_inference_cache,
+    score,
+    with_clean_runs_from,
+)
 from testbed.cli._check import check
 from testbed.scenario import load_scenario
+from testbed.vision import shared_inference_cache
 
 V1 = Path(__file__).resolve().parents[1] / "scenarios" / "v1"
 
@@ -119,3 +131,63 @@ def test_a_slow_call_in_the_short_baseline_does_not_hide_an_injected_timeout() -
     (row,) = score("timeout", ["proto.timeout"], with_clean_runs_from(against_long, against_short))
 
     assert (row.recall, row.false_positive_rate) == (1.0, 0.0)
+
+
+def test_while_scenes_are_kept_the_inference_cache_has_no_entry_bound_and_gets_it_back_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cache = shared_inference_cache()
+    monkeypatch.setattr(cache, "max_entries", 4)
+    with scenes_kept_in_the_inference_cache():
+        with scenes_kept_in_the_inference_cache():
+            assert cache.max_entries > 10**9
+        assert cache.max_entries > 10**9
+    assert cache.max_entries == 4
+
+    monkeypatch.setattr(cache, "max_entries", 0)  # caching turned off stays off
+    with scenes_kept_in_the_inference_cache():
+        assert cache.max_entries == 0
+
+
+def test_an_accuracy_measurement_computes_each_scenes_inferences_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A cache bound below one experiment's inferences (6 runs, a detection and a segmentation each), as the
+    # default bound of 256 is below 200 runs': without the scenes kept, each experiment would miss every time.
+    cache = shared_inference_cache()
+    monkeypatch.setattr(cache, "max_entries", 4)
+    before = cache.stats
+
+    measure_accuracy(load_scenario(V1 / "faults.yaml"), ["rename_field", "mask_resolution"], 6)
+
+    hits, misses = cache.stats.hits - before.hits, cache.stats.misses - before.misses
+    assert hits + misses == 3 * 12  # the baseline's and the two kinds' experiments
+    assert misses <= 12  # the baseline computes them (some may be cached from before); the kinds find them
+    assert cache.max_entries == 4
+
+
+def test_an_accuracy_measurement_refuses_no_workers_and_a_runner_workers_cannot_get() -> None:
+    scenario = load_scenario(V1 / "faults.yaml")
+    with pytest.raises(TestbedError, match="workers must be at least 1, not 0"):
+        measure_accuracy(scenario, ["rename_field"], 2, workers=0)
+    with pytest.raises(TestbedError, match="with 2 workers the accuracy runner must pickle"):
+        measure_accuracy(scenario, ["rename_field"], 2, workers=2, runner=lambda _name, _variant: None)  # type: ignore[arg-type,return-value]
+
+
+@pytest.mark.slow
+def test_an_accuracy_measurement_gives_the_same_table_whatever_the_number_of_workers() -> None:
+    scenario = load_scenario(V1 / "faults.yaml")
+    kinds = ["truncate", "rename_field", "kill"]  # a waiting kind (short deadline and its baseline), two others
+    lines: dict[int, list[str]] = {1: [], 2: []}
+
+    tables = {
+        workers: measure_accuracy(scenario, kinds, 8, workers=workers, progress=lines[workers].append)
+        for workers in (2, 1)
+    }
+
+    assert tables[2] == tables[1]
+    assert [(row.kind, row.applied_runs > 0, row.recall) for row in tables[1].rows] == [
+        ("truncate", True, 1.0),
+        ("rename_field", True, 1.0),
+        ("kill", True, 1.0),
+    ]
+    assert len(lines[1]) == 5  # the baselines (with the scenario's deadlines and the short one) and the kinds
+    assert sorted(lines[2]) == sorted(lines[1])

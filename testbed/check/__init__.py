@@ -19,6 +19,7 @@ from testbed.check._calibration import (
     hits_needed,
     meets_recall_goal,
 )
+from testbed.check._experiments import scenes_kept_in_the_inference_cache
 from testbed.check._runner import RunResult, in_process, run_and_validate, with_deadline, with_faults
 from testbed.check._suite import (
     CheckReport,
@@ -53,6 +54,7 @@ __all__ = [
     "observe",
     "run_and_validate",
     "scenario_paths",
+    "scenes_kept_in_the_inference_cache",
     "score",
     "with_clean_runs_from",
     "with_deadline",

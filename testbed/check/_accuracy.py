@@ -6,7 +6,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from testbed._errors import TestbedError
-from testbed.check._runner import RunResult, run_and_validate, with_deadline, with_faults
+from testbed.check._experiments import Experiment, Runner, default_runner, run_experiments
+from testbed.check._runner import RunResult, with_deadline, with_faults
 from testbed.faults import FaultSpec
 from testbed.metrics import Interval, wilson_interval
 from testbed.registry import registry
@@ -15,8 +16,6 @@ from testbed.validators import Violation
 
 ViolationKey = tuple[str, str | None, str | None, int | None]
 """A violation's identity within a run: (ID, server, node, item)."""
-Runner = Callable[[str, Scenario], RunResult]
-"""Runs and validates one named experiment of an accuracy measurement."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +146,16 @@ def fault_for(scenario: Scenario, kind: str, *, probability: float) -> FaultSpec
     raise TestbedError(f"scenario {scenario.name!r} configures no {kind!r} fault to take a target from")
 
 
+_BASELINES = ("baseline", "baseline-short")
+
+
+def _score_kind(kind: str, fault: FaultSpec, result: RunResult, baselines: dict[str, RunResult]) -> list[AccuracyRow]:
+    observations = observe(result, baselines["baseline"])
+    if fault.waits:
+        observations = with_clean_runs_from(observations, observe(result, baselines["baseline-short"]))
+    return score(kind, fault.expected, observations)
+
+
 def measure_accuracy(
     scenario: Scenario,
     kinds: Sequence[str] | None = None,
@@ -157,6 +166,7 @@ def measure_accuracy(
     deadline_s: float = 0.3,
     progress: Callable[[str], None] | None = None,
     runner: Runner | None = None,
+    workers: int = 1,
 ) -> AccuracyTable:
     """Measure validator recall and false positives per fault kind, against a fault-free baseline.
 
@@ -164,42 +174,79 @@ def measure_accuracy(
     ``probability`` in ``runs`` in-process runs; a run counts for an ID when the ID appears beyond
     the same run of a fault-free baseline.
 
+    Every experiment runs the same scenes, so a process computes their inferences once and keeps them (see
+    :func:`~testbed.check.scenes_kept_in_the_inference_cache`). With ``workers`` above 1 the experiments (the
+    baselines and one per kind) are handed out to that many worker processes, each with its share of the CPUs
+    and its own inference cache, while this process waits; an experiment is the same seeded runs wherever it
+    runs, so the table is the same whatever ``workers`` is. Each worker costs a process start (imports, models)
+    and computes every scene's inferences once more, so more workers pay off for long measurements (about 100
+    runs or more) with a free CPU each.
+
     Args:
         scenario: a scenario that configures a fault of each kind.
         kinds: fault kinds to measure; by default every configured kind that expects violations.
         runs: runs per kind (and in the baseline).
         probability: the chance that the fault applies to one matching call.
         device: compute device for the servers' models.
-        deadline_s: every call's deadline for kinds detected by waiting (timeout, drop).
-        progress: called with one line before each experiment.
+        deadline_s: every call's deadline for kinds detected by waiting (timeout, drop, truncate, corrupt_json);
+            the fault-free runs, which compute the scenes' inferences, run first without it, so that no call
+            under it waits for an inference.
+        progress: called with one line before each experiment (with several workers: as each one finishes).
         runner: runs and validates each experiment, given its name (``baseline``, ``baseline-short`` or the
-            kind); by default into a temporary directory.
+            kind); by default into a temporary directory. With several workers it runs in their processes,
+            so it must pickle (a module-level function, or a :func:`functools.partial` of one).
+        workers: how many processes run the experiments: 1 (the default) runs them here, one after another.
 
     Raises:
-        TestbedError: a kind is unknown or not configured in ``scenario``.
+        TestbedError: a kind is unknown or not configured in ``scenario``, ``workers`` is below 1, or
+            ``runner`` does not pickle while ``workers`` is above 1.
     """
     if kinds is None:
         kinds = list(dict.fromkeys(f.kind for f in scenario.faults if f.expected))
     for kind in kinds:
         registry().fault(kind)  # an unknown kind is a one-line error listing the known ones
-    if progress is not None:
-        progress(f"{scenario.name}: {runs} fault-free baseline runs")
-    run = runner or (lambda _name, variant: run_and_validate(variant, device=device))
-    baseline = run("baseline", with_faults(scenario, (), runs=runs))
-    short_baseline: RunResult | None = None
-    rows: list[AccuracyRow] = []
-    for kind in kinds:
-        fault = fault_for(scenario, kind, probability=probability)
+    faults = {kind: fault_for(scenario, kind, probability=probability) for kind in kinds}
+    baseline = with_faults(scenario, (), runs=runs)
+    experiments = [Experiment("baseline", baseline, f"{scenario.name}: {runs} fault-free baseline runs")]
+    short_baseline = Experiment(
+        "baseline-short",
+        with_deadline(baseline, deadline_s),
+        f"{scenario.name}: {runs} fault-free baseline runs, every deadline {deadline_s} s",
+        short_deadline=True,
+    )
+    order = list(kinds)
+    if workers > 1:  # the waiting kinds take longest (each applied fault waits its deadline out): first
+        order.sort(key=lambda kind: not faults[kind].waits)
+    for kind in order:
+        fault = faults[kind]
         variant = with_faults(scenario, (fault,), runs=runs)
         if fault.waits:
             variant = with_deadline(variant, deadline_s)
-            if short_baseline is None:
-                short_baseline = run("baseline-short", with_deadline(with_faults(scenario, (), runs=runs), deadline_s))
-        if progress is not None:
-            progress(f"{scenario.name}: {kind} at p={probability}, {runs} runs")
-        result = run(kind, variant)
-        observations = observe(result, baseline)
-        if fault.waits and short_baseline is not None:
-            observations = with_clean_runs_from(observations, observe(result, short_baseline))
-        rows.extend(score(kind, fault.expected, observations))
-    return AccuracyTable(scenario=scenario.name, runs=runs, probability=probability, rows=tuple(rows))
+            if short_baseline not in experiments:
+                experiments.append(short_baseline)
+        line = f"{scenario.name}: {kind} at p={probability}, {runs} runs"
+        experiments.append(Experiment(kind, variant, line, short_deadline=fault.waits))
+    run = runner or default_runner(device)
+    baselines: dict[str, RunResult] = {}
+    unscored: list[tuple[str, RunResult]] = []  # kinds' results waiting for a baseline (with several workers)
+    rows: dict[str, list[AccuracyRow]] = {}
+    for experiment, result in run_experiments(
+        experiments, run, warm_up=baseline, device=device, workers=workers, progress=progress
+    ):
+        if experiment.name in _BASELINES:
+            baselines[experiment.name] = result
+        else:
+            unscored.append((experiment.name, result))
+        waiting = []
+        for kind, kind_result in unscored:  # each is scored and dropped as soon as it can be: results are large
+            if (faults[kind].waits and "baseline-short" not in baselines) or "baseline" not in baselines:
+                waiting.append((kind, kind_result))
+            else:
+                rows[kind] = _score_kind(kind, faults[kind], kind_result, baselines)
+        unscored = waiting
+    return AccuracyTable(
+        scenario=scenario.name,
+        runs=runs,
+        probability=probability,
+        rows=tuple(row for kind in kinds for row in rows[kind]),
+    )

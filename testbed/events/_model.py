@@ -107,6 +107,9 @@ class ExperimentHeader(_Event):
     each server's own are in ``servers[].weights``."""
     servers: list[ServerRecord]
     started_at: float
+    sandbox: str | None = None
+    """The run sandboxes' folder, absolute, as the live servers and the agent saw it (``$scene.image_path`` is
+    in it). Replay shows the agent these paths again; None in logs written before it was recorded."""
 
 
 class GroundTruthRecord(BaseModel):

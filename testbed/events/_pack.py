@@ -59,14 +59,24 @@ class _Recorded:
         self._listing: dict[str, _Json] = {}
 
     def see(self, event: Event) -> None:
-        if isinstance(event, RunStarted):
+        if isinstance(event, MessageEvent):  # most lines: checked first
+            self.see_message(event)
+        elif isinstance(event, RunStarted):
             self._runs[event.run] = {}  # a run recorded again (after a kill) starts afresh
         elif isinstance(event, RunFinished):
             self._runs.pop(event.run, None)
-        elif isinstance(event, MessageEvent) and event.run is not None and event.node is not None:
-            calls = self._runs.setdefault(event.run, {})
-            calls.setdefault((event.node, event.item or 0, event.server), {})[event.seq] = event
-        elif isinstance(event, MessageEvent) and event.run is None:
+
+    def see_message(self, event: MessageEvent) -> None:
+        if event.run is not None and event.node is not None:
+            calls = self._runs.get(event.run)
+            if calls is None:
+                calls = self._runs[event.run] = {}
+            key = (event.node, event.item or 0, event.server)
+            seen = calls.get(key)
+            if seen is None:
+                seen = calls[key] = {}
+            seen[event.seq] = event
+        elif event.run is None:
             meta = _meta_of(event.message, event.direction)
             if isinstance(meta, dict) and meta:
                 self._meta[(event.server, event.direction)] = meta, to_json(meta)
@@ -218,9 +228,12 @@ class Unpacker:
         """The event as made, from the event its line reads as; that event is this reader's (just validated from
         its line, shared with no one), and is completed in place. Raises ``ValueError`` naming what is missing or
         malformed."""
-        if isinstance(event, MessageEvent) and event.elided is not None:
-            event = self._message(event, event.elided)
-        elif isinstance(event, CallEvent) and event.elided is not None:
+        if isinstance(event, MessageEvent):
+            if event.elided is not None:
+                event = self._message(event, event.elided)
+            self._recorded.see_message(event)
+            return event
+        if isinstance(event, CallEvent) and event.elided is not None:
             event = self._call(event, event.elided)
         self._recorded.see(event)
         return event
@@ -231,14 +244,13 @@ class Unpacker:
             if path == RESULT and source == _HANDSHAKE:
                 if message.get(RESULT) is None:  # a value in the line (edited by hand) wins
                     message[RESULT] = self._handshake(event, self._recorded.handshake_listing(event.server))
-            elif path in _META_PATHS and source == _HANDSHAKE:
-                direction = _META_PATHS[path]
+            elif (direction := _META_PATHS.get(path)) is not None and source == _HANDSHAKE:
                 outer_key = _META[direction]
                 tail = self._handshake(event, self._recorded.handshake_meta(event.server, direction))
                 outer = message.get(outer_key)
-                if not isinstance(outer, dict) or not isinstance(outer.get("_meta"), dict):
+                if not isinstance(outer, dict) or not isinstance(meta := outer.get("_meta"), dict):
                     raise ValueError(f"elided {path}: the line has no {path} to complete")
-                message[outer_key] = {**outer, "_meta": {**outer["_meta"], **tail}}
+                message[outer_key] = {**outer, "_meta": {**meta, **tail}}
             elif path == STRUCTURED and source.startswith(_TEXT) and isinstance(message.get(RESULT), dict):
                 result = dict(message[RESULT])
                 if result.get("structuredContent") is None:

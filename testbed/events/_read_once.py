@@ -175,40 +175,82 @@ def internalized(value: Any, blobs: BlobStore) -> Any:
     if isinstance(value, dict):
         if len(value) == 1 and "$blob" in value:  # internalize's ``set(value) == {"$blob"}``
             return blobs.get(value["$blob"])
-        if _SCALARS.issuperset(map(type, value.values())):  # nothing to resolve (checked at C speed)
-            return value
-        changed: dict[Any, Any] | None = None
-        for key, item in value.items():
-            if _resolves_nothing(item):
-                continue
-            resolved = internalized(item, blobs)
-            if resolved is not item:
-                if changed is None:
-                    changed = {}
-                changed[key] = resolved
-        if changed is None:
-            return value
-        return {key: changed.get(key, item) for key, item in value.items()}
+        return _internalized_dict(value, blobs)
     if isinstance(value, list):
-        if _SCALARS.issuperset(map(type, value)):
-            return value
-        copy: list[Any] | None = None
-        for index, item in enumerate(value):
-            if _resolves_nothing(item):
-                continue
-            resolved = internalized(item, blobs)
-            if resolved is not item:
-                if copy is None:
-                    copy = list(value)
-                copy[index] = resolved
-        return value if copy is None else copy
+        return _internalized_list(value, blobs)
     return value
 
 
-def _resolves_nothing(item: Any) -> bool:
-    """Whether :func:`internalized` would give ``item`` back as it is: a scalar, or a list of scalars (a box, a
-    size: most of a recorded value), told in one cheaper call."""
-    kind = type(item)
-    if kind is list:
-        return _SCALARS.issuperset(map(type, item))
-    return kind is not dict and (kind in _SCALARS or not isinstance(item, dict | list))
+# The two walks below tell most items apart by their exact type, inline: a recorded value is mostly scalars and
+# lists of scalars (boxes, sizes), and a call per item would cost more than the item. An instance of a subclass
+# of dict or list goes through internalized() as a whole.
+
+
+def _internalized_dict(value: dict[Any, Any], blobs: BlobStore) -> dict[Any, Any]:
+    """internalized() of a dict that is not a reference itself."""
+    changed: dict[Any, Any] | None = None
+    resolved: Any
+    for key, item in value.items():
+        kind = type(item)
+        if kind in _SCALARS:
+            continue
+        if kind is dict:
+            if len(item) == 1 and "$blob" in item:
+                resolved = blobs.get(item["$blob"])
+            else:
+                resolved = _internalized_dict(item, blobs)
+                if resolved is item:
+                    continue
+        elif kind is list:
+            if _SCALARS.issuperset(map(type, item)):  # nothing to resolve (checked at C speed)
+                continue
+            resolved = _internalized_list(item, blobs)
+            if resolved is item:
+                continue
+        elif isinstance(item, dict | list):
+            resolved = internalized(item, blobs)
+            if resolved is item:
+                continue
+        else:
+            continue
+        if changed is None:
+            changed = {}
+        changed[key] = resolved
+    if changed is None:
+        return value
+    return {key: changed.get(key, item) for key, item in value.items()}
+
+
+def _internalized_list(value: list[Any], blobs: BlobStore) -> list[Any]:
+    """internalized() of a list."""
+    if _SCALARS.issuperset(map(type, value)):
+        return value
+    copy: list[Any] | None = None
+    resolved: Any
+    for index, item in enumerate(value):
+        kind = type(item)
+        if kind in _SCALARS:
+            continue
+        if kind is dict:
+            if len(item) == 1 and "$blob" in item:
+                resolved = blobs.get(item["$blob"])
+            else:
+                resolved = _internalized_dict(item, blobs)
+                if resolved is item:
+                    continue
+        elif kind is list:
+            if _SCALARS.issuperset(map(type, item)):
+                continue
+            resolved = _internalized_list(item, blobs)
+            if resolved is item:
+                continue
+        elif isinstance(item, dict | list):
+            resolved = internalized(item, blobs)
+            if resolved is item:
+                continue
+        else:
+            continue
+        if copy is None:
+            copy = list(value)
+        copy[index] = resolved
+    return value if copy is None else copy

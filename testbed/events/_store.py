@@ -4,7 +4,9 @@ The log is created atomically with its header (a temporary file, fsynced, rename
 into place, then the directory fsynced), so it never exists without a complete
 header. Each run's events are buffered and appended together, then flushed and
 fsynced, so a killed process leaves whole runs behind (at worst one torn
-last line, which the reader reports and drops). A line leaves out what earlier
+last line, which the reader reports and drops). The blobs a run wrote are
+fsynced before its events are, so a run on disk never refers to a blob that a
+crash of the machine could lose. A line leaves out what earlier
 lines hold already, and the reader puts it back (see :mod:`testbed.events._pack`).
 """
 
@@ -57,6 +59,7 @@ class BlobStore:
         self.root.mkdir(parents=True, exist_ok=True)
         # The same image string appears in many messages of a run: remember recent ones by their text.
         self._recent: OrderedDict[str, str] = OrderedDict()
+        self._unsynced: list[Path] = []
 
     def put(self, text: str) -> str:
         known = self._recent.get(text)
@@ -90,12 +93,35 @@ class BlobStore:
         return digest
 
     def _write(self, target: Path, data: bytes) -> None:
-        """Write a blob once, atomically; concurrent writers (worker processes) each use their own temporary."""
-        if target.exists():
-            return
+        """Write a blob once, atomically; concurrent writers (worker processes) each use their own temporary.
+
+        A blob already there is kept unless its size is wrong: a machine crash
+        before :meth:`sync` can leave a renamed blob empty or short, and the
+        run that wrote it was then not recorded, so it is written again when
+        that run is.
+        """
+        try:
+            if target.stat().st_size == len(data):
+                return
+        except FileNotFoundError:
+            pass
         tmp = target.with_name(f"{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_bytes(data)
         tmp.replace(target)
+        self._unsynced.append(target)
+
+    def sync(self) -> None:
+        """Make every blob written since the last call durable: their contents, then their names."""
+        pending, self._unsynced = self._unsynced, []
+        if not pending:
+            return
+        for path in pending:
+            descriptor = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+        fsync_directory(self.root)
 
     def link(self, digest: str, destination: Path) -> Path:
         """Make ``destination`` a hard link to a stored blob (a copy where linking is impossible).
@@ -238,6 +264,7 @@ class EventLog:
         """
         if self._handle is not None or self.path.exists():
             raise TestbedError(f"{self.path}: exists already; refusing to create it again")
+        self.blobs.sync()
         tmp = self.directory / EVENTS_TMP_FILE
         with tmp.open("w", encoding="utf-8") as handle:
             handle.write(self._packer.lines(events))
@@ -250,9 +277,10 @@ class EventLog:
         self._handle = self.path.open("a", encoding="utf-8")
 
     def append(self, events: Iterable[Event]) -> None:
-        """Append events and make them durable before returning."""
+        """Append events and make them durable, after the blobs they refer to, before returning."""
         if self._handle is None:
             raise TestbedError(f"{self.path}: not created yet; create it with its header first")
+        self.blobs.sync()
         self._handle.write(self._packer.lines(events))
         self._handle.flush()
         os.fsync(self._handle.fileno())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,22 @@ class CallOutcome:
         if self.result is None:
             return []
         return [block.model_dump(by_alias=True, mode="json", exclude_none=True) for block in self.result.content]
+
+
+class AnswersAtOnce:
+    """A client that can answer a tool call itself, at once (direct replay: see :mod:`._direct_replay`).
+
+    What it answers is exactly what its session's ``send_request`` of the call would return or raise, so
+    :func:`call_tool` classifies the outcome as it would have. (A plain base class, not an ABC: telling a live
+    client from it is then a quick check on every call.)
+    """
+
+    def answering(
+        self, tool: str, arguments: dict[str, Any], meta: dict[str, Any]
+    ) -> Callable[[], types.CallToolResult] | None:
+        """What answers this call (returns its result or raises as the session would), or None where only the
+        session can tell: the call is then sent through it."""
+        raise NotImplementedError
 
 
 def result_payload(result: types.CallToolResult) -> Any:
@@ -79,8 +96,13 @@ async def call_tool(
     Returns:
         The classified outcome: ok, tool error, protocol error, timeout or transport closed.
     """
-    params = types.CallToolRequestParams.model_validate({"name": tool, "arguments": arguments, "_meta": meta})
-    request = types.CallToolRequest(params=params)
+    client = connection.client
+    answer = (
+        client.answering(tool, arguments, meta) if deadline_s is None and isinstance(client, AnswersAtOnce) else None
+    )
+    if answer is None:
+        params = types.CallToolRequestParams.model_validate({"name": tool, "arguments": arguments, "_meta": meta})
+        request = types.CallToolRequest(params=params)
     started = time.perf_counter()
     span = call_span(tool)  # a shared no-op unless a span session is active (testbed.telemetry)
     reported = nominal_deadline_s if nominal_deadline_s is not None else deadline_s
@@ -90,11 +112,13 @@ async def call_tool(
         return CallOutcome(kind=kind, result=result, error=error, duration_s=time.perf_counter() - started)
 
     try:
-        if deadline_s is None:
-            result = await connection.client.session.send_request(request, types.CallToolResult)
+        if answer is not None:
+            result = answer()
+        elif deadline_s is None:
+            result = await client.session.send_request(request, types.CallToolResult)
         else:
             with anyio.fail_after(deadline_s + _GRACE_S):
-                result = await connection.client.session.send_request(
+                result = await client.session.send_request(
                     request, types.CallToolResult, request_read_timeout_seconds=deadline_s
                 )
     except TimeoutError:

@@ -1,9 +1,12 @@
 """Direct replay: the agent is served the recorded responses in process, with no JSON-RPC wire.
 
 Each server alias gets an MCP ``ClientSession`` whose dispatcher (the SDK's seam between a session
-and its transport) answers from the recording: the SDK still stamps every request and validates
-every result as it did live; only the framing, streams and taps are gone. Nothing waits for an answer, so a step's
-calls are made one after another and no deadline is armed (``_RunContext.answered_at_once``). Every request is checked
+and its transport) answers from the recording: the handshake, the listings and each server's first tool
+call go through the SDK as they did live (stamped, validated), with only the framing, streams and taps gone.
+Later tool calls are answered without the session's request machinery (:meth:`_DirectClient.answering`): the
+request it would send is made from what the first one showed its stamp adds, and the result is parsed from the
+recorded answer as the session parses it. Nothing waits for an answer, so a step's calls are made one after
+another and no deadline is armed (``_RunContext.answered_at_once``). Every request is checked
 against the recorded one (method and params, externalized, equal), and every replayed event against
 its recorded counterpart; the recorded events are then the replay's, so comparing and validating
 them costs nothing twice.
@@ -19,10 +22,12 @@ from __future__ import annotations
 import base64
 import collections
 import functools
+import importlib.metadata
+import math
 import struct
 import time
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
 from pathlib import Path
 from typing import Any, cast
 
@@ -33,7 +38,8 @@ import numpy as np
 from mcp import Client, MCPError
 from mcp.client.session import ClientSession
 from mcp.shared.dispatcher import CallOptions, OnNotify, OnNotifyIntercept, OnRequest
-from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from mcp_types.methods import validate_server_result
+from mcp_types.version import LATEST_PROTOCOL_VERSION, MODERN_PROTOCOL_VERSIONS
 from pycocotools import mask as coco_mask
 from pydantic import ValidationError
 
@@ -61,9 +67,10 @@ from testbed.events import (
 )
 from testbed.imaging import decode_image
 from testbed.orchestrator._agents import build_agent
+from testbed.orchestrator._call import AnswersAtOnce
 from testbed.orchestrator._pool import ServerPool
 from testbed.orchestrator._run import TaskChecker, _agent_event_order, _list_tools, _RunContext, _step_agent
-from testbed.protocol import ServerTruth, declared_truth
+from testbed.protocol import AGENT_META_KEY, CLOCK_META_KEY, SCOPE_META_KEY, ServerTruth, declared_truth
 from testbed.scenario import Scenario
 from testbed.scenes import SHAPE_CLASSES, GroundTruthObject, Scene
 from testbed.transport import CallSite, Connection, MessageRecorder, current_call
@@ -85,10 +92,15 @@ RecordedRun = list[Event]
 """One recorded run's events, RunStarted to RunFinished, in their recorded order."""
 Exchanges = dict[tuple[int, str, str, int], list[MessageEvent]]
 """The recorded messages of each call, by (run, server, node, item)."""
+_ACCEPTED = frozenset({CallOutcomeKind.OK, CallOutcomeKind.TOOL_ERROR})
+"""Outcomes of a call whose answer the client's SDK took as a valid result."""
 
 
-def _split(recorded: Sequence[Event]) -> tuple[dict[int, RecordedRun], Exchanges, dict[str, list[MessageEvent]]]:
-    """The recorded runs, each call's messages, and each server's handshake messages.
+def _split(
+    recorded: Sequence[Event],
+) -> tuple[dict[int, RecordedRun], Exchanges, dict[str, list[MessageEvent]], set[tuple[int, str, str, int]]]:
+    """The recorded runs, each call's messages, each server's handshake messages, and the calls (by run, server,
+    node, item) whose recorded answer the recording client's SDK validated as a result.
 
     Raises:
         UnreplayableError: a run holds what only the session replay reproduces (a fault, a restart, a timeout).
@@ -96,6 +108,7 @@ def _split(recorded: Sequence[Event]) -> tuple[dict[int, RecordedRun], Exchanges
     runs: dict[int, RecordedRun] = {}
     exchanges: Exchanges = {}
     handshakes: dict[str, list[MessageEvent]] = collections.defaultdict(list)
+    accepted: set[tuple[int, str, str, int]] = set()
     current: RecordedRun | None = None
     for event in recorded:
         if isinstance(event, MessageEvent):
@@ -103,8 +116,11 @@ def _split(recorded: Sequence[Event]) -> tuple[dict[int, RecordedRun], Exchanges
                 handshakes[event.server].append(event)
                 continue
             exchanges.setdefault((event.run, event.server, event.node, event.item or 0), []).append(event)
-        elif isinstance(event, CallEvent) and event.outcome not in _DIRECT_OUTCOMES:
-            raise UnreplayableError(f"run {event.run} has a call that ended as {event.outcome.value}")
+        elif isinstance(event, CallEvent):
+            if event.outcome not in _DIRECT_OUTCOMES:
+                raise UnreplayableError(f"run {event.run} has a call that ended as {event.outcome.value}")
+            if event.outcome in _ACCEPTED:
+                accepted.add((event.run, event.server, event.node, event.item))
         elif isinstance(event, FaultEvent | ServerEvent):
             raise UnreplayableError(f"the recording holds {event.event} events (faults or restarts)")
         if isinstance(event, RunStarted):
@@ -114,7 +130,7 @@ def _split(recorded: Sequence[Event]) -> tuple[dict[int, RecordedRun], Exchanges
             if isinstance(event, RunFinished):
                 runs[event.run] = current
                 current = None
-    return runs, exchanges, handshakes
+    return runs, exchanges, handshakes, accepted
 
 
 def _answer(message: Mapping[str, Any]) -> dict[str, Any]:
@@ -159,6 +175,8 @@ class _RecordedDispatcher:
         self._exchanges = exchanges
         self._blobs = blobs
         self._problems = problems
+        self.sent: dict[str, Any] | None = None
+        """The params of the last ``tools/call`` the session sent (what its stamp adds is learnt from them)."""
 
     def _refuse(self, problem: str) -> UnreplayableError:
         self._problems.append(problem)
@@ -200,36 +218,110 @@ class _RecordedDispatcher:
         site = current_call.get()
         if site is None:
             return self.handshake_result(method)
+        sent = params if params is None or type(params) is dict else dict(params)
+        if method == "tools/call":
+            self.sent = sent
+        return _answer(self.recorded_answer(site, method, sent))
+
+    def recorded_answer(self, site: CallSite, method: str, params: dict[str, Any] | None) -> dict[str, Any]:
+        """The recorded answer (blobs read back) of the call at ``site``, whose request must be ``method`` with
+        ``params``.
+
+        Raises:
+            UnreplayableError: the call was not one request and one answer, or its request was another.
+        """
         exchange = self.exchange(site)
         if exchange is None:
             raise self._refuse(f"{_where(site, self._alias)}: not one recorded request and one answer")
         request, answer = exchange
         # Compared with the recorded params as sent (blobs read back), the strings the agent passes on from the
         # recording (the scene, earlier answers) are the very strings read: equal at a glance.
-        recorded = internalized(request.message.get("params"), self._blobs)
-        if request.message.get("method") != method or recorded != (
-            params if params is None or type(params) is dict else dict(params)
+        if (
+            request.message.get("method") != method
+            or internalized(request.message.get("params"), self._blobs) != params
         ):
             raise self._refuse(f"{_where(site, self._alias)}: the request differs from the recorded one")
-        return _answer(internalized(answer.message, self._blobs))
+        return internalized(answer.message, self._blobs)  # type: ignore[no-any-return]
 
 
 def _where(site: CallSite, alias: str) -> str:
     return f"run {site.run} {site.node}#{site.item} ({alias})"
 
 
-class _DirectClient:
+_TESTBED_META_KEYS = frozenset({SCOPE_META_KEY, CLOCK_META_KEY, AGENT_META_KEY})
+"""The ``_meta`` keys the orchestrator sends with a call (:func:`._run._meta`)."""
+
+
+@functools.cache
+def _installed_sdk() -> str:
+    return importlib.metadata.version("mcp")
+
+
+class _DirectClient(AnswersAtOnce):
     """What the orchestrator uses of an MCP ``Client``: its session, its listing and its protocol version.
 
     A run's listing whose recorded request and answer equal the last listing's (but for the JSON-RPC id) gets
     the last result again: the session stamps the same request in the same state, and parses the same answer
     to the same tools.
+
+    A tool call is answered without the session (:meth:`answering`) once the session has sent one, so what its
+    stamp adds to a request's ``_meta`` is known: the request it would send is then the call's name, arguments
+    and ``_meta`` with those entries, and it is compared with the recorded one as the dispatcher compares it.
+    The recorded answer is then turned into the result as ``send_request`` turns it (a negative ``ttlMs``
+    floored, the result parsed); its check against the protocol's schema is left out where the recording's
+    client, with this very SDK, took that same answer as a valid result (``accepted``).
     """
 
-    def __init__(self, session: ClientSession, dispatcher: _RecordedDispatcher) -> None:
+    def __init__(self, session: ClientSession, dispatcher: _RecordedDispatcher,
+                 accepted: set[tuple[int, str, str, int]], alias: str) -> None:  # fmt: skip
         self.session = session
         self._dispatcher = dispatcher
+        self._accepted = accepted
+        self._alias = alias
         self._last: tuple[list[dict[str, Any]], types.ListToolsResult] | None = None
+        self._stamped: dict[str, Any] | None = None
+        """What the session's stamp adds to a call's ``_meta``, once learnt from a call it sent."""
+        self._sending: dict[str, Any] | None = None
+        """The ``_meta`` of the call being sent through the session, to learn the stamp from."""
+
+    def answering(
+        self, tool: str, arguments: dict[str, Any], meta: dict[str, Any]
+    ) -> Callable[[], types.CallToolResult] | None:
+        site = current_call.get()
+        if site is None or type(tool) is not str or not _plain_meta(meta) or not _plain_arguments(arguments):
+            return None  # the session's own serialization may change such a request (tuples, NaN, None in _meta)
+        stamped = self._stamped if self._stamped is not None else self._learn_stamp()
+        if stamped is None or self.session.protocol_version != LATEST_PROTOCOL_VERSION:
+            self._sending = meta
+            return None  # the session sends it (and its stamp is learnt); a later revision's fields would go
+        params = {"_meta": {**meta, **stamped}, "name": tool, "arguments": arguments}
+        validated = (site.run, self._alias, site.node, site.item) in self._accepted
+        return functools.partial(self._answer, site, params, validated)
+
+    def _learn_stamp(self) -> dict[str, Any] | None:
+        """What the session added to the ``_meta`` of the call it last sent, if that was the call being learnt from
+        and the stamp only added entries (none of the orchestrator's own was changed)."""
+        sending, sent = self._sending, self._dispatcher.sent
+        self._sending = None
+        if sending is None or sent is None or not isinstance(meta := sent.get("_meta"), dict):
+            return None
+        if any(key not in meta or meta[key] != value for key, value in sending.items()):
+            return None
+        stamped = {key: value for key, value in meta.items() if key not in sending}
+        if not _TESTBED_META_KEYS.isdisjoint(stamped):
+            return None
+        self._stamped = stamped
+        return stamped
+
+    def _answer(self, site: CallSite, params: dict[str, Any], validated: bool) -> types.CallToolResult:
+        raw = _answer(self._dispatcher.recorded_answer(site, "tools/call", params))
+        ttl = raw.get("ttlMs")  # as send_request floors it, before validating
+        if isinstance(ttl, int | float) and not isinstance(ttl, bool) and ttl < 0:
+            raw["ttlMs"] = 0
+        if not validated:
+            with suppress(KeyError):  # as send_request: a method the protocol version has no row for is not checked
+                validate_server_result("tools/call", LATEST_PROTOCOL_VERSION, raw)
+        return types.CallToolResult.model_validate(raw, by_name=False)
 
     @property
     def protocol_version(self) -> str | None:
@@ -251,9 +343,45 @@ def _without_id(message: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in message.items() if key != "id"}
 
 
-async def _connect(
-    stack: AsyncExitStack, alias: str, record: ServerRecord | None, dispatcher: _RecordedDispatcher, transport: str
-) -> Connection:
+def _plain_meta(meta: dict[str, Any]) -> bool:
+    """Whether ``meta`` is the orchestrator's own ``_meta``, which the session's serialization leaves as it is."""
+    return (
+        type(meta) is dict
+        and _TESTBED_META_KEYS.issuperset(meta)
+        and all(type(value) is str or (type(value) is float and math.isfinite(value)) for value in meta.values())
+    )
+
+
+_JSON_SCALARS = frozenset({str, int, bool, type(None)})
+"""Types the session's serialization gives back as they are (floats too, but for NaN and infinities)."""
+_FLOATS = frozenset({float})
+_KEYS = frozenset({str})
+
+
+def _plain_arguments(value: Any) -> bool:
+    """Whether ``value`` is made of JSON values only (dicts with string keys, lists, strings, numbers, booleans,
+    None; finite floats), which the session's serialization gives back equal and of the same types."""
+    kind = type(value)
+    if kind is dict:
+        if not _KEYS.issuperset(map(type, value)):
+            return False
+        items: Any = value.values()
+    elif kind is list:
+        items = value
+    elif kind is float:
+        return math.isfinite(value)
+    else:
+        return kind in _JSON_SCALARS
+    kinds = set(map(type, items))
+    if kinds <= _JSON_SCALARS:
+        return True
+    if kinds == _FLOATS:  # a box: one sum tells (NaN and infinities carry through it; an overflow only refuses)
+        return math.isfinite(sum(items))
+    return all(map(_plain_arguments, items))
+
+
+async def _connect(stack: AsyncExitStack, alias: str, record: ServerRecord | None, dispatcher: _RecordedDispatcher,
+                   transport: str, accepted: set[tuple[int, str, str, int]]) -> Connection:  # fmt: skip
     """A connection answered by ``dispatcher``, negotiated and listed as the recorded connection was."""
     session = await stack.enter_async_context(ClientSession(dispatcher=dispatcher))
     try:
@@ -263,7 +391,7 @@ async def _connect(
     if not set(discovered.supported_versions) & set(MODERN_PROTOCOL_VERSIONS):
         raise UnreplayableError(f"{alias}: the recorded handshake negotiated a legacy protocol version")
     session.adopt(discovered)
-    client = _DirectClient(session, dispatcher)
+    client = _DirectClient(session, dispatcher, accepted, alias)
     listed = list((await client.list_tools()).tools)
     server = record.server if record is not None else alias
     truth = ServerTruth.model_validate(record.truth) if record is not None and record.truth else None
@@ -371,7 +499,7 @@ async def _replay_run(
     check_task: TaskChecker,
     scenario: Scenario,
     blobs: ReplayBlobs,
-    sandbox: Path,
+    shown_sandbox: Path,
     problems: list[str],
 ) -> RecordedRun:
     """Replay one run; return its recorded events, each checked against the replayed one.
@@ -398,7 +526,7 @@ async def _replay_run(
         run=run,
         scene=SceneView(
             image=image,
-            image_path=str(sandbox / context.scope / "scene.png"),
+            image_path=str(shown_sandbox / context.scope / "scene.png"),
             width=started.width,
             height=started.height,
         ),
@@ -432,8 +560,12 @@ async def _replay_run(
 
 
 async def replay_directly(recorded: list[Event], scenario: Scenario, blobs: ReplayBlobs, *, sandbox: Path,
-                          models: ModelEvents, check_task: TaskChecker) -> list[Event]:  # fmt: skip
+                          models: ModelEvents, check_task: TaskChecker,
+                          shown_sandbox: Path | None = None) -> list[Event]:  # fmt: skip
     """Replay every complete recorded run directly; return the replayed events (the recorded ones, checked).
+
+    ``shown_sandbox`` is the recording's sandbox folder, so the agent sees the scene paths it saw live
+    (default: ``sandbox``).
 
     Raises:
         UnreplayableError: the recording needs the session replay (faults, restarts, timeouts), or did not reproduce.
@@ -442,7 +574,9 @@ async def replay_directly(recorded: list[Event], scenario: Scenario, blobs: Repl
         raise UnreplayableError("the scenario injects faults")
     header = recorded[0]
     assert isinstance(header, ExperimentHeader)
-    runs, exchanges, handshakes = _split(recorded)
+    runs, exchanges, handshakes, accepted = _split(recorded)
+    if header.versions.get("mcp") != _installed_sdk():  # another SDK may not take what this one took
+        accepted = set()
     records = {record.alias: record for record in header.servers}
     problems: list[str] = []
     pool = ServerPool(out_dir=sandbox, sandbox=sandbox, device="cpu")  # holds the direct connections only
@@ -451,14 +585,18 @@ async def replay_directly(recorded: list[Event], scenario: Scenario, blobs: Repl
     async with AsyncExitStack() as stack:
         for alias, ref in scenario.servers.items():
             dispatcher = _RecordedDispatcher(alias, handshakes.get(alias, []), exchanges, blobs, problems)
-            pool.connections[alias] = await _connect(stack, alias, records.get(alias), dispatcher, ref.transport)
+            pool.connections[alias] = await _connect(
+                stack, alias, records.get(alias), dispatcher, ref.transport, accepted
+            )
         agent = build_agent(scenario, models)
         for run in sorted(runs):
             token = current_call.set(None)
             try:
                 events.extend(
                     await _replay_run(runs[run], pool=pool, agent=agent, models=models, check_task=check_task,
-                                      scenario=scenario, blobs=blobs, sandbox=sandbox, problems=problems)
+                                      scenario=scenario, blobs=blobs,
+                                      shown_sandbox=shown_sandbox if shown_sandbox is not None else sandbox,
+                                      problems=problems)
                 )  # fmt: skip
             finally:
                 current_call.reset(token)

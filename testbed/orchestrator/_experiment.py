@@ -315,6 +315,7 @@ async def run_experiment(
                 weights=_weights_hashes(),
                 servers=servers,
                 started_at=time.time(),
+                sandbox=str((out_dir / "sandbox").resolve()),
             )
             log.create([header, *handshake], before_rename=lambda: crash_point("header"))
         if progress is not None:

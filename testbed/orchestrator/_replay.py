@@ -284,6 +284,7 @@ async def _replay_experiment(directory: Path, *, live: bool, device: str) -> Rep
                     scenario,
                     blobs,
                     sandbox=out / "sandbox",
+                    shown_sandbox=recorded_sandbox(header, directory),
                     models=replay_models(scenario, recorded),
                     check_task=task_checker(scenario),
                 )
@@ -360,6 +361,11 @@ def _handshake_answers_waited_for(recorded: list[Event]) -> dict[str, list[bool]
     return waited_for
 
 
+def recorded_sandbox(header: ExperimentHeader, directory: Path) -> Path:
+    """The sandbox folder the recorded runs used (logs that predate recording it: the one in ``directory``)."""
+    return Path(header.sandbox) if header.sandbox is not None else (directory / "sandbox").resolve()
+
+
 async def _replay_offline(directory: Path, recorded: list[Event], scenario: Scenario, out: Path) -> list[Event]:
     blobs = BlobStore(directory / "blobs")
     header = recorded[0]
@@ -389,6 +395,7 @@ async def _replay_offline(directory: Path, recorded: list[Event], scenario: Scen
         check_task=task_checker(scenario),
         log_dir=out / "replayed",
         sandbox=out / "sandbox",
+        shown_sandbox=recorded_sandbox(header, directory),
         servers_dir=out,
         device="cpu",
         deadline_override=deadline,

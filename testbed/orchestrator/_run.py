@@ -99,6 +99,8 @@ async def _list_tools(
 
 async def _restart_dead_servers(run: int, pool: ServerPool, outcomes: Sequence[CallEvent]) -> list[ServerEvent]:
     closed = {e.server for e in outcomes if e.outcome is CallOutcomeKind.TRANSPORT_CLOSED}
+    if not closed and not pool.restart_requested and not any(c.closed for c in pool.connections.values()):
+        return []  # nothing to restart (after nearly every step)
     events = []
     for alias in sorted(set(pool.connections)):
         connection = pool.connections[alias]
@@ -145,11 +147,14 @@ async def execute_run(
     deadline_override: DeadlineOverride | None = None,
     scene_png: bytes | None = None,
     model_events: Callable[[int], list[Event]] | None = None,
+    shown_sandbox: Path | None = None,
 ) -> RunOutcome:
     """Run one scene through the agent; return its events in deterministic order.
 
     ``scene_png`` is the scene image already encoded (replay has it from the recording).
     ``model_events`` hands over what the agent's models (LLM, embeddings) recorded in a run.
+    ``shown_sandbox`` is where the agent is told the sandbox is, when not at ``sandbox`` (replay shows the
+    recorded paths).
     """
     context = _RunContext(
         run=run,
@@ -166,7 +171,8 @@ async def execute_run(
     image_path = _scene_path(sandbox, context.scope)
     if pool.may_read_files():
         blobs.link(image_blob, image_path)
-    view = await _start_view(context, scene, image, image_path)
+    shown_path = image_path if shown_sandbox is None else _scene_path(shown_sandbox, context.scope)
+    view = await _start_view(context, scene, image, shown_path)
     started = RunStarted(
         time=time.time(),
         run=run,

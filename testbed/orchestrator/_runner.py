@@ -68,6 +68,8 @@ class Runner:
     deadline_override: DeadlineOverride | None = None
     blobs_dir: Path | None = None
     """Where blobs go when not under ``log_dir`` (a worker process writes into its experiment's blob store)."""
+    shown_sandbox: Path | None = None
+    """Where the agent is told the sandbox is, when not at ``sandbox``: replay shows the recorded paths."""
 
 
 async def execute_runs(
@@ -134,9 +136,11 @@ async def execute_runs(
                     fault_events=fault_events,
                     deadline_override=runner.deadline_override,
                     model_events=runner.models.take_run,
+                    shown_sandbox=runner.shown_sandbox,
                 )
             finally:
                 current_call.reset(token)
+            log.blobs.sync()  # before a writer in another process can record the run
             on_run(run, outcome, log)
         if on_finish is not None:
             on_finish(log)

@@ -380,7 +380,7 @@ def _walk(value: Any, path: Sequence[Segment], reference: Reference) -> Any:
             rest = path[position + 1 :]
             return [_walk(element, rest, reference) for element in value]
         if isinstance(segment, FieldSegment):
-            if not isinstance(value, Mapping):
+            if type(value) is not dict and not isinstance(value, Mapping):  # a dict told without the ABC check
                 _fail(reference, segment, f"expected a mapping with field {segment.name!r}, got {_describe(value)}")
             if segment.name not in value:
                 available = ", ".join(repr(str(key)) for key in value) or "none"
@@ -427,7 +427,7 @@ def resolve_value(value: Any, context: BindingContext) -> Any:
         if value.startswith(_MARK):
             return resolve(parse_reference(value), context)
         return value
-    if isinstance(value, Mapping):
+    if type(value) is dict or isinstance(value, Mapping):  # a dict told without the ABC check
         return {key: resolve_value(inner, context) for key, inner in value.items()}
     if isinstance(value, list | tuple):
         return [resolve_value(inner, context) for inner in value]
