@@ -27,7 +27,7 @@ from testbed.events._model import (
     ServerRecord,
     TruthMode,
 )
-from testbed.events._read_once import ReadOnceBlobs, ReplayBlobs, internalized
+from testbed.events._read_once import ReadOnceBlobs, ReplayBlobs, blob_files, internalized
 from testbed.events._store import (
     BLOBS_DIR,
     EVENTS_FILE,
@@ -74,6 +74,7 @@ __all__ = [
     "ServerEvent",
     "ServerRecord",
     "TruthMode",
+    "blob_files",
     "externalize",
     "internalize",
     "internalized",

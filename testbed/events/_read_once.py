@@ -78,7 +78,7 @@ class ReplayBlobs(ReadOnceBlobs):
     def _listed(self, digest: str) -> str | None:
         """The blob's file name as the folder listed it when first asked (one listing, not a lookup per suffix)."""
         if self._files is None:
-            self._files = _blob_files(self.root)
+            self._files = blob_files(self.root)
         return self._files.get(digest)
 
     def _fetch(self, digest: str) -> str:
@@ -146,7 +146,7 @@ _SUFFIXES = {".png": 0, ".jpg": 1, ".txt": 2}
 """A blob's possible suffixes, ranked in the order :class:`BlobStore` looks for them."""
 
 
-def _blob_files(root: Path) -> dict[str, str]:
+def blob_files(root: Path) -> dict[str, str]:
     """Each blob's file name in ``root``, by digest (the first in :data:`_SUFFIXES` where several exist)."""
     files: dict[str, str] = {}
     try:

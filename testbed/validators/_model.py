@@ -25,6 +25,7 @@ from testbed.events import (
     ReplayBlobs,
     RunStarted,
     ServerRecord,
+    blob_files,
     internalize,
     internalized,
 )
@@ -307,7 +308,7 @@ def share_blob_readers(records: Iterable[RunRecord]) -> None:
         found = readers.get(id(store))
         if found is None:
             if type(store) is BlobStore:
-                found = readers[id(store)] = (ReplayBlobs(store), _listed_digests(store.root))
+                found = readers[id(store)] = (ReplayBlobs(store), blob_files(store.root))
             else:
                 found = readers[id(store)] = (ReadOnceBlobs(store), None)
         reader, listed = found
@@ -316,24 +317,6 @@ def share_blob_readers(records: Iterable[RunRecord]) -> None:
             record.remember(_LISTED, listed)
 
 
-def _listed_digests(root: Path) -> dict[str, str]:
-    """By digest, the blob file in ``root`` now that a shared reader (:class:`ReplayBlobs`) finds for it: the
-    first of the suffixes :meth:`BlobStore.path` looks for; empty where ``root`` cannot be listed."""
-    files: dict[str, str] = {}
-    try:
-        names = os.listdir(root)
-    except OSError:
-        return files
-    for name in names:
-        rank = _BLOB_SUFFIXES.get(name[-4:])
-        if rank is not None:
-            known = files.setdefault(name[:-4], name)
-            if rank < _BLOB_SUFFIXES[known[-4:]]:
-                files[name[:-4]] = name
-    return files
-
-
-_BLOB_SUFFIXES = {".png": 0, ".jpg": 1, ".txt": 2}
 """The suffixes :meth:`BlobStore.path` looks for, in the order it looks for them."""
 
 
