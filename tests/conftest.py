@@ -304,3 +304,28 @@ def reproduced_cases_quick(tmp_path_factory: pytest.TempPathFactory) -> CasesCom
     arguments = ["reproduce", "cases", "--quick", "--seed", "3", "--calibration-runs", "2", "--out", str(out)]
     result = CliRunner().invoke(main, arguments)
     return CasesCommand(out, result.exit_code, result.output)
+
+
+@pytest.fixture
+def file_reading_scenario() -> str:
+    """A scenario whose detector reads the scene from the sandbox, by the ``$scene.image_path`` the agent passes."""
+    return """
+name: detect_from_file
+version: 1
+description: a detector that reads the scene from the sandbox.
+seed: 0
+runs: 2
+scene:
+  synthetic: {min_objects: 1, max_objects: 2}
+servers:
+  det: {server: detect-xywh-bl}
+task: {kind: none}
+agent:
+  kind: scripted
+  workflow:
+    nodes:
+      - id: detect
+        call: det.detect_file
+        args: {path: $scene.image_path}
+expect: []
+"""

@@ -13,30 +13,8 @@ from testbed.events import EVENTS_FILE, ExperimentHeader, read_events
 from testbed.orchestrator import replay_experiment, run_experiment
 from testbed.scenario import Scenario, load_scenario
 
-FILE_SCENARIO = """
-name: detect_from_file
-version: 1
-description: a detector that reads the scene from the sandbox, by the path the agent passes.
-seed: 0
-runs: 2
-scene:
-  synthetic: {min_objects: 1, max_objects: 2}
-servers:
-  det: {server: detect-xywh-bl}
-task: {kind: none}
-agent:
-  kind: scripted
-  workflow:
-    nodes:
-      - id: detect
-        call: det.detect_file
-        args: {path: $scene.image_path}
-expect: []
-"""
-
 DELAY = "faults:\n  - {kind: delay, seconds: 0.01, target: {server: det}}\n"
-DELAYED = FILE_SCENARIO.replace("expect: []", DELAY + "expect: []")
-"""The same, with a fault: replayed through MCP sessions rather than served directly."""
+"""Added to the scenario, a fault: it is then replayed through MCP sessions rather than served directly."""
 
 
 def _scenario(tmp_path: Path, text: str) -> Scenario:
@@ -58,8 +36,9 @@ def _header(out: Path) -> ExperimentHeader:
     return header
 
 
-@pytest.mark.parametrize(("text", "direct"), [(FILE_SCENARIO, True), (DELAYED, False)], ids=["direct", "sessions"])
-def test_a_scenario_passing_the_scene_path_replays(tmp_path: Path, text: str, direct: bool) -> None:
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "sessions"])
+def test_a_scenario_passing_the_scene_path_replays(tmp_path: Path, file_reading_scenario: str, direct: bool) -> None:
+    text = file_reading_scenario if direct else file_reading_scenario.replace("expect: []", DELAY + "expect: []")
     out = _record(tmp_path, text)
     assert _header(out).sandbox == str((out / "sandbox").resolve())
 
@@ -69,8 +48,8 @@ def test_a_scenario_passing_the_scene_path_replays(tmp_path: Path, text: str, di
     assert report.direct is direct
 
 
-def test_a_moved_recording_still_replays_with_the_paths_it_recorded(tmp_path: Path) -> None:
-    out = _record(tmp_path, FILE_SCENARIO)
+def test_a_moved_recording_still_replays_with_the_paths_it_recorded(tmp_path: Path, file_reading_scenario: str) -> None:
+    out = _record(tmp_path, file_reading_scenario)
     moved = tmp_path / "elsewhere" / "exp"
     moved.parent.mkdir()
     shutil.move(out, moved)
@@ -80,8 +59,10 @@ def test_a_moved_recording_still_replays_with_the_paths_it_recorded(tmp_path: Pa
     assert report.divergence is None, str(report.divergence)
 
 
-def test_a_log_written_before_the_sandbox_was_recorded_replays_from_its_own_folder(tmp_path: Path) -> None:
-    out = _record(tmp_path, FILE_SCENARIO)
+def test_a_log_written_before_the_sandbox_was_recorded_replays_from_its_own_folder(
+    tmp_path: Path, file_reading_scenario: str
+) -> None:
+    out = _record(tmp_path, file_reading_scenario)
     log = out / EVENTS_FILE
     first, rest = log.read_text(encoding="utf-8").split("\n", 1)
     header = json.loads(first)

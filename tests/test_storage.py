@@ -19,32 +19,10 @@ from testbed.scenario import load_scenario
 V1 = Path(__file__).resolve().parent.parent / "scenarios" / "v1"
 
 
-FILE_SCENARIO = """
-name: detect_from_file
-version: 1
-description: a detector that reads the scene from the sandbox.
-seed: 0
-runs: 2
-scene:
-  synthetic: {min_objects: 1, max_objects: 2}
-servers:
-  det: {server: detect-xywh-bl}
-task: {kind: none}
-agent:
-  kind: scripted
-  workflow:
-    nodes:
-      - id: detect
-        call: det.detect_file
-        args: {path: $scene.image_path}
-expect: []
-"""
-
-
-def test_the_sandbox_scene_is_its_blob(tmp_path: Path) -> None:
+def test_the_sandbox_scene_is_its_blob(tmp_path: Path, file_reading_scenario: str) -> None:
     """A server that reads files finds the scene in the sandbox, as one inode with its blob."""
     out = tmp_path / "exp"
-    (tmp_path / "file.yaml").write_text(FILE_SCENARIO)
+    (tmp_path / "file.yaml").write_text(file_reading_scenario)
     scenario = load_scenario(tmp_path / "file.yaml")
     anyio.run(lambda: run_experiment(scenario, out_dir=out, device="cpu"))
     calls = [event for event in read_events(out).events if isinstance(event, CallEvent)]
